@@ -1,0 +1,247 @@
+//! Configuration: defaults → TOML file → `PROPLET_*` environment → CLI flags.
+//!
+//! Every value is validated into a typed field at startup; a bad value is an error that
+//! names the setting and where it came from, never a silent default. This module owns no
+//! I/O beyond reading the TOML file and the files it names.
+
+mod layers;
+mod settings;
+mod values;
+
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use layers::{Layers, Raw, Source};
+pub use settings::{SETTINGS, Setting};
+pub use values::BrokerAddress;
+
+use crate::sandbox::Limits;
+
+/// A configuration problem found at startup.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value did not parse or is out of range.
+    #[error("{origin}: invalid {key} {value:?}: {reason}")]
+    Invalid {
+        /// Where the bad value came from.
+        origin: Source,
+        /// The setting.
+        key: &'static str,
+        /// The value (redacted for secrets).
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A required setting has no value.
+    #[error("missing required setting {key}: set {env} (or --{flag}, or {key} in the config file)")]
+    Missing {
+        /// The setting.
+        key: &'static str,
+        /// Its environment names.
+        env: String,
+        /// Its CLI flag.
+        flag: &'static str,
+    },
+    /// Two aliases of one setting disagree.
+    #[error("{first} and {second} are both set, to different values; set only one")]
+    Conflict {
+        /// The preferred name.
+        first: &'static str,
+        /// The alias.
+        second: &'static str,
+    },
+    /// The TOML file could not be read or parsed.
+    #[error("config file {}: {reason}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The TOML file has a key that is not a setting.
+    #[error("config file {}: unknown key {key:?}", path.display())]
+    UnknownKey {
+        /// The file.
+        path: PathBuf,
+        /// The key.
+        key: String,
+    },
+}
+
+/// Who we are on the bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// `{A}` of the topic base.
+    pub tenant_id: String,
+    /// `{C}` of the topic base.
+    pub channel_id: String,
+    /// MQTT username and `proplet_id`.
+    pub proplet_id: String,
+    /// MQTT password.
+    pub api_key: Option<String>,
+    /// MQTT client id.
+    pub client_id: String,
+    /// `namespace` of discovery and heartbeats.
+    pub namespace: String,
+}
+
+/// TLS files for the broker connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM CA bundle; `None` uses the system roots.
+    pub ca_cert: Option<PathBuf>,
+    /// PEM client certificate and key for mutual TLS.
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
+/// MQTT session settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttConfig {
+    /// Broker address.
+    pub address: BrokerAddress,
+    /// QoS of every publish and subscription.
+    pub qos: u8,
+    /// Connect timeout; also the longest wait to queue a message.
+    pub timeout: Duration,
+    /// Keep-alive.
+    pub keep_alive: Duration,
+    /// Largest packet in either direction.
+    pub max_packet_size: usize,
+    /// Most unacknowledged QoS>0 publishes.
+    pub inflight: u16,
+    /// Queue in front of the client.
+    pub request_channel_capacity: usize,
+    /// Start a clean session.
+    pub clean_session: bool,
+    /// TLS files, used when the address selects TLS.
+    pub tls: TlsFiles,
+}
+
+/// Task admission and lifecycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskSettings {
+    /// Tasks that run at once.
+    pub max_concurrent: NonZeroUsize,
+    /// Tasks that may wait for a slot.
+    pub queue_capacity: usize,
+    /// Grace period for running tasks at shutdown.
+    pub drain_timeout: Duration,
+    /// Compiled modules kept in memory.
+    pub module_cache_entries: usize,
+    /// External runtime binary, when tasks run out of process.
+    pub external_runtime: Option<PathBuf>,
+}
+
+/// How binaries are obtained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchSettings {
+    /// Wait for registry chunks.
+    pub chunk_timeout: Duration,
+    /// Largest binary from any source.
+    pub max_binary_bytes: u64,
+    /// Registry transfers assembled at once.
+    pub max_assemblies: usize,
+    /// HTTP download timeout.
+    pub http_timeout: Duration,
+}
+
+/// Discovery metadata given by the operator.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetadataSettings {
+    /// Free text.
+    pub description: Option<String>,
+    /// Placement tags.
+    pub tags: Vec<String>,
+    /// Location.
+    pub location: Option<String>,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    /// tracing filter directive.
+    pub level: String,
+    /// JSON lines instead of text.
+    pub json: bool,
+}
+
+/// The validated configuration of one proplet.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Identity and topic base.
+    pub identity: Identity,
+    /// Broker session.
+    pub mqtt: MqttConfig,
+    /// Heartbeat period.
+    pub liveliness_interval: Duration,
+    /// Admission, concurrency, shutdown.
+    pub tasks: TaskSettings,
+    /// Binary sources.
+    pub fetch: FetchSettings,
+    /// Node default limits for every task.
+    pub limits: Limits,
+    /// Discovery metadata.
+    pub metadata: MetadataSettings,
+    /// Logging.
+    pub log: LogSettings,
+    layers: Layers,
+}
+
+mod resolve;
+
+impl Config {
+    /// Loads from an optional TOML file, the environment (through `env`) and CLI flags.
+    pub fn load(
+        file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+        cli: Vec<(&'static Setting, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut layers = Layers::defaults();
+        let file = file.map(Path::to_path_buf).or_else(|| {
+            env("PROPLET_CONFIG_FILE")
+                .filter(|f| !f.is_empty())
+                .map(PathBuf::from)
+        });
+        if let Some(path) = file {
+            let section = env("PROPLET_CONFIG_SECTION")
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "proplet".into());
+            layers.apply_file(&path, &section)?;
+        }
+        layers.apply_env(env)?;
+        layers.apply_cli(cli);
+        resolve::from_layers(layers)
+    }
+
+    /// Loads from the process environment and the given file and flags.
+    pub fn from_process_env(
+        file: Option<&Path>,
+        cli: Vec<(&'static Setting, String)>,
+    ) -> Result<Config, ConfigError> {
+        Config::load(file, &|name| std::env::var(name).ok(), cli)
+    }
+
+    /// The effective configuration, one `key = value  # source` line per setting, with
+    /// secrets redacted.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for s in SETTINGS {
+            match self.layers.get(s.key) {
+                Some(raw) => {
+                    let value = if s.secret {
+                        "\"<redacted>\"".to_owned()
+                    } else {
+                        format!("{:?}", raw.text)
+                    };
+                    out.push_str(&format!("{} = {value}  # {}\n", s.key, raw.source));
+                }
+                None => out.push_str(&format!("# {} is unset\n", s.key)),
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

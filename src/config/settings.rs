@@ -1,0 +1,329 @@
+//! The table of every setting: its key, environment names, default and help text.
+//!
+//! One table drives the environment layer, the TOML keys, the CLI flags, `proplet config`
+//! and the README's configuration table, so they cannot drift apart.
+
+/// One configurable value.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    /// TOML key and internal name (`mqtt_qos`).
+    pub key: &'static str,
+    /// CLI flag, without the leading dashes (`mqtt-qos`).
+    pub flag: &'static str,
+    /// Environment variables, preferred name first; later names are accepted aliases.
+    pub env: &'static [&'static str],
+    /// Default as text; `None` means unset.
+    pub default: Option<&'static str>,
+    /// Redacted in `proplet config`, logs and errors.
+    pub secret: bool,
+    /// One line for `--help` and the README.
+    pub help: &'static str,
+}
+
+const fn s(
+    key: &'static str,
+    flag: &'static str,
+    env: &'static [&'static str],
+    default: Option<&'static str>,
+    help: &'static str,
+) -> Setting {
+    Setting {
+        key,
+        flag,
+        env,
+        default,
+        secret: false,
+        help,
+    }
+}
+
+/// Every setting, in display order.
+pub const SETTINGS: &[Setting] = &[
+    s(
+        "tenant_id",
+        "tenant-id",
+        &["PROPLET_TENANT_ID", "PROPLET_DOMAIN_ID"],
+        None,
+        "Tenant (seed era: domain) id: the {A} of the topic base m/{A}/c/{C}. Required.",
+    ),
+    s(
+        "channel_id",
+        "channel-id",
+        &["PROPLET_CHANNEL_ID"],
+        None,
+        "Channel id: the {C} of the topic base. Required.",
+    ),
+    s(
+        "entity_id",
+        "entity-id",
+        &["PROPLET_ENTITY_ID", "PROPLET_CLIENT_ID"],
+        None,
+        "Entity (seed era: client) id: MQTT username and proplet_id in every message. Required.",
+    ),
+    Setting {
+        secret: true,
+        ..s(
+            "api_key",
+            "api-key",
+            &["PROPLET_API_KEY", "PROPLET_CLIENT_KEY"],
+            None,
+            "API (seed era: client) key: the MQTT password.",
+        )
+    },
+    s(
+        "instance_id",
+        "instance-id",
+        &["PROPLET_INSTANCE_ID"],
+        None,
+        "MQTT client id; defaults to the entity id.",
+    ),
+    s(
+        "namespace",
+        "namespace",
+        &["PROPLET_MANAGER_K8S_NAMESPACE"],
+        Some("default"),
+        "namespace field of discovery and heartbeats.",
+    ),
+    s(
+        "mqtt_address",
+        "mqtt-address",
+        &["PROPLET_MQTT_ADDRESS"],
+        Some("tcp://localhost:1883"),
+        "Broker: tcp://, mqtt://, ssl://, mqtts:// URL or host:port.",
+    ),
+    s(
+        "mqtt_qos",
+        "mqtt-qos",
+        &["PROPLET_MQTT_QOS"],
+        Some("2"),
+        "QoS of every publish and subscription: 0, 1 or 2.",
+    ),
+    s(
+        "mqtt_timeout",
+        "mqtt-timeout",
+        &["PROPLET_MQTT_TIMEOUT"],
+        Some("30s"),
+        "Connect timeout and the longest wait to hand a message to the client (10 or 10s).",
+    ),
+    s(
+        "mqtt_keep_alive",
+        "mqtt-keep-alive",
+        &["PROPLET_MQTT_KEEP_ALIVE"],
+        Some("30s"),
+        "MQTT keep-alive interval.",
+    ),
+    s(
+        "mqtt_max_packet_size",
+        "mqtt-max-packet-size",
+        &["PROPLET_MQTT_MAX_PACKET_SIZE"],
+        Some("10MiB"),
+        "Largest MQTT packet accepted or sent.",
+    ),
+    s(
+        "mqtt_inflight",
+        "mqtt-inflight",
+        &["PROPLET_MQTT_INFLIGHT"],
+        Some("10"),
+        "Most unacknowledged QoS 1/2 publishes at once (mosquitto allows 20).",
+    ),
+    s(
+        "mqtt_request_channel_capacity",
+        "mqtt-request-channel-capacity",
+        &["PROPLET_MQTT_REQUEST_CHANNEL_CAPACITY"],
+        Some("128"),
+        "Capacity of the queue in front of the MQTT client.",
+    ),
+    s(
+        "mqtt_clean_session",
+        "mqtt-clean-session",
+        &["PROPLET_MQTT_CLEAN_SESSION"],
+        Some("false"),
+        "Start a clean MQTT session; false keeps starts queued by the broker while the link is down.",
+    ),
+    s(
+        "mqtt_tls_ca_cert",
+        "mqtt-tls-ca-cert",
+        &["PROPLET_MQTT_TLS_CA_CERT"],
+        None,
+        "PEM CA bundle for a TLS broker (default: the system roots).",
+    ),
+    s(
+        "mqtt_tls_client_cert",
+        "mqtt-tls-client-cert",
+        &["PROPLET_MQTT_TLS_CLIENT_CERT"],
+        None,
+        "PEM client certificate for mutual TLS.",
+    ),
+    s(
+        "mqtt_tls_client_key",
+        "mqtt-tls-client-key",
+        &["PROPLET_MQTT_TLS_CLIENT_KEY"],
+        None,
+        "PEM client key for mutual TLS.",
+    ),
+    s(
+        "liveliness_interval",
+        "liveliness-interval",
+        &["PROPLET_LIVELINESS_INTERVAL"],
+        Some("5s"),
+        "Heartbeat period (10 or 10s); below the manager's 10 s alive window.",
+    ),
+    s(
+        "external_wasm_runtime",
+        "external-wasm-runtime",
+        &["PROPLET_EXTERNAL_WASM_RUNTIME"],
+        None,
+        "Run every task with this runtime binary (e.g. wasmtime) instead of in-process.",
+    ),
+    s(
+        "max_concurrent_tasks",
+        "max-concurrent-tasks",
+        &["PROPLET_MAX_CONCURRENT_TASKS"],
+        None,
+        "Tasks that run at once (default: the number of cores).",
+    ),
+    s(
+        "task_queue_capacity",
+        "task-queue-capacity",
+        &["PROPLET_TASK_QUEUE_CAPACITY"],
+        Some("256"),
+        "Tasks that may wait for a slot; beyond that a start is answered 'overloaded'.",
+    ),
+    s(
+        "drain_timeout",
+        "drain-timeout",
+        &["PROPLET_DRAIN_TIMEOUT"],
+        Some("30s"),
+        "On SIGINT/SIGTERM, how long running tasks may finish before they are cancelled.",
+    ),
+    s(
+        "task_timeout",
+        "task-timeout",
+        &["PROPLET_TASK_TIMEOUT"],
+        Some("10m"),
+        "Wall-clock deadline of a non-daemon task (0 = none).",
+    ),
+    s(
+        "task_memory",
+        "task-memory",
+        &["PROPLET_TASK_MEMORY"],
+        Some("256MiB"),
+        "Linear memory a guest may allocate.",
+    ),
+    s(
+        "output_limit",
+        "output-limit",
+        &["PROPLET_OUTPUT_LIMIT"],
+        Some("1MiB"),
+        "Bytes of stdout (and, separately, stderr) kept per task; more is an output_limit error.",
+    ),
+    s(
+        "module_cache_entries",
+        "module-cache-entries",
+        &["PROPLET_MODULE_CACHE_ENTRIES"],
+        Some("64"),
+        "Compiled modules kept in memory, keyed by content digest.",
+    ),
+    s(
+        "chunk_timeout",
+        "chunk-timeout",
+        &["PROPLET_CHUNK_TIMEOUT"],
+        Some("60s"),
+        "How long a task waits for registry chunks.",
+    ),
+    s(
+        "max_binary_size",
+        "max-binary-size",
+        &["PROPLET_MAX_BINARY_SIZE"],
+        Some("100MiB"),
+        "Largest binary accepted from any source.",
+    ),
+    s(
+        "max_chunk_assemblies",
+        "max-chunk-assemblies",
+        &["PROPLET_MAX_CHUNK_ASSEMBLIES"],
+        Some("16"),
+        "Registry transfers assembled at once.",
+    ),
+    s(
+        "http_fetch_timeout",
+        "http-fetch-timeout",
+        &["PROPLET_HTTP_FETCH_TIMEOUT"],
+        Some("30s"),
+        "Timeout of an http(s):// image_url download.",
+    ),
+    s(
+        "description",
+        "description",
+        &["PROPLET_DESCRIPTION"],
+        None,
+        "Discovery metadata: description.",
+    ),
+    s(
+        "tags",
+        "tags",
+        &["PROPLET_TAGS"],
+        None,
+        "Discovery metadata: comma-separated tags.",
+    ),
+    s(
+        "location",
+        "location",
+        &["PROPLET_LOCATION"],
+        None,
+        "Discovery metadata: location.",
+    ),
+    s(
+        "log_level",
+        "log-level",
+        &["PROPLET_LOG_LEVEL"],
+        Some("info"),
+        "Log filter: error, warn, info, debug, trace or a tracing directive (RUST_LOG wins).",
+    ),
+    s(
+        "log_format",
+        "log-format",
+        &["PROPLET_LOG_FORMAT"],
+        Some("text"),
+        "Log format: text or json.",
+    ),
+];
+
+/// Seed-era TOML keys (`[proplet]` section written by upstream provisioning) → our keys.
+pub const LEGACY_KEYS: &[(&str, &str)] = &[
+    ("domain_id", "tenant_id"),
+    ("client_id", "entity_id"),
+    ("client_key", "api_key"),
+];
+
+/// The setting with TOML key `key` (legacy names included).
+pub fn by_key(key: &str) -> Option<&'static Setting> {
+    let key = LEGACY_KEYS
+        .iter()
+        .find(|(old, _)| *old == key)
+        .map_or(key, |(_, new)| new);
+    SETTINGS.iter().find(|s| s.key == key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_flags_and_env_names_are_unique_and_consistent() {
+        let mut seen = std::collections::HashSet::new();
+        for s in SETTINGS {
+            assert!(seen.insert(s.key), "duplicate key {}", s.key);
+            assert_eq!(s.flag, s.key.replace('_', "-"));
+            for e in s.env {
+                assert!(e.starts_with("PROPLET_") && seen.insert(e), "bad env {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn legacy_keys_resolve() {
+        assert_eq!(by_key("client_key").map(|s| s.key), Some("api_key"));
+        assert_eq!(by_key("nope").map(|s| s.key), None);
+    }
+}

@@ -1,0 +1,30 @@
+//! proplet: the Propeller worker daemon.
+//!
+//! A proplet takes WebAssembly tasks from the Propeller manager over MQTT, runs them in
+//! Wasmtime (or an external runtime), and reports results and heartbeats.
+//!
+//! # Layout
+//!
+//! - [`config`]: settings from defaults, a TOML file, `PROPLET_*` env and CLI flags.
+//! - [`protocol`]: pure wire types and topic names (PROTOCOL.md).
+//! - [`transport`]: the MQTT session — the only rumqttc user — and the [`transport::Publisher`].
+//! - [`tasks`]: admission, concurrency, fetching binaries, stop, drain, heartbeat.
+//! - [`runtime`]: running one task — the only Wasmtime user, with [`sandbox`].
+//! - [`sandbox`]: limits and capped output.
+//! - [`telemetry`]: logging.
+//! - [`worker`]: wires the parts together and runs them until shutdown.
+//! - [`demo`]: an embedded broker, a worker and a submitter in one process.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod demo;
+pub mod protocol;
+pub mod runtime;
+pub mod sandbox;
+pub mod tasks;
+pub mod telemetry;
+pub mod transport;
+pub mod worker;
+
+pub use config::Config;
+pub use worker::run;

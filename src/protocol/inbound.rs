@@ -1,0 +1,208 @@
+//! Messages the proplet receives, decoded once into typed values.
+//!
+//! [`decode`] is the single place where a (topic, payload) pair becomes an [`Inbound`]. A
+//! payload that cannot be decoded yields a [`Rejected`] that still carries whatever could be
+//! salvaged (the task `id` and its targeting), so that the caller can answer with an error
+//! result instead of leaving the manager waiting.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::lenient::{optional_text_list, or_default, text_list, text_map};
+use super::{ProtocolError, Topic};
+
+/// A decoded message from the manager or the registry proxy.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inbound {
+    /// `control/manager/start`.
+    Start(StartRequest),
+    /// `control/manager/stop`.
+    Stop(StopRequest),
+    /// `control/manager/invoke`.
+    Invoke(InvokeRequest),
+    /// `registry/server`.
+    Chunk(Chunk),
+}
+
+/// Who a start or invoke is meant for (PROTOCOL.md §5.2 step 2, §8.5).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Target {
+    /// The proplet the latest manager picked; absent in seed-era starts.
+    #[serde(default, deserialize_with = "or_default")]
+    pub proplet_id: Option<String>,
+    /// `true`: every proplet must run it.
+    #[serde(default, deserialize_with = "or_default")]
+    pub broadcast: bool,
+}
+
+impl Target {
+    /// Whether a proplet with id `ours` must handle the message.
+    pub fn includes(&self, ours: &str) -> bool {
+        match self.proplet_id.as_deref() {
+            _ if self.broadcast => true,
+            None | Some("") => true,
+            Some(id) => id == ours,
+        }
+    }
+}
+
+/// A start request (PROTOCOL.md §4.3), seed-era or latest.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct StartRequest {
+    /// Task id, echoed as `task_id` in the result.
+    #[serde(default, deserialize_with = "or_default")]
+    pub id: String,
+    /// Export to call; empty or `_start` runs the module as a command.
+    #[serde(default, deserialize_with = "or_default")]
+    pub name: String,
+    /// Registry reference, or an `http(s)://` URL, used when `file` is empty.
+    #[serde(default, deserialize_with = "or_default")]
+    pub image_url: String,
+    /// The binary inline, base64 (standard alphabet, padded).
+    #[serde(default, deserialize_with = "or_default")]
+    pub file: String,
+    /// Positional arguments as text (numbers from seed managers are converted).
+    #[serde(default, deserialize_with = "text_list")]
+    pub inputs: Vec<String>,
+    /// Extra arguments: guest argv after the program name, or runtime arguments.
+    #[serde(default, deserialize_with = "text_list")]
+    pub cli_args: Vec<String>,
+    /// Environment of the workload.
+    #[serde(default, deserialize_with = "text_map")]
+    pub env: BTreeMap<String, String>,
+    /// Long-running task (PROTOCOL.md §5.5).
+    #[serde(default, deserialize_with = "or_default")]
+    pub daemon: bool,
+    /// Precompile only; run on invoke (PROTOCOL.md §5.7).
+    #[serde(default, deserialize_with = "or_default")]
+    pub latent: bool,
+    /// Encrypted OCI workload (TEE only).
+    #[serde(default, deserialize_with = "or_default")]
+    pub encrypted: bool,
+    /// Targeting.
+    #[serde(flatten)]
+    pub target: Target,
+}
+
+impl StartRequest {
+    /// Checks the fields every start needs (PROTOCOL.md §4.3.4).
+    pub fn validate(&self) -> Result<(), ProtocolError> {
+        if self.id.is_empty() {
+            return Err(ProtocolError::Invalid("start has no id".into()));
+        }
+        if self.file.is_empty() && self.image_url.is_empty() {
+            return Err(ProtocolError::Invalid(
+                "either file or image_url must be provided".into(),
+            ));
+        }
+        if self.encrypted {
+            return Err(ProtocolError::Invalid(
+                "encrypted workloads need a TEE runtime, which this proplet does not have".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A stop request (PROTOCOL.md §4.4); only `id` matters, whatever the era.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct StopRequest {
+    /// The task to stop.
+    #[serde(default, deserialize_with = "or_default")]
+    pub id: String,
+}
+
+/// An invocation of a latent task (PROTOCOL.md §4.5).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct InvokeRequest {
+    /// The latent task id.
+    #[serde(default, deserialize_with = "or_default")]
+    pub id: String,
+    /// Correlation id, echoed in the invoke result.
+    #[serde(default, deserialize_with = "or_default")]
+    pub invocation_id: String,
+    /// Replacement inputs; `None` or empty keeps the deploy-time inputs.
+    #[serde(default, deserialize_with = "optional_text_list")]
+    pub inputs: Option<Vec<String>>,
+    /// Environment merged over the deploy-time env.
+    #[serde(default, deserialize_with = "text_map")]
+    pub env: BTreeMap<String, String>,
+    /// Targeting.
+    #[serde(flatten)]
+    pub target: Target,
+}
+
+/// One chunk of a binary sent by the registry proxy (PROTOCOL.md §4.9).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Chunk {
+    /// The requested reference; the reassembly key.
+    pub app_name: String,
+    /// 0-based index.
+    pub chunk_idx: u64,
+    /// Number of chunks in the transfer.
+    pub total_chunks: u64,
+    /// Chunk bytes, base64.
+    pub data: String,
+}
+
+/// A message that could not be decoded, with what could be salvaged from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    /// Where it arrived.
+    pub topic: Topic,
+    /// The task id, when the payload had a string `id`.
+    pub id: Option<String>,
+    /// The invocation id of an invoke, when present.
+    pub invocation_id: Option<String>,
+    /// Targeting, when it could be read (default: untargeted).
+    pub target: Target,
+    /// Why it was rejected.
+    pub error: ProtocolError,
+}
+
+/// Decodes a payload received on `topic`.
+pub fn decode(topic: Topic, payload: &[u8]) -> Result<Inbound, Rejected> {
+    let decoded = match topic {
+        Topic::Start => from_json(payload).map(Inbound::Start),
+        Topic::Stop => from_json(payload).map(Inbound::Stop),
+        Topic::Invoke => from_json(payload).map(Inbound::Invoke),
+        Topic::RegistryChunk => from_json(payload).map(Inbound::Chunk),
+        other => Err(ProtocolError::Invalid(format!(
+            "the proplet does not consume {}",
+            other.suffix()
+        ))),
+    };
+    decoded.map_err(|error| salvage(topic, payload, error))
+}
+
+fn from_json<T: for<'de> Deserialize<'de>>(payload: &[u8]) -> Result<T, ProtocolError> {
+    serde_json::from_slice(payload).map_err(|e| ProtocolError::Json(e.to_string()))
+}
+
+/// Reads `id`, `invocation_id` and targeting from a payload whose typed decode failed.
+fn salvage(topic: Topic, payload: &[u8], error: ProtocolError) -> Rejected {
+    let value: Value = serde_json::from_slice(payload).unwrap_or(Value::Null);
+    let text = |key: &str| {
+        value
+            .get(key)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let target = Target {
+        proplet_id: text("proplet_id"),
+        broadcast: value
+            .get("broadcast")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    };
+    Rejected {
+        topic,
+        id: text("id"),
+        invocation_id: text("invocation_id"),
+        target,
+        error,
+    }
+}

@@ -1,0 +1,188 @@
+//! Messages the proplet publishes, and the one function that encodes them.
+
+use serde::Serialize;
+
+use super::Topic;
+
+/// Why a task failed, in a form a machine can act on.
+///
+/// Sent as `error_kind` next to the human-readable `error` text (managers ignore unknown
+/// keys, PROTOCOL.md §1.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Undecodable or invalid request, bad inputs, missing export, wrong arity.
+    Invalid,
+    /// The binary could not be obtained.
+    Fetch,
+    /// Not valid wasm, or it cannot be instantiated.
+    Compile,
+    /// The guest trapped.
+    Trap,
+    /// The guest (or external runtime) exited with a non-zero status.
+    Exit,
+    /// The task ran past its deadline.
+    Timeout,
+    /// Stopped by the manager, or cancelled during shutdown.
+    Cancelled,
+    /// The guest exceeded its memory budget.
+    Memory,
+    /// The guest wrote more output than allowed.
+    OutputLimit,
+    /// The proplet is at capacity and its queue is full.
+    Overloaded,
+    /// Refused by policy or capability checks.
+    Denied,
+    /// A bug or an unexpected host failure.
+    Internal,
+}
+
+impl ErrorKind {
+    /// The wire name (`"output_limit"`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Invalid => "invalid",
+            ErrorKind::Fetch => "fetch",
+            ErrorKind::Compile => "compile",
+            ErrorKind::Trap => "trap",
+            ErrorKind::Exit => "exit",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Cancelled => "cancelled",
+            ErrorKind::Memory => "memory",
+            ErrorKind::OutputLimit => "output_limit",
+            ErrorKind::Overloaded => "overloaded",
+            ErrorKind::Denied => "denied",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+/// Discovery metadata (latest manager, PROTOCOL.md §4.1); every member is optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Metadata {
+    /// Free text from `PROPLET_DESCRIPTION`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Placement tags from `PROPLET_TAGS`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Location from `PROPLET_LOCATION`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// `linux`, `macos`, …
+    pub os: String,
+    /// `x86_64`, `aarch64`, …
+    pub cpu_arch: String,
+    /// Host name, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// This crate's version.
+    pub proplet_version: String,
+    /// External runtime path, or `wasmtime-internal`.
+    pub wasm_runtime: String,
+}
+
+/// `control/proplet/create`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Discovery {
+    /// Our id.
+    pub proplet_id: String,
+    /// `PROPLET_MANAGER_K8S_NAMESPACE`.
+    pub namespace: String,
+    /// Host description for the latest manager; ignored by seed managers.
+    pub metadata: Metadata,
+}
+
+/// `control/proplet/alive`, both the heartbeat and the offline notice (Last Will).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Liveliness {
+    /// Our id.
+    pub proplet_id: String,
+    /// `"alive"` or `"offline"`.
+    pub status: &'static str,
+    /// `PROPLET_MANAGER_K8S_NAMESPACE`.
+    pub namespace: String,
+}
+
+/// `control/proplet/results` (PROTOCOL.md §4.6, §8.6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskResult {
+    /// The start's `id`.
+    pub task_id: String,
+    /// Our id.
+    pub proplet_id: String,
+    /// The result text; `""` on failure.
+    pub results: String,
+    /// Failure text with its whole cause chain; `null` on success.
+    pub error: Option<String>,
+    /// Machine-readable failure class; omitted on success.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<ErrorKind>,
+}
+
+/// `control/proplet/invoke_results` (PROTOCOL.md §4.7).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InvokeResult {
+    /// The latent task id.
+    pub task_id: String,
+    /// The invoke's `invocation_id`.
+    pub invocation_id: String,
+    /// Our id.
+    pub proplet_id: String,
+    /// The result text; `""` on failure.
+    pub results: String,
+    /// Failure text; `null` on success.
+    pub error: Option<String>,
+    /// Machine-readable failure class; omitted on success.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<ErrorKind>,
+}
+
+/// `registry/proplet`: ask the proxy for a binary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BinaryRequest {
+    /// The `image_url` exactly as received.
+    pub app_name: String,
+}
+
+/// Anything the proplet publishes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outbound {
+    /// Sent after every (re)connection, once subscriptions are in place.
+    Discovery(Discovery),
+    /// Heartbeat or offline notice.
+    Liveliness(Liveliness),
+    /// One per task.
+    Result(TaskResult),
+    /// One per invocation.
+    InvokeResult(InvokeResult),
+    /// Registry fetch.
+    BinaryRequest(BinaryRequest),
+}
+
+impl Outbound {
+    /// Where the message goes.
+    pub fn topic(&self) -> Topic {
+        match self {
+            Outbound::Discovery(_) => Topic::Create,
+            Outbound::Liveliness(_) => Topic::Alive,
+            Outbound::Result(_) => Topic::Results,
+            Outbound::InvokeResult(_) => Topic::InvokeResults,
+            Outbound::BinaryRequest(_) => Topic::RegistryRequest,
+        }
+    }
+
+    /// The JSON payload.
+    pub fn encode(&self) -> Vec<u8> {
+        let encoded = match self {
+            Outbound::Discovery(m) => serde_json::to_vec(m),
+            Outbound::Liveliness(m) => serde_json::to_vec(m),
+            Outbound::Result(m) => serde_json::to_vec(m),
+            Outbound::InvokeResult(m) => serde_json::to_vec(m),
+            Outbound::BinaryRequest(m) => serde_json::to_vec(m),
+        };
+        // Invariant: these types hold only strings, booleans and string maps, which
+        // serde_json always encodes.
+        encoded.expect("outbound messages are always encodable")
+    }
+}

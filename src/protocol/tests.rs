@@ -1,0 +1,287 @@
+//! Golden-fixture tests: every message in both directions, both manager generations.
+
+use std::collections::BTreeMap;
+
+use super::*;
+
+const T: &str = "8f14e45f-ceea-467f-a8e0-2c3b1f7d9a10";
+const P: &str = "c1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4e5f";
+const Q: &str = "d9e8f7a6-b5c4-4d3e-8f2a-1b0c9d8e7f6a";
+const ADD_WASM: &str = "AGFzbQEAAAABBwFgAn9/AX8DAgEABwcBA2FkZAAACgkBBwAgACABags=";
+
+macro_rules! fixture {
+    ($dir:literal, $name:literal) => {
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/",
+            $dir,
+            "/",
+            $name,
+            ".json"
+        ))
+    };
+}
+
+fn start(payload: &str) -> StartRequest {
+    match decode(Topic::Start, payload.as_bytes()) {
+        Ok(Inbound::Start(s)) => s,
+        other => panic!("not a start: {other:?}"),
+    }
+}
+
+fn json(bytes: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(bytes).expect("valid JSON")
+}
+
+#[test]
+fn seed_start_numbers_become_text() {
+    let s = start(fixture!("inbound", "start_seed"));
+    assert_eq!(s.id, T);
+    assert_eq!(s.name, "add");
+    assert_eq!(s.file, ADD_WASM);
+    assert_eq!(s.inputs, vec!["10", "20"]);
+    assert!(s.cli_args.is_empty() && s.env.is_empty() && !s.daemon);
+    assert_eq!(s.target, Target::default());
+    assert!(s.target.includes(P) && s.target.includes(Q));
+    s.validate().expect("valid");
+}
+
+#[test]
+fn latest_start_is_targeted() {
+    let s = start(fixture!("inbound", "start_latest"));
+    assert_eq!(s.inputs, vec!["10", "20"]);
+    assert_eq!(s.target.proplet_id.as_deref(), Some(P));
+    assert!(s.target.includes(P));
+    assert!(!s.target.includes(Q));
+}
+
+#[test]
+fn broadcast_includes_everyone() {
+    let t = Target {
+        proplet_id: Some(Q.into()),
+        broadcast: true,
+    };
+    assert!(t.includes(P));
+    let empty = Target {
+        proplet_id: Some(String::new()),
+        broadcast: false,
+    };
+    assert!(empty.includes(P));
+}
+
+#[test]
+fn unknown_and_ignored_fields_are_accepted() {
+    let s = start(fixture!("inbound", "start_extra_fields"));
+    assert_eq!(s, start(fixture!("inbound", "start_latest")));
+}
+
+#[test]
+fn nulls_mean_absent() {
+    let s = start(
+        r#"{"id":"t","name":null,"file":"AA==","inputs":null,"env":{"A":"1","B":null,"C":2},"daemon":null,"proplet_id":null,"broadcast":null}"#,
+    );
+    assert_eq!(s.name, "");
+    assert!(!s.daemon && !s.target.broadcast);
+    assert_eq!(
+        s.env,
+        BTreeMap::from([("A".into(), "1".into()), ("C".into(), "2".into())])
+    );
+}
+
+#[test]
+fn validation_rejects_missing_binary_and_id() {
+    let no_binary = start(r#"{"id":"t","name":"add"}"#);
+    assert!(matches!(
+        no_binary.validate(),
+        Err(ProtocolError::Invalid(_))
+    ));
+    let no_id = start(&format!(r#"{{"id":"","name":"add","file":"{ADD_WASM}"}}"#));
+    assert!(no_id.validate().is_err());
+    let registry = start(fixture!("inbound", "start_registry"));
+    registry.validate().expect("image_url alone is enough");
+}
+
+#[test]
+fn wrong_types_are_rejected_with_salvaged_id_and_target() {
+    let err = decode(
+        Topic::Start,
+        br#"{"id":"t1","name":"add","daemon":"yes","proplet_id":"Q"}"#,
+    )
+    .unwrap_err();
+    assert_eq!(err.id.as_deref(), Some("t1"));
+    assert_eq!(err.target.proplet_id.as_deref(), Some("Q"));
+    assert!(matches!(err.error, ProtocolError::Json(_)));
+    let nested = decode(Topic::Start, br#"{"id":"t2","inputs":[[1]]}"#).unwrap_err();
+    assert_eq!(nested.id.as_deref(), Some("t2"));
+}
+
+#[test]
+fn garbage_is_rejected_without_id() {
+    for payload in [&b"not json"[..], b"", b"[]", b"{\"id\":5}", b"\xff\xfe"] {
+        let err = decode(Topic::Start, payload).unwrap_err();
+        assert_eq!(err.id, None, "{payload:?}");
+    }
+}
+
+#[test]
+fn stops_of_both_eras_read_only_the_id() {
+    for payload in [
+        fixture!("inbound", "stop_seed"),
+        fixture!("inbound", "stop_latest"),
+    ] {
+        assert_eq!(
+            decode(Topic::Stop, payload.as_bytes()),
+            Ok(Inbound::Stop(StopRequest { id: T.into() }))
+        );
+    }
+}
+
+#[test]
+fn invoke_decodes() {
+    let Ok(Inbound::Invoke(i)) = decode(Topic::Invoke, fixture!("inbound", "invoke").as_bytes())
+    else {
+        panic!("not an invoke");
+    };
+    assert_eq!(i.invocation_id, "6c2f0e3a-7b1d-4e5f-9a8b-1c2d3e4f5a6b");
+    assert_eq!(i.inputs, Some(vec!["\"world\"".to_string()]));
+    assert_eq!(i.env.get("GREETING").map(String::as_str), Some("hi"));
+    let Ok(Inbound::Invoke(none)) = decode(
+        Topic::Invoke,
+        br#"{"id":"x","invocation_id":"i","inputs":null}"#,
+    ) else {
+        panic!("not an invoke");
+    };
+    assert_eq!(none.inputs, None);
+}
+
+#[test]
+fn chunk_decodes() {
+    let Ok(Inbound::Chunk(c)) = decode(
+        Topic::RegistryChunk,
+        fixture!("inbound", "chunk").as_bytes(),
+    ) else {
+        panic!("not a chunk");
+    };
+    assert_eq!((c.chunk_idx, c.total_chunks), (1, 2));
+    assert!(
+        decode(
+            Topic::RegistryChunk,
+            br#"{"app_name":"a","chunk_idx":-1,"total_chunks":2,"data":""}"#
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn outbound_topics_are_fixed() {
+    assert!(decode(Topic::Results, b"{}").is_err());
+    let req = Outbound::BinaryRequest(BinaryRequest {
+        app_name: "x".into(),
+    });
+    assert_eq!(req.topic(), Topic::RegistryRequest);
+}
+
+fn result(results: &str, error: Option<&str>, kind: Option<ErrorKind>) -> Outbound {
+    Outbound::Result(TaskResult {
+        task_id: T.into(),
+        proplet_id: P.into(),
+        results: results.into(),
+        error: error.map(str::to_owned),
+        error_kind: kind,
+    })
+}
+
+#[test]
+fn results_match_golden_fixtures() {
+    assert_eq!(
+        json(&result("30", None, None).encode()),
+        json(fixture!("outbound", "result_ok").as_bytes())
+    );
+    let err = result("", Some("boom"), Some(ErrorKind::Trap));
+    assert_eq!(
+        json(&err.encode()),
+        json(fixture!("outbound", "result_error").as_bytes())
+    );
+    assert_eq!(err.topic(), Topic::Results);
+}
+
+#[test]
+fn invoke_result_matches_golden_fixture() {
+    let msg = Outbound::InvokeResult(InvokeResult {
+        task_id: "3b9d2c1e-5f6a-4b7c-8d9e-0f1a2b3c4d5e".into(),
+        invocation_id: "6c2f0e3a-7b1d-4e5f-9a8b-1c2d3e4f5a6b".into(),
+        proplet_id: P.into(),
+        results: "\"Hello, world!\"".into(),
+        error: None,
+        error_kind: None,
+    });
+    assert_eq!(
+        json(&msg.encode()),
+        json(fixture!("outbound", "invoke_result").as_bytes())
+    );
+    assert_eq!(msg.topic(), Topic::InvokeResults);
+}
+
+#[test]
+fn liveliness_and_registry_match_golden_fixtures() {
+    let live = |status| {
+        Outbound::Liveliness(Liveliness {
+            proplet_id: P.into(),
+            status,
+            namespace: "default".into(),
+        })
+    };
+    assert_eq!(
+        json(&live("alive").encode()),
+        json(fixture!("outbound", "heartbeat").as_bytes())
+    );
+    assert_eq!(
+        json(&live("offline").encode()),
+        json(fixture!("outbound", "offline").as_bytes())
+    );
+    let req = Outbound::BinaryRequest(BinaryRequest {
+        app_name: "docker.io/example/addition:latest".into(),
+    });
+    assert_eq!(
+        json(&req.encode()),
+        json(fixture!("outbound", "binary_request").as_bytes())
+    );
+}
+
+#[test]
+fn discovery_matches_golden_fixture() {
+    let msg = Outbound::Discovery(Discovery {
+        proplet_id: P.into(),
+        namespace: "default".into(),
+        metadata: Metadata {
+            description: None,
+            tags: vec!["edge".into(), "gpu".into()],
+            location: Some("lab-1".into()),
+            os: "linux".into(),
+            cpu_arch: "x86_64".into(),
+            hostname: Some("edge-01".into()),
+            proplet_version: "0.1.0".into(),
+            wasm_runtime: "wasmtime-internal".into(),
+        },
+    });
+    assert_eq!(
+        json(&msg.encode()),
+        json(fixture!("outbound", "discovery").as_bytes())
+    );
+    assert_eq!(msg.topic(), Topic::Create);
+}
+
+#[test]
+fn error_kind_names_match_serde() {
+    for kind in [
+        ErrorKind::Invalid,
+        ErrorKind::OutputLimit,
+        ErrorKind::Overloaded,
+        ErrorKind::Internal,
+    ] {
+        assert_eq!(
+            serde_json::to_value(kind).unwrap(),
+            serde_json::Value::String(kind.as_str().into())
+        );
+    }
+}

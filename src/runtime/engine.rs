@@ -1,0 +1,171 @@
+//! The shared Wasmtime engine, its epoch ticker and the compiled-module cache.
+//!
+//! One [`Engine`] serves every task. Epoch interruption is always on: a ticker thread
+//! advances the epoch every [`TICK`], and every store yields to the async runtime on each
+//! tick, so a spinning guest can neither starve the MQTT loop nor outlive a dropped future.
+//! Compilation is CPU-heavy and runs on the blocking pool, once per content digest.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::sync::OnceCell;
+use wasmtime::{Engine, InstancePre, Linker, Module};
+
+use super::host::HostState;
+use super::{Digest, RuntimeError};
+
+/// How often the epoch advances: the granularity of preemption and deadlines.
+pub const TICK: Duration = Duration::from_millis(10);
+
+/// Advances the engine's epoch every [`TICK`] until dropped (or the engine is gone).
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: &Engine) -> std::io::Result<Self> {
+        let weak = engine.weak();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("proplet-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })?;
+        Ok(EpochTicker {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            // A panicked ticker has nothing left to clean up.
+            thread.join().ok();
+        }
+    }
+}
+
+/// A compiled, linked module ready to instantiate.
+pub type Prepared = InstancePre<HostState>;
+
+struct CacheEntry {
+    cell: Arc<OnceCell<Prepared>>,
+    last_used: u64,
+}
+
+/// The engine, the WASI p1 linker and a bounded cache of prepared modules.
+pub struct WasmEngine {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: Mutex<HashMap<Digest, CacheEntry>>,
+    capacity: usize,
+    clock: AtomicU64,
+    compiles: AtomicU64,
+    _ticker: EpochTicker,
+}
+
+impl WasmEngine {
+    /// Builds the engine with epoch interruption and a cache of `capacity` modules.
+    pub fn new(capacity: usize) -> Result<Self, RuntimeError> {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(RuntimeError::internal)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut HostState| &mut s.wasi)
+            .map_err(RuntimeError::internal)?;
+        let ticker = EpochTicker::start(&engine).map_err(RuntimeError::internal)?;
+        Ok(WasmEngine {
+            engine,
+            linker,
+            cache: Mutex::new(HashMap::new()),
+            capacity: capacity.max(1),
+            clock: AtomicU64::new(0),
+            compiles: AtomicU64::new(0),
+            _ticker: ticker,
+        })
+    }
+
+    /// The Wasmtime engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// How many modules were compiled so far (cache misses).
+    pub fn compiles(&self) -> u64 {
+        self.compiles.load(Ordering::Relaxed)
+    }
+
+    /// The prepared module for `bytes`, compiling it on the blocking pool on a cache miss.
+    /// Concurrent requests for one digest share a single compilation.
+    pub async fn prepare(
+        &self,
+        digest: &Digest,
+        bytes: Arc<[u8]>,
+    ) -> Result<Prepared, RuntimeError> {
+        let cell = self.cache_cell(digest);
+        let result = cell.get_or_try_init(|| self.compile(bytes)).await.cloned();
+        if result.is_err() {
+            self.lock_cache().remove(digest);
+        }
+        result
+    }
+
+    async fn compile(&self, bytes: Arc<[u8]>) -> Result<Prepared, RuntimeError> {
+        self.compiles.fetch_add(1, Ordering::Relaxed);
+        let engine = self.engine.clone();
+        let linker = self.linker.clone();
+        let job = tokio::task::spawn_blocking(move || {
+            let module = Module::from_binary(&engine, &bytes).map_err(RuntimeError::compile)?;
+            linker
+                .instantiate_pre(&module)
+                .map_err(RuntimeError::compile)
+        });
+        job.await.map_err(RuntimeError::internal)?
+    }
+
+    fn cache_cell(&self, digest: &Digest) -> Arc<OnceCell<Prepared>> {
+        let now = self.clock.fetch_add(1, Ordering::Relaxed);
+        let mut cache = self.lock_cache();
+        if let Some(entry) = cache.get_mut(digest) {
+            entry.last_used = now;
+            return entry.cell.clone();
+        }
+        if cache.len() >= self.capacity {
+            let oldest = cache
+                .iter()
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(d, _)| d.clone());
+            if let Some(oldest) = oldest {
+                cache.remove(&oldest);
+            }
+        }
+        let cell = Arc::new(OnceCell::new());
+        cache.insert(
+            digest.clone(),
+            CacheEntry {
+                cell: cell.clone(),
+                last_used: now,
+            },
+        );
+        cell
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, CacheEntry>> {
+        // The cache holds no invariant a panic could break; recover from poisoning.
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -1,0 +1,225 @@
+//! Running one task: the only place that touches Wasmtime (with `sandbox/`).
+//!
+//! [`Runtime::run`] takes a [`TaskSpec`] and returns a [`TaskOutput`] or a [`RuntimeError`].
+//! Dropping the returned future stops the guest: in-process guests yield at every epoch
+//! tick, and an external runtime process is killed on drop.
+
+mod core;
+mod engine;
+mod external;
+mod host;
+mod values;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest as _, Sha256};
+use tokio::sync::oneshot;
+
+pub use engine::{TICK, WasmEngine};
+pub use external::ExternalRuntime;
+
+use crate::protocol::ErrorKind;
+use crate::sandbox::Limits;
+
+/// A sha256 content digest, shown as `sha256:<hex>`.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Digest([u8; 32]);
+
+impl Digest {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Digest(Sha256::digest(bytes).into())
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// A workload binary and its digest.
+#[derive(Clone, Debug)]
+pub struct Binary {
+    /// The bytes.
+    pub bytes: Arc<[u8]>,
+    /// sha256 of the bytes.
+    pub digest: Digest,
+}
+
+impl Binary {
+    /// Wraps `bytes`, computing the digest.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        let digest = Digest::of(&bytes);
+        Binary {
+            bytes: bytes.into(),
+            digest,
+        }
+    }
+
+    /// Whether the bytes are a component (rather than a core module).
+    pub fn is_component(&self) -> bool {
+        wasmparser::Parser::is_component(&self.bytes)
+    }
+}
+
+/// Everything needed to run one task.
+#[derive(Clone, Debug)]
+pub struct TaskSpec {
+    /// Task id (used for temp file names and logs).
+    pub id: String,
+    /// Export to call; empty or `_start` runs the module as a command.
+    pub name: String,
+    /// The workload.
+    pub binary: Binary,
+    /// Positional arguments, as text.
+    pub inputs: Vec<String>,
+    /// Guest argv after the program name (external runtime: runtime arguments).
+    pub args: Vec<String>,
+    /// Guest environment (nothing else is visible to the guest).
+    pub env: BTreeMap<String, String>,
+    /// Budgets.
+    pub limits: Limits,
+}
+
+impl TaskSpec {
+    /// Whether `name` asks for the module's command entry point rather than an export.
+    pub fn is_command(&self) -> bool {
+        self.name.is_empty() || self.name == "_start" || self.name.starts_with("fl-round-")
+    }
+}
+
+/// What a successful run produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskOutput {
+    /// The result text (return value, or stdout of a command).
+    pub result: String,
+    /// Captured stderr.
+    pub stderr: String,
+}
+
+/// Why a run failed. Each variant maps to one wire [`ErrorKind`].
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// Bad request: missing export, wrong arity, unparsable input.
+    #[error("{0}")]
+    Invalid(String),
+    /// Not valid wasm, or it cannot be linked or instantiated.
+    #[error("cannot compile or instantiate the module: {0}")]
+    Compile(String),
+    /// The guest trapped.
+    #[error("guest trapped: {0}")]
+    Trap(String),
+    /// Non-zero exit status.
+    #[error("exited with status {code}{}", stderr_suffix(stderr))]
+    Exit {
+        /// Exit status.
+        code: i32,
+        /// Captured stderr.
+        stderr: String,
+    },
+    /// Ran past the deadline.
+    #[error("task timed out after {0:?}")]
+    Timeout(Duration),
+    /// Memory budget exceeded.
+    #[error("{0}")]
+    Memory(String),
+    /// Output budget exceeded.
+    #[error("output limit of {0} bytes exceeded")]
+    OutputLimit(usize),
+    /// A host-side failure.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    if stderr.is_empty() {
+        String::new()
+    } else {
+        format!(", stderr: {}", stderr.trim_end())
+    }
+}
+
+impl RuntimeError {
+    /// The wire classification.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            RuntimeError::Invalid(_) => ErrorKind::Invalid,
+            RuntimeError::Compile(_) => ErrorKind::Compile,
+            RuntimeError::Trap(_) => ErrorKind::Trap,
+            RuntimeError::Exit { .. } => ErrorKind::Exit,
+            RuntimeError::Timeout(_) => ErrorKind::Timeout,
+            RuntimeError::Memory(_) => ErrorKind::Memory,
+            RuntimeError::OutputLimit(_) => ErrorKind::OutputLimit,
+            RuntimeError::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    fn compile(e: wasmtime::Error) -> Self {
+        RuntimeError::Compile(format!("{e:#}"))
+    }
+
+    fn internal(e: impl fmt::Display) -> Self {
+        RuntimeError::Internal(e.to_string())
+    }
+}
+
+/// Where tasks run: in-process Wasmtime, or an external runtime binary.
+pub enum Runtime {
+    /// In-process.
+    Wasmtime(Arc<WasmEngine>),
+    /// `PROPLET_EXTERNAL_WASM_RUNTIME`.
+    External(ExternalRuntime),
+}
+
+impl Runtime {
+    /// In-process Wasmtime with a cache of `cache_entries` compiled modules.
+    pub fn wasmtime(cache_entries: usize) -> Result<Self, RuntimeError> {
+        Ok(Runtime::Wasmtime(Arc::new(WasmEngine::new(cache_entries)?)))
+    }
+
+    /// An external runtime binary, with temp files under `workdir`.
+    pub fn external(program: PathBuf, workdir: PathBuf) -> Self {
+        Runtime::External(ExternalRuntime::new(program, workdir))
+    }
+
+    /// `wasmtime-internal` or the external runtime's path, for discovery metadata.
+    pub fn describe(&self) -> String {
+        match self {
+            Runtime::Wasmtime(_) => "wasmtime-internal".into(),
+            Runtime::External(e) => e.program().display().to_string(),
+        }
+    }
+
+    /// Runs `spec` to completion under its deadline. `started` fires once the guest begins
+    /// executing (after fetch, compile and instantiation).
+    pub async fn run(
+        &self,
+        spec: TaskSpec,
+        started: Option<oneshot::Sender<()>>,
+    ) -> Result<TaskOutput, RuntimeError> {
+        let timeout = spec.limits.timeout;
+        let run = async {
+            match self {
+                Runtime::Wasmtime(engine) => core::run(engine, &spec, started).await,
+                Runtime::External(ext) => ext.run(&spec, started).await,
+            }
+        };
+        match timeout {
+            Some(limit) => tokio::time::timeout(limit, run)
+                .await
+                .unwrap_or(Err(RuntimeError::Timeout(limit))),
+            None => run.await,
+        }
+    }
+}

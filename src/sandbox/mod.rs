@@ -1,0 +1,34 @@
+//! Sandbox policy: the limits every guest runs under, and the capped output pipes that
+//! enforce the output budget.
+//!
+//! Deny by default: a guest gets no host environment, no preopened directories, no network
+//! and bounded memory, time and output unless the operator says otherwise.
+
+mod limiter;
+mod output;
+
+use std::time::Duration;
+
+pub use limiter::MemoryLimiter;
+pub use output::CappedOutput;
+
+/// Budgets for one task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall-clock deadline; `None` runs until done or stopped.
+    pub timeout: Option<Duration>,
+    /// Linear memory a guest may allocate, in bytes.
+    pub memory_bytes: u64,
+    /// Bytes of stdout (and separately of stderr) kept; more is an error.
+    pub output_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout: Some(Duration::from_secs(600)),
+            memory_bytes: 256 << 20,
+            output_bytes: 1 << 20,
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! Reassembly of registry chunks (PROTOCOL.md §4.9, §5.9.2). Pure and synchronous.
+//!
+//! Assemblies are keyed by `app_name`. The first chunk fixes `total_chunks`; a chunk that
+//! disagrees is rejected, duplicates are ignored, chunks may arrive in any order. The
+//! number of concurrent assemblies and the size of each are capped.
+
+use std::collections::{BTreeMap, HashMap};
+
+/// Why a chunk or an assembly was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChunkError {
+    /// `total_chunks` differs from the first chunk's.
+    #[error(
+        "chunk {idx} of {app_name} says total_chunks={got}, the transfer started with {expected}"
+    )]
+    ConflictingTotal {
+        /// Transfer key.
+        app_name: String,
+        /// Index of the offending chunk.
+        idx: u64,
+        /// The first chunk's total.
+        expected: u64,
+        /// This chunk's total.
+        got: u64,
+    },
+    /// Index out of range or zero total.
+    #[error("chunk {idx} of {total} for {app_name} is out of range")]
+    OutOfRange {
+        /// Transfer key.
+        app_name: String,
+        /// Index.
+        idx: u64,
+        /// Total.
+        total: u64,
+    },
+    /// The assembled binary would exceed the size cap.
+    #[error("the binary {app_name} exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// Transfer key.
+        app_name: String,
+        /// The cap.
+        limit: u64,
+    },
+    /// Too many transfers at once.
+    #[error("too many registry transfers in progress (limit {0})")]
+    TooManyAssemblies(usize),
+}
+
+/// One transfer in progress.
+#[derive(Debug, Default)]
+struct Assembly {
+    total: Option<u64>,
+    parts: BTreeMap<u64, Vec<u8>>,
+    bytes: u64,
+}
+
+/// All transfers in progress.
+#[derive(Debug)]
+pub struct Assembler {
+    assemblies: HashMap<String, Assembly>,
+    max_bytes: u64,
+    max_assemblies: usize,
+}
+
+impl Assembler {
+    /// Caps each binary at `max_bytes` and the number of transfers at `max_assemblies`.
+    pub fn new(max_bytes: u64, max_assemblies: usize) -> Self {
+        Assembler {
+            assemblies: HashMap::new(),
+            max_bytes,
+            max_assemblies,
+        }
+    }
+
+    /// Opens an assembly for `app_name` (no-op if one is open).
+    pub fn expect(&mut self, app_name: &str) -> Result<(), ChunkError> {
+        if self.assemblies.contains_key(app_name) {
+            return Ok(());
+        }
+        if self.assemblies.len() >= self.max_assemblies {
+            return Err(ChunkError::TooManyAssemblies(self.max_assemblies));
+        }
+        self.assemblies
+            .insert(app_name.to_owned(), Assembly::default());
+        Ok(())
+    }
+
+    /// Whether an assembly for `app_name` is open.
+    pub fn is_expected(&self, app_name: &str) -> bool {
+        self.assemblies.contains_key(app_name)
+    }
+
+    /// Drops the assembly for `app_name`.
+    pub fn forget(&mut self, app_name: &str) {
+        self.assemblies.remove(app_name);
+    }
+
+    /// Adds a chunk to an open assembly. Returns the whole binary once complete (and closes
+    /// the assembly); `Ok(None)` while incomplete, for duplicates and for unexpected names.
+    /// A [`ChunkError::TooLarge`] closes the assembly.
+    pub fn accept(
+        &mut self,
+        app_name: &str,
+        idx: u64,
+        total: u64,
+        data: Vec<u8>,
+    ) -> Result<Option<Vec<u8>>, ChunkError> {
+        let max_bytes = self.max_bytes;
+        let Some(asm) = self.assemblies.get_mut(app_name) else {
+            return Ok(None);
+        };
+        if total == 0 || idx >= total {
+            return Err(ChunkError::OutOfRange {
+                app_name: app_name.into(),
+                idx,
+                total,
+            });
+        }
+        match asm.total {
+            Some(expected) if expected != total => {
+                return Err(ChunkError::ConflictingTotal {
+                    app_name: app_name.into(),
+                    idx,
+                    expected,
+                    got: total,
+                });
+            }
+            _ => asm.total = Some(total),
+        }
+        if asm.parts.contains_key(&idx) {
+            return Ok(None);
+        }
+        asm.bytes += data.len() as u64;
+        if asm.bytes > max_bytes {
+            self.assemblies.remove(app_name);
+            return Err(ChunkError::TooLarge {
+                app_name: app_name.into(),
+                limit: max_bytes,
+            });
+        }
+        asm.parts.insert(idx, data);
+        if asm.parts.len() as u64 == total {
+            let done = self
+                .assemblies
+                .remove(app_name)
+                .map(|a| a.parts.into_values().flatten().collect());
+            return Ok(done);
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const APP: &str = "docker.io/example/addition:latest";
+
+    #[test]
+    fn assembles_out_of_order_with_duplicates() {
+        let mut a = Assembler::new(1 << 20, 4);
+        a.expect(APP).unwrap();
+        assert_eq!(a.accept(APP, 1, 2, b"world".to_vec()), Ok(None));
+        assert_eq!(a.accept(APP, 1, 2, b"WORLD".to_vec()), Ok(None));
+        assert_eq!(
+            a.accept(APP, 0, 2, b"hello ".to_vec()),
+            Ok(Some(b"hello world".to_vec()))
+        );
+        assert!(!a.is_expected(APP));
+    }
+
+    #[test]
+    fn unexpected_names_are_ignored() {
+        let mut a = Assembler::new(1 << 20, 4);
+        assert_eq!(a.accept("other", 0, 1, b"x".to_vec()), Ok(None));
+        assert!(!a.is_expected("other"));
+    }
+
+    #[test]
+    fn conflicting_totals_and_bad_indices_are_rejected() {
+        let mut a = Assembler::new(1 << 20, 4);
+        a.expect(APP).unwrap();
+        assert_eq!(a.accept(APP, 0, 3, b"a".to_vec()), Ok(None));
+        assert!(matches!(
+            a.accept(APP, 1, 2, b"b".to_vec()),
+            Err(ChunkError::ConflictingTotal {
+                expected: 3,
+                got: 2,
+                ..
+            })
+        ));
+        assert!(matches!(
+            a.accept(APP, 3, 3, b"b".to_vec()),
+            Err(ChunkError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            a.accept(APP, 0, 0, b"b".to_vec()),
+            Err(ChunkError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            a.accept(APP, u64::MAX, 3, vec![]),
+            Err(ChunkError::OutOfRange { .. })
+        ));
+        assert!(a.is_expected(APP), "a bad chunk does not end the transfer");
+    }
+
+    #[test]
+    fn caps_size_and_count() {
+        let mut a = Assembler::new(4, 1);
+        a.expect(APP).unwrap();
+        assert_eq!(a.expect("second"), Err(ChunkError::TooManyAssemblies(1)));
+        assert_eq!(a.accept(APP, 0, 2, b"abc".to_vec()), Ok(None));
+        assert!(matches!(
+            a.accept(APP, 1, 2, b"de".to_vec()),
+            Err(ChunkError::TooLarge { .. })
+        ));
+        assert!(!a.is_expected(APP));
+        a.expect("second").unwrap();
+    }
+}

@@ -1,0 +1,281 @@
+//! Getting a task's binary: inline base64, registry chunks through the proxy, or HTTP(S)
+//! (PROTOCOL.md §5.9).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use futures::StreamExt;
+use tokio::sync::oneshot;
+use tracing::{debug, warn};
+
+use super::chunks::{Assembler, ChunkError};
+use crate::config::FetchSettings;
+use crate::protocol::{BinaryRequest, Chunk, ErrorKind, Outbound, StartRequest};
+use crate::runtime::Binary;
+use crate::transport::Publisher;
+
+/// Why a binary could not be obtained.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// `file` is not valid standard base64.
+    #[error("file is not valid base64: {0}")]
+    Base64(#[from] base64::DecodeError),
+    /// Larger than `PROPLET_MAX_BINARY_SIZE`.
+    #[error("the binary is larger than the limit of {0} bytes")]
+    TooLarge(u64),
+    /// No chunks arrived in time.
+    #[error("Timeout waiting for binary chunks of {app_name} after {waited:?}")]
+    ChunkTimeout {
+        /// The requested reference.
+        app_name: String,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// The registry transfer failed.
+    #[error("registry transfer failed: {0}")]
+    Chunks(#[from] ChunkError),
+    /// The HTTP download failed.
+    #[error("HTTP fetch of {url} failed: {reason}")]
+    Http {
+        /// The URL.
+        url: String,
+        /// Why, with the cause chain.
+        reason: String,
+    },
+    /// The request to the registry proxy could not be queued.
+    #[error("cannot request the binary from the registry: the MQTT session is closed")]
+    Closed,
+}
+
+impl FetchError {
+    /// The wire classification.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            FetchError::Base64(_) => ErrorKind::Invalid,
+            FetchError::TooLarge(_) => ErrorKind::Denied,
+            _ => ErrorKind::Fetch,
+        }
+    }
+}
+
+/// Obtains binaries from all three sources.
+pub struct Fetcher {
+    registry: Registry,
+    http: reqwest::Client,
+    max_bytes: u64,
+}
+
+impl Fetcher {
+    /// A fetcher that asks the registry proxy through `publisher`.
+    pub fn new(settings: &FetchSettings, publisher: Publisher) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(settings.http_timeout)
+            .build()
+            .unwrap_or_default();
+        Fetcher {
+            registry: Registry::new(settings, publisher),
+            http,
+            max_bytes: settings.max_binary_bytes,
+        }
+    }
+
+    /// The binary of a start request.
+    pub async fn fetch(&self, req: &StartRequest) -> Result<Binary, FetchError> {
+        if !req.file.is_empty() {
+            return self.inline(&req.file);
+        }
+        let url = req.image_url.as_str();
+        if url.starts_with("http://") || url.starts_with("https://") {
+            return self.http(url).await;
+        }
+        self.registry.fetch(url).await
+    }
+
+    /// Feeds a chunk from `registry/server`.
+    pub fn on_chunk(&self, chunk: Chunk) {
+        self.registry.on_chunk(chunk);
+    }
+
+    fn inline(&self, file: &str) -> Result<Binary, FetchError> {
+        if (file.len() as u64 / 4) * 3 > self.max_bytes {
+            return Err(FetchError::TooLarge(self.max_bytes));
+        }
+        Ok(Binary::new(STANDARD.decode(file)?))
+    }
+
+    async fn http(&self, url: &str) -> Result<Binary, FetchError> {
+        let fail = |reason: String| FetchError::Http {
+            url: url.to_owned(),
+            reason,
+        };
+        let resp = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| fail(error_chain(&e)))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(fail(format!("status {status}")));
+        }
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let mime = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if !mime.is_empty() && mime != "application/wasm" && mime != "application/octet-stream" {
+            return Err(fail(format!("unexpected content type {content_type:?}")));
+        }
+        if resp.content_length().is_some_and(|n| n > self.max_bytes) {
+            return Err(FetchError::TooLarge(self.max_bytes));
+        }
+        let mut body = Vec::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(piece) = stream.next().await {
+            body.extend_from_slice(&piece.map_err(|e| fail(error_chain(&e)))?);
+            if body.len() as u64 > self.max_bytes {
+                return Err(FetchError::TooLarge(self.max_bytes));
+            }
+        }
+        Ok(Binary::new(body))
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+type Waiter = oneshot::Sender<Result<Arc<[u8]>, ChunkError>>;
+
+/// Registry transfers: who waits for which `app_name`, and the assemblies in progress.
+struct Registry {
+    state: Mutex<RegistryState>,
+    publisher: Publisher,
+    timeout: Duration,
+    next_waiter: AtomicU64,
+}
+
+struct RegistryState {
+    assembler: Assembler,
+    waiters: HashMap<String, Vec<(u64, Waiter)>>,
+}
+
+impl Registry {
+    fn new(settings: &FetchSettings, publisher: Publisher) -> Self {
+        let assembler = Assembler::new(settings.max_binary_bytes, settings.max_assemblies);
+        Registry {
+            state: Mutex::new(RegistryState {
+                assembler,
+                waiters: HashMap::new(),
+            }),
+            publisher,
+            timeout: settings.chunk_timeout,
+            next_waiter: AtomicU64::new(0),
+        }
+    }
+
+    /// Requests `app_name` from the proxy (once per concurrent transfer) and waits for it.
+    async fn fetch(&self, app_name: &str) -> Result<Binary, FetchError> {
+        let id = self.next_waiter.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        let first = {
+            let mut st = self.lock();
+            st.assembler.expect(app_name)?;
+            let list = st.waiters.entry(app_name.to_owned()).or_default();
+            list.push((id, tx));
+            list.len() == 1
+        };
+        let _waiting = WaiterGuard {
+            registry: self,
+            app_name,
+            id,
+        };
+        if first {
+            let req = Outbound::BinaryRequest(BinaryRequest {
+                app_name: app_name.to_owned(),
+            });
+            self.publisher
+                .send(req)
+                .await
+                .map_err(|_| FetchError::Closed)?;
+        }
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(Ok(bytes))) => Ok(Binary::new(bytes.to_vec())),
+            Ok(Ok(Err(e))) => Err(e.into()),
+            Ok(Err(_)) | Err(_) => Err(FetchError::ChunkTimeout {
+                app_name: app_name.to_owned(),
+                waited: self.timeout,
+            }),
+        }
+    }
+
+    fn on_chunk(&self, chunk: Chunk) {
+        let data = match STANDARD.decode(&chunk.data) {
+            Ok(d) => d,
+            Err(e) => {
+                return warn!(app_name = %chunk.app_name, idx = chunk.chunk_idx, "ignoring a chunk with invalid base64: {e}");
+            }
+        };
+        let mut st = self.lock();
+        if !st.assembler.is_expected(&chunk.app_name) {
+            return debug!(app_name = %chunk.app_name, "ignoring a chunk nobody here asked for");
+        }
+        let outcome =
+            st.assembler
+                .accept(&chunk.app_name, chunk.chunk_idx, chunk.total_chunks, data);
+        let done: Result<Arc<[u8]>, ChunkError> = match outcome {
+            Ok(None) => return,
+            Ok(Some(bytes)) => Ok(bytes.into()),
+            Err(e @ ChunkError::TooLarge { .. }) => Err(e),
+            Err(e) => return warn!("ignoring a chunk: {e}"),
+        };
+        for (_, waiter) in st.waiters.remove(&chunk.app_name).unwrap_or_default() {
+            // A waiter that timed out meanwhile has dropped its receiver.
+            waiter.send(done.clone()).ok();
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RegistryState> {
+        // Poisoning would need a panic while holding the lock; the maps stay consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Removes a waiter when its fetch ends (done, timed out or cancelled); the last waiter of
+/// a transfer also drops the assembly, so stale transfers never linger.
+struct WaiterGuard<'a> {
+    registry: &'a Registry,
+    app_name: &'a str,
+    id: u64,
+}
+
+impl Drop for WaiterGuard<'_> {
+    fn drop(&mut self) {
+        let mut st = self.registry.lock();
+        let Some(list) = st.waiters.get_mut(self.app_name) else {
+            return;
+        };
+        list.retain(|(id, _)| *id != self.id);
+        if list.is_empty() {
+            st.waiters.remove(self.app_name);
+            st.assembler.forget(self.app_name);
+        }
+    }
+}

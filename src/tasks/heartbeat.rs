@@ -1,0 +1,88 @@
+//! The heartbeat loop: the first beat as soon as the session is ready, then one every
+//! interval, and again at once after every reconnection.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::protocol::Outbound;
+use crate::transport::Publisher;
+
+/// Runs until `cancel` fires or the session goes away. Publishing never blocks a tick: a
+/// beat that finds the outbound queue full is dropped (and counted by the publisher).
+pub async fn run(
+    publisher: Publisher,
+    beat: Outbound,
+    every: Duration,
+    mut ready: watch::Receiver<u64>,
+    cancel: CancellationToken,
+) {
+    tokio::select! {
+        _ = cancel.cancelled() => return,
+        r = ready.wait_for(|generation| *generation > 0) => if r.is_err() { return },
+    }
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            changed = ready.changed() => match changed {
+                Ok(()) => ticker.reset_immediately(),
+                Err(_) => return,
+            },
+            _ = ticker.tick() => {
+                if let Err(e) = publisher.try_send(beat.clone()) {
+                    debug!(error = %e, "heartbeat dropped");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Liveliness;
+
+    fn beat() -> Outbound {
+        Outbound::Liveliness(Liveliness {
+            proplet_id: "p".into(),
+            status: "alive",
+            namespace: "default".into(),
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn beats_once_ready_then_every_interval_and_after_reconnects() {
+        let (publisher, mut rx) = Publisher::channel(16);
+        let (ready_tx, ready) = watch::channel(0u64);
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run(
+            publisher,
+            beat(),
+            Duration::from_secs(5),
+            ready,
+            cancel.clone(),
+        ));
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        assert!(
+            rx.try_recv().is_err(),
+            "no beat before the session is ready"
+        );
+        ready_tx.send_modify(|g| *g += 1);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(rx.try_recv().ok(), Some(beat()), "first beat at once");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(rx.try_recv().is_ok(), "second beat after one interval");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        ready_tx.send_modify(|g| *g += 1);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(rx.try_recv().is_ok(), "a beat at once after a reconnect");
+        assert!(rx.try_recv().is_err());
+        cancel.cancel();
+        task.await.unwrap();
+    }
+}

@@ -1,0 +1,364 @@
+//! The task manager: one entry point for every inbound message, one result per task.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use super::{Fetcher, TaskError};
+use crate::config::TaskSettings;
+use crate::protocol::{
+    ErrorKind, Inbound, InvokeRequest, InvokeResult, Outbound, Rejected, StartRequest, TaskResult,
+    Topic,
+};
+use crate::runtime::{Runtime, TaskOutput, TaskSpec};
+use crate::sandbox::Limits;
+use crate::transport::Publisher;
+
+/// What the manager is built from.
+pub struct ManagerParts {
+    /// Our id on the wire.
+    pub proplet_id: String,
+    /// Where results go.
+    pub publisher: Publisher,
+    /// Where tasks run.
+    pub runtime: Runtime,
+    /// Where binaries come from.
+    pub fetcher: Fetcher,
+    /// Node default limits.
+    pub limits: Limits,
+    /// Concurrency and queue sizes.
+    pub settings: TaskSettings,
+}
+
+/// Owns every task from admission to its one result. Cheap to clone.
+#[derive(Clone)]
+pub struct TaskManager {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    proplet_id: String,
+    publisher: Publisher,
+    runtime: Runtime,
+    fetcher: Fetcher,
+    limits: Limits,
+    /// Admitted tasks (queued, fetching or running) by id, with their stop switch.
+    tasks: Mutex<HashMap<String, CancellationToken>>,
+    /// Execution slots: `PROPLET_MAX_CONCURRENT_TASKS`.
+    slots: Semaphore,
+    /// Running plus waiting tasks may not exceed this.
+    capacity: usize,
+    admitted: AtomicUsize,
+    /// Every task and every reply, so shutdown can wait for them.
+    tracker: TaskTracker,
+    /// Parent of every task's token; fired when the drain deadline passes.
+    shutdown: CancellationToken,
+    draining: AtomicBool,
+}
+
+/// Removes a task from the table when its future ends, whichever way.
+struct Admission<'a> {
+    shared: &'a Shared,
+    id: &'a str,
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        self.shared.lock_tasks().remove(self.id);
+        self.shared.admitted.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl TaskManager {
+    /// A manager with nothing running.
+    pub fn new(parts: ManagerParts) -> Self {
+        let max = parts.settings.max_concurrent.get();
+        let shared = Shared {
+            proplet_id: parts.proplet_id,
+            publisher: parts.publisher,
+            runtime: parts.runtime,
+            fetcher: parts.fetcher,
+            limits: parts.limits,
+            tasks: Mutex::new(HashMap::new()),
+            slots: Semaphore::new(max),
+            capacity: max + parts.settings.queue_capacity,
+            admitted: AtomicUsize::new(0),
+            tracker: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            draining: AtomicBool::new(false),
+        };
+        TaskManager {
+            shared: Arc::new(shared),
+        }
+    }
+
+    /// Tasks admitted and not yet finished.
+    pub fn active(&self) -> usize {
+        self.shared.admitted.load(Ordering::Relaxed)
+    }
+
+    /// Handles one inbound message without blocking: work is spawned.
+    pub fn handle(&self, msg: Result<Inbound, Rejected>) {
+        match msg {
+            Ok(Inbound::Start(req)) => self.start(req),
+            Ok(Inbound::Stop(req)) => self.stop(&req.id),
+            Ok(Inbound::Invoke(req)) => self.invoke(req),
+            Ok(Inbound::Chunk(chunk)) => self.shared.fetcher.on_chunk(chunk),
+            Err(rejected) => self.rejected(rejected),
+        }
+    }
+
+    fn start(&self, req: StartRequest) {
+        let s = &self.shared;
+        if !req.target.includes(&s.proplet_id) {
+            return debug!(task_id = %req.id, "start is for another proplet");
+        }
+        if let Err(e) = req.validate() {
+            return self.reply(&req.id, Err(TaskError::Invalid(e.to_string())));
+        }
+        if s.draining.load(Ordering::Relaxed) {
+            return self.reply(
+                &req.id,
+                Err(TaskError::Overloaded("the proplet is shutting down".into())),
+            );
+        }
+        let mut tasks = s.lock_tasks();
+        if tasks.contains_key(&req.id) {
+            return info!(task_id = %req.id, "duplicate start of an active task ignored");
+        }
+        if s.admitted.load(Ordering::Relaxed) >= s.capacity {
+            drop(tasks);
+            let why = format!("all {} running and queued places are taken", s.capacity);
+            return self.reply(&req.id, Err(TaskError::Overloaded(why)));
+        }
+        let token = s.shutdown.child_token();
+        tasks.insert(req.id.clone(), token.clone());
+        s.admitted.fetch_add(1, Ordering::Relaxed);
+        drop(tasks);
+        info!(task_id = %req.id, name = %req.name, daemon = req.daemon, "task admitted");
+        s.tracker.spawn(run_task(self.shared.clone(), req, token));
+    }
+
+    fn stop(&self, id: &str) {
+        match self.shared.lock_tasks().get(id) {
+            Some(token) => {
+                info!(task_id = %id, "stopping task");
+                token.cancel();
+            }
+            None => debug!(task_id = %id, "Task {id} not found in running tasks"),
+        }
+    }
+
+    fn invoke(&self, req: InvokeRequest) {
+        if !req.target.includes(&self.shared.proplet_id) {
+            return;
+        }
+        if req.invocation_id.is_empty() {
+            return warn!(task_id = %req.id, "invoke without invocation_id ignored");
+        }
+        let error = format!(
+            "task {} has not been precompiled; deploy it as a latent task first",
+            req.id
+        );
+        self.reply_invoke(req.id, req.invocation_id, error);
+    }
+
+    fn rejected(&self, r: Rejected) {
+        warn!(
+            topic = r.topic.suffix(),
+            task_id = r.id.as_deref().unwrap_or(""),
+            "rejected message: {}",
+            r.error
+        );
+        if !r.target.includes(&self.shared.proplet_id) {
+            return;
+        }
+        match (r.topic, r.id, r.invocation_id) {
+            (Topic::Start, Some(id), _) => {
+                self.reply(&id, Err(TaskError::Invalid(r.error.to_string())))
+            }
+            (Topic::Invoke, Some(id), Some(inv)) => self.reply_invoke(id, inv, r.error.to_string()),
+            _ => {}
+        }
+    }
+
+    /// Publishes a result in the background (no task is running for it).
+    fn reply(&self, id: &str, outcome: Result<TaskOutput, TaskError>) {
+        if id.is_empty() {
+            return;
+        }
+        let shared = self.shared.clone();
+        let id = id.to_owned();
+        self.shared
+            .tracker
+            .spawn(async move { shared.publish_result(&id, outcome).await });
+    }
+
+    fn reply_invoke(&self, task_id: String, invocation_id: String, error: String) {
+        let msg = Outbound::InvokeResult(InvokeResult {
+            task_id,
+            invocation_id,
+            proplet_id: self.shared.proplet_id.clone(),
+            results: String::new(),
+            error: Some(error),
+            error_kind: Some(ErrorKind::Invalid),
+        });
+        let publisher = self.shared.publisher.clone();
+        self.shared.tracker.spawn(async move {
+            if publisher.send(msg).await.is_err() {
+                warn!("invoke result lost: the MQTT session is closed");
+            }
+        });
+    }
+
+    /// Stops intake, lets admitted tasks finish for up to `drain`, then cancels the rest
+    /// (each still publishes its `cancelled` result) and waits for every reply to go out.
+    pub async fn shutdown(&self, drain: Duration) {
+        let s = &self.shared;
+        s.draining.store(true, Ordering::Relaxed);
+        s.tracker.close();
+        if tokio::time::timeout(drain, s.tracker.wait()).await.is_err() {
+            warn!(
+                remaining = self.active(),
+                "drain deadline passed; cancelling the remaining tasks"
+            );
+            s.shutdown.cancel();
+            s.tracker.wait().await;
+        }
+    }
+}
+
+impl Shared {
+    fn lock_tasks(&self) -> MutexGuard<'_, HashMap<String, CancellationToken>> {
+        // Entries are inserted and removed whole; a poisoned map is still consistent.
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn publish_result(&self, id: &str, outcome: Result<TaskOutput, TaskError>) {
+        let (results, error, error_kind) = match outcome {
+            Ok(out) => (out.result, None, None),
+            Err(e) => {
+                let kind = e.kind();
+                warn!(task_id = %id, kind = kind.as_str(), "task failed: {e}");
+                (String::new(), Some(e.to_string()), Some(kind))
+            }
+        };
+        let msg = TaskResult {
+            task_id: id.to_owned(),
+            proplet_id: self.proplet_id.clone(),
+            results,
+            error,
+            error_kind,
+        };
+        if self.publisher.send(Outbound::Result(msg)).await.is_err() {
+            warn!(task_id = %id, "result lost: the MQTT session is closed");
+        }
+    }
+
+    fn cancel_reason(&self) -> &'static str {
+        if self.shutdown.is_cancelled() {
+            "the proplet is shutting down"
+        } else {
+            "stopped by the manager"
+        }
+    }
+
+    async fn execute(
+        &self,
+        req: &StartRequest,
+        started: Option<oneshot::Sender<()>>,
+    ) -> Result<TaskOutput, TaskError> {
+        let binary = self.fetcher.fetch(req).await?;
+        debug!(task_id = %req.id, digest = %binary.digest, bytes = binary.bytes.len(), "binary ready");
+        if req.latent {
+            let what = if binary.is_component() {
+                "latent tasks are not supported by this proplet yet"
+            } else {
+                "latent tasks require a WASM component"
+            };
+            return Err(TaskError::Invalid(format!(
+                "{what}; task {} is not a component",
+                req.id
+            )));
+        }
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| TaskError::Cancelled("the proplet is shutting down"))?;
+        let mut env = req.env.clone();
+        env.entry("PROPLET_ID".into())
+            .or_insert_with(|| self.proplet_id.clone());
+        let limits = if req.daemon {
+            Limits {
+                timeout: None,
+                ..self.limits
+            }
+        } else {
+            self.limits
+        };
+        let spec = TaskSpec {
+            id: req.id.clone(),
+            name: req.name.clone(),
+            binary,
+            inputs: req.inputs.clone(),
+            args: req.cli_args.clone(),
+            env,
+            limits,
+        };
+        Ok(self.runtime.run(spec, started).await?)
+    }
+
+    /// For a daemon: publishes the empty success result once the guest is running.
+    async fn ack_when_started(&self, id: &str, started: oneshot::Receiver<()>, acked: &AtomicBool) {
+        if started.await.is_ok() {
+            self.publish_result(
+                id,
+                Ok(TaskOutput {
+                    result: String::new(),
+                    stderr: String::new(),
+                }),
+            )
+            .await;
+            acked.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One task from admission to its result.
+async fn run_task(shared: Arc<Shared>, req: StartRequest, token: CancellationToken) {
+    let _admission = Admission {
+        shared: &shared,
+        id: &req.id,
+    };
+    let acked = AtomicBool::new(false);
+    let (started_tx, started_rx) = oneshot::channel();
+    let work = async {
+        let started = req.daemon.then_some(started_tx);
+        let ack = async {
+            if req.daemon {
+                shared.ack_when_started(&req.id, started_rx, &acked).await;
+            }
+        };
+        tokio::join!(shared.execute(&req, started), ack).0
+    };
+    let outcome = tokio::select! {
+        biased;
+        _ = token.cancelled() => Err(TaskError::Cancelled(shared.cancel_reason())),
+        outcome = work => outcome,
+    };
+    if acked.load(Ordering::Relaxed) {
+        // A daemon's one result was its start acknowledgement (PROTOCOL.md §5.5).
+        return match outcome {
+            Ok(_) => info!(task_id = %req.id, "daemon task finished"),
+            Err(e) => info!(task_id = %req.id, "daemon task ended: {e}"),
+        };
+    }
+    shared.publish_result(&req.id, outcome).await;
+}

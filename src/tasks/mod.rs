@@ -1,0 +1,16 @@
+//! Task lifecycle: admission, concurrency, fetching, running, stopping, draining, and the
+//! heartbeat.
+//!
+//! Depends on `protocol` (messages), `runtime` (running a [`crate::runtime::TaskSpec`]) and
+//! the [`crate::transport::Publisher`] handle — never on rumqttc or Wasmtime directly.
+
+mod chunks;
+mod error;
+mod fetch;
+pub mod heartbeat;
+mod manager;
+
+pub use chunks::{Assembler, ChunkError};
+pub use error::TaskError;
+pub use fetch::{FetchError, Fetcher};
+pub use manager::{ManagerParts, TaskManager};

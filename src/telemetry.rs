@@ -1,0 +1,25 @@
+//! Logging setup: human-readable text or JSON lines, filtered by `RUST_LOG` or the
+//! configured level.
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogSettings;
+
+/// Installs the global subscriber. `RUST_LOG`, when set, wins over the configured level.
+/// Calling it twice is harmless (the second call keeps the first subscriber).
+pub fn init(log: &LogSettings) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let installed = if log.json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+    if installed.is_err() {
+        tracing::debug!("a tracing subscriber was already installed");
+    }
+}

@@ -1,0 +1,264 @@
+//! The MQTT session: one task owns rumqttc's `EventLoop`, another forwards queued
+//! [`Outbound`] messages to the client.
+//!
+//! Rules kept here (rumqttc's contract and PROTOCOL.md §8):
+//! - the event loop is polled without ever awaiting a client request inside it
+//!   (`try_*` calls only); reconnection is polling again after a capped backoff;
+//! - after every CONNACK we subscribe to start, stop, invoke and registry chunks, and only
+//!   once the SUBACK arrives do we announce ourselves (discovery) and signal `ready`, so no
+//!   start sent in answer to our discovery can be missed;
+//! - publishes not acknowledged when a connection dies are replayed on the next one, even
+//!   when the broker lost our session (rumqttc drops them in that case);
+//! - a Last Will on the alive topic tells the manager we went away uncleanly.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet,
+    Publish, QoS, Request, SubscribeFilter, TlsConfiguration, Transport,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use super::{Backoff, TransportError};
+use crate::config::{Identity, MqttConfig};
+use crate::protocol::{self, Inbound, Outbound, Rejected, Topic, Topics};
+
+/// Decoded inbound messages waiting for the task manager.
+const INBOUND_CAPACITY: usize = 4096;
+
+/// What the session hands to the worker.
+pub struct SessionEvents {
+    /// Decoded (or rejected) messages on the subscribed topics.
+    pub inbound: mpsc::Receiver<Result<Inbound, Rejected>>,
+    /// Bumped each time the session is (re)subscribed and announced.
+    pub ready: watch::Receiver<u64>,
+}
+
+/// A running MQTT session.
+pub struct MqttSession {
+    client: AsyncClient,
+    topics: Topics,
+    intake_open: Arc<AtomicBool>,
+    close_tx: oneshot::Sender<Outbound>,
+    forwarder: JoinHandle<()>,
+    event_loop: JoinHandle<()>,
+}
+
+/// Shared between the forwarder and the event loop to know when everything went out.
+#[derive(Default)]
+struct Flush {
+    enqueued: AtomicU64,
+}
+
+impl MqttSession {
+    /// Connects (in the background) and starts serving. `outbound` is the receiving end of
+    /// the worker's [`super::Publisher`]; `discovery` is announced after every subscription.
+    pub fn start(
+        cfg: &MqttConfig,
+        identity: &Identity,
+        discovery: Outbound,
+        offline: Outbound,
+        outbound: mpsc::Receiver<Outbound>,
+    ) -> Result<(MqttSession, SessionEvents), TransportError> {
+        let topics = Topics::new(&identity.tenant_id, &identity.channel_id);
+        let qos = qos(cfg.qos);
+        let options = options(cfg, identity, &topics, &offline)?;
+        let (client, eventloop) = AsyncClient::new(options, cfg.request_channel_capacity);
+        let (inbound_tx, inbound) = mpsc::channel(INBOUND_CAPACITY);
+        let (ready_tx, ready) = watch::channel(0);
+        let (close_tx, close_rx) = oneshot::channel();
+        let (finish_tx, finish_rx) = oneshot::channel();
+        let flush = Arc::new(Flush::default());
+        let intake_open = Arc::new(AtomicBool::new(true));
+        let state = LoopState {
+            client: client.clone(),
+            topics: topics.clone(),
+            qos,
+            discovery: discovery.encode(),
+            inbound_tx,
+            ready_tx,
+            intake_open: intake_open.clone(),
+            announced: false,
+            saved: Vec::new(),
+            published: 0,
+            flush: flush.clone(),
+        };
+        let event_loop = tokio::spawn(run_loop(eventloop, state, finish_rx, cfg.timeout));
+        let fwd = Forwarder {
+            client: client.clone(),
+            topics: topics.clone(),
+            qos,
+            flush,
+        };
+        let forwarder = tokio::spawn(fwd.run(outbound, close_rx, finish_tx));
+        let session = MqttSession {
+            client,
+            topics,
+            intake_open,
+            close_tx,
+            forwarder,
+            event_loop,
+        };
+        Ok((session, SessionEvents { inbound, ready }))
+    }
+
+    /// Stops intake of new work: unsubscribes from starts and invokes (stops and registry
+    /// chunks still arrive, for the tasks that are draining).
+    pub fn stop_intake(&self) {
+        self.intake_open.store(false, Ordering::Relaxed);
+        for topic in [Topic::Start, Topic::Invoke] {
+            if let Err(e) = self.client.try_unsubscribe(self.topics.render(topic)) {
+                warn!(error = %e, "could not unsubscribe from {}", topic.suffix());
+            }
+        }
+    }
+
+    /// Publishes what is still queued, then `offline`, waits for the broker to acknowledge
+    /// everything (at most the MQTT timeout), and disconnects.
+    pub async fn close(self, offline: Outbound) {
+        if self.close_tx.send(offline).is_err() {
+            warn!("MQTT forwarder already stopped");
+        }
+        for (name, task) in [
+            ("forwarder", self.forwarder),
+            ("event loop", self.event_loop),
+        ] {
+            if let Err(e) = task.await {
+                warn!(error = %e, "MQTT {name} task failed");
+            }
+        }
+    }
+}
+
+fn qos(level: u8) -> QoS {
+    match level {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    }
+}
+
+fn options(
+    cfg: &MqttConfig,
+    identity: &Identity,
+    topics: &Topics,
+    offline: &Outbound,
+) -> Result<MqttOptions, TransportError> {
+    let mut o = MqttOptions::new(&identity.client_id, &cfg.address.host, cfg.address.port);
+    o.set_keep_alive(cfg.keep_alive)
+        .set_clean_session(cfg.clean_session)
+        .set_max_packet_size(cfg.max_packet_size, cfg.max_packet_size)
+        .set_inflight(cfg.inflight)
+        .set_request_channel_capacity(cfg.request_channel_capacity)
+        .set_last_will(LastWill::new(
+            topics.render(Topic::Alive),
+            offline.encode(),
+            qos(cfg.qos),
+            false,
+        ));
+    o.set_credentials(
+        identity.proplet_id.clone(),
+        identity.api_key.clone().unwrap_or_default(),
+    );
+    if cfg.address.tls {
+        o.set_transport(tls_transport(cfg)?);
+    }
+    Ok(o)
+}
+
+fn tls_transport(cfg: &MqttConfig) -> Result<Transport, TransportError> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| TransportError::Tls(format!("{}: {e}", p.display())))
+    };
+    let Some(ca) = &cfg.tls.ca_cert else {
+        return Ok(Transport::tls_with_default_config());
+    };
+    let client_auth = match &cfg.tls.client {
+        Some((cert, key)) => Some((read(cert)?, read(key)?)),
+        None => None,
+    };
+    Ok(Transport::tls_with_config(TlsConfiguration::Simple {
+        ca: read(ca)?,
+        alpn: None,
+        client_auth,
+    }))
+}
+
+/// Takes queued messages and hands them to the client, in order.
+struct Forwarder {
+    client: AsyncClient,
+    topics: Topics,
+    qos: QoS,
+    flush: Arc<Flush>,
+}
+
+impl Forwarder {
+    async fn run(
+        self,
+        mut rx: mpsc::Receiver<Outbound>,
+        mut close: oneshot::Receiver<Outbound>,
+        finish: oneshot::Sender<()>,
+    ) {
+        loop {
+            tokio::select! {
+                biased;
+                msg = rx.recv() => match msg {
+                    Some(msg) => self.publish(msg).await,
+                    None => break,
+                },
+                offline = &mut close => {
+                    while let Ok(msg) = rx.try_recv() {
+                        self.publish(msg).await;
+                    }
+                    if let Ok(offline) = offline {
+                        self.publish(offline).await;
+                    }
+                    break;
+                }
+            }
+        }
+        // The event loop may already be gone if the session failed for good.
+        finish.send(()).ok();
+    }
+
+    async fn publish(&self, msg: Outbound) {
+        let topic = self.topics.render(msg.topic());
+        match self
+            .client
+            .publish(topic, self.qos, false, msg.encode())
+            .await
+        {
+            Ok(()) => {
+                self.flush.enqueued.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                warn!(error = %e, "dropping {} message: MQTT client closed", msg.topic().suffix())
+            }
+        }
+    }
+}
+
+/// Everything the event loop task owns besides the `EventLoop` itself.
+struct LoopState {
+    client: AsyncClient,
+    topics: Topics,
+    qos: QoS,
+    discovery: Vec<u8>,
+    inbound_tx: mpsc::Sender<Result<Inbound, Rejected>>,
+    ready_tx: watch::Sender<u64>,
+    intake_open: Arc<AtomicBool>,
+    /// Whether this connection has subscribed and announced.
+    announced: bool,
+    /// Publishes that were not acknowledged when the last connection died.
+    saved: Vec<Publish>,
+    /// Publishes written to the network (for the shutdown flush).
+    published: u64,
+    flush: Arc<Flush>,
+}
+
+mod event_loop;
+use event_loop::run_loop;

@@ -1,0 +1,175 @@
+//! The task that owns rumqttc's `EventLoop`.
+
+use tokio::time::Instant;
+
+use super::*;
+
+/// Reconnect delays: 250 ms doubling to 30 s.
+fn backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(250), Duration::from_secs(30))
+}
+
+/// Polls until the forwarder has queued the offline notice and everything queued has been
+/// acknowledged (or `timeout` passed since closing began), then disconnects.
+pub(super) async fn run_loop(
+    mut el: EventLoop,
+    mut st: LoopState,
+    mut finish: oneshot::Receiver<()>,
+    timeout: Duration,
+) {
+    let mut backoff = backoff();
+    let mut deadline: Option<Instant> = None;
+    loop {
+        if deadline.is_none()
+            && !matches!(finish.try_recv(), Err(oneshot::error::TryRecvError::Empty))
+        {
+            deadline = Some(Instant::now() + timeout);
+        }
+        if let Some(d) = deadline {
+            if st.flushed(&el) {
+                disconnect(&mut el, &st, d).await;
+                return;
+            }
+            if Instant::now() >= d {
+                warn!("closing the MQTT session with messages still unacknowledged");
+                return;
+            }
+        }
+        let event = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, el.poll()).await {
+                Ok(event) => event,
+                Err(_) => continue,
+            },
+            None => el.poll().await,
+        };
+        match event {
+            Ok(event) => st.on_event(event, &mut el, &mut backoff),
+            Err(e) => {
+                st.on_error(&el, &e);
+                let delay = backoff.next_delay();
+                let wake =
+                    deadline.map_or(Instant::now() + delay, |d| d.min(Instant::now() + delay));
+                tokio::time::sleep_until(wake).await;
+            }
+        }
+    }
+}
+
+async fn disconnect(el: &mut EventLoop, st: &LoopState, deadline: Instant) {
+    if st.client.try_disconnect().is_err() {
+        return;
+    }
+    while let Ok(Ok(event)) = tokio::time::timeout_at(deadline, el.poll()).await {
+        if matches!(event, Event::Outgoing(Outgoing::Disconnect)) {
+            info!("disconnected from the MQTT broker");
+            return;
+        }
+    }
+}
+
+impl LoopState {
+    fn on_event(&mut self, event: Event, el: &mut EventLoop, backoff: &mut Backoff) {
+        match event {
+            Event::Incoming(Packet::ConnAck(ack)) => {
+                info!(
+                    session_present = ack.session_present,
+                    "connected to the MQTT broker"
+                );
+                backoff.reset();
+                self.on_connected(ack.session_present, el);
+            }
+            Event::Incoming(Packet::SubAck(ack)) => {
+                if ack
+                    .return_codes
+                    .iter()
+                    .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                {
+                    warn!("the broker refused a subscription; check the ACL for this proplet");
+                }
+                if !self.announced {
+                    self.announce();
+                }
+            }
+            Event::Incoming(Packet::Publish(p)) => self.dispatch(&p),
+            Event::Outgoing(Outgoing::Publish(_)) => self.published += 1,
+            _ => {}
+        }
+    }
+
+    /// Replays what a lost session dropped, then subscribes (announcing on the SUBACK).
+    fn on_connected(&mut self, session_present: bool, el: &mut EventLoop) {
+        self.announced = false;
+        let saved = std::mem::take(&mut self.saved);
+        if !session_present && !saved.is_empty() {
+            info!(
+                count = saved.len(),
+                "replaying publishes the broker did not acknowledge"
+            );
+            self.flush
+                .enqueued
+                .fetch_add(saved.len() as u64, Ordering::Relaxed);
+            el.pending.extend(saved.into_iter().map(|mut p| {
+                p.pkid = 0;
+                p.dup = false;
+                Request::Publish(p)
+            }));
+        }
+        let open = self.intake_open.load(Ordering::Relaxed);
+        let filters: Vec<SubscribeFilter> = Topic::SUBSCRIPTIONS
+            .into_iter()
+            .filter(|t| open || !matches!(t, Topic::Start | Topic::Invoke))
+            .map(|t| SubscribeFilter::new(self.topics.render(t), self.qos))
+            .collect();
+        if let Err(e) = self.client.try_subscribe_many(filters) {
+            warn!(error = %e, "could not queue the subscriptions");
+        }
+    }
+
+    fn announce(&mut self) {
+        self.announced = true;
+        let topic = self.topics.render(Topic::Create);
+        match self
+            .client
+            .try_publish(topic, self.qos, false, self.discovery.clone())
+        {
+            Ok(()) => {
+                self.flush.enqueued.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => warn!(error = %e, "could not queue the discovery announcement"),
+        }
+        self.ready_tx.send_modify(|generation| *generation += 1);
+    }
+
+    fn dispatch(&self, p: &Publish) {
+        let Some(topic) = self.topics.parse(&p.topic) else {
+            debug!(topic = %p.topic, "ignoring a message on an unexpected topic");
+            return;
+        };
+        if self
+            .inbound_tx
+            .try_send(protocol::decode(topic, &p.payload))
+            .is_err()
+        {
+            warn!(
+                "inbound queue full or closed; dropping a message on {}",
+                topic.suffix()
+            );
+        }
+    }
+
+    fn on_error(&mut self, el: &EventLoop, e: &ConnectionError) {
+        warn!(error = %e, "MQTT connection error; reconnecting");
+        self.saved = el
+            .pending
+            .iter()
+            .filter_map(|r| match r {
+                Request::Publish(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect();
+    }
+
+    fn flushed(&self, el: &EventLoop) -> bool {
+        self.published >= self.flush.enqueued.load(Ordering::Relaxed) && el.state.inflight() == 0
+    }
+}
