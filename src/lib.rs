@@ -5,6 +5,7 @@
 //!
 //! # Layout
 //!
+//! - [`cli`]: the command line (subcommands and one flag per setting).
 //! - [`config`]: settings from defaults, a TOML file, `PROPLET_*` env and CLI flags.
 //! - [`protocol`]: pure wire types and topic names (PROTOCOL.md).
 //! - [`transport`]: the MQTT session — the only rumqttc user — and the [`transport::Publisher`].
@@ -16,6 +17,7 @@
 //! - [`demo`]: an embedded broker, a worker and a submitter in one process.
 #![warn(missing_docs)]
 
+pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod protocol;

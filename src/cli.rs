@@ -1,0 +1,100 @@
+//! The command line: subcommands plus one `--flag` per setting, generated from the
+//! settings table so that flags, environment and TOML keys never drift apart.
+
+use std::path::PathBuf;
+
+use clap::{Arg, ArgMatches, Args, Command, FromArgMatches, Parser, Subcommand};
+
+use crate::config::{SETTINGS, Setting};
+
+/// `proplet`: the Propeller worker daemon.
+#[derive(Debug, Parser)]
+#[command(
+    name = "proplet",
+    version,
+    about = "Propeller worker: runs WebAssembly tasks received over MQTT"
+)]
+pub struct Cli {
+    /// TOML file with settings (top-level keys, or a [proplet] section); also PROPLET_CONFIG_FILE.
+    #[arg(short, long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Settings given as flags; they override the file and the environment.
+    #[command(flatten)]
+    pub settings: SettingFlags,
+    /// What to do; without a subcommand, run the daemon.
+    #[command(subcommand)]
+    pub command: Option<Cmd>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run the daemon (the default).
+    Daemon,
+    /// Print the effective configuration, secrets redacted, with where each value came from.
+    Config,
+    /// Run a self-contained demo: an embedded broker, a worker and a few sample tasks.
+    Demo,
+}
+
+/// The `--<setting>` flags that were given.
+#[derive(Debug, Clone, Default)]
+pub struct SettingFlags(pub Vec<(&'static Setting, String)>);
+
+impl Args for SettingFlags {
+    fn augment_args(cmd: Command) -> Command {
+        let args = SETTINGS.iter().map(|s| {
+            let help = format!("{} [env: {}]", s.help, s.env.join(", "));
+            Arg::new(s.key)
+                .long(s.flag)
+                .value_name("VALUE")
+                .help(help)
+                .global(true)
+                .help_heading("Settings")
+        });
+        cmd.args(args)
+    }
+
+    fn augment_args_for_update(cmd: Command) -> Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl FromArgMatches for SettingFlags {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let flags = SETTINGS
+            .iter()
+            .filter_map(|s| matches.get_one::<String>(s.key).map(|v| (s, v.clone())))
+            .collect();
+        Ok(SettingFlags(flags))
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setting_flags_are_parsed() {
+        let cli = Cli::try_parse_from(["proplet", "--mqtt-qos", "1", "config", "--entity-id", "e"])
+            .expect("parses");
+        let keys: Vec<_> = cli
+            .settings
+            .0
+            .iter()
+            .map(|(s, v)| (s.key, v.as_str()))
+            .collect();
+        assert_eq!(keys, [("entity_id", "e"), ("mqtt_qos", "1")]);
+        assert!(matches!(cli.command, Some(Cmd::Config)));
+    }
+
+    #[test]
+    fn unknown_flags_are_errors() {
+        assert!(Cli::try_parse_from(["proplet", "--mqtt-qoss", "1"]).is_err());
+    }
+}
