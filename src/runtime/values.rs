@@ -9,7 +9,7 @@ use wasmtime::{Val, ValType};
 /// Floats parse by value (`1` is `1.0`).
 pub fn parse(text: &str, ty: &ValType) -> Result<Val, String> {
     let t = text.trim();
-    let bad = |what: &str| format!("Failed to parse '{text}' as {what}");
+    let bad = |what: &str| format!("Failed to parse '{}' as {what}", shorten(text));
     match ty {
         ValType::I32 => t
             .parse::<i32>()
@@ -32,6 +32,15 @@ pub fn parse(text: &str, ty: &ValType) -> Result<Val, String> {
         other => Err(format!(
             "parameters of type {other} cannot be passed as text"
         )),
+    }
+}
+
+/// At most 64 characters of `text`, for error messages that echo input.
+fn shorten(text: &str) -> String {
+    const MAX: usize = 64;
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
     }
 }
 
@@ -73,6 +82,8 @@ mod tests {
             "Failed to parse 'ten' as i32"
         );
         assert!(parse("1e3", &ValType::I64).is_err());
+        let long = "9".repeat(1000);
+        assert_eq!(parse(&long, &ValType::I32).unwrap_err().len(), "Failed to parse '' as i32".len() + 64 + "…".len());
     }
 
     #[test]
