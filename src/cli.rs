@@ -35,6 +35,8 @@ pub enum Cmd {
     Config,
     /// Run a self-contained demo: an embedded broker, a worker and a few sample tasks.
     Demo,
+    /// Run a module locally, as a task would run (wasmtime-CLI compatible arguments).
+    Run(crate::local::RunArgs),
 }
 
 /// The `--<setting>` flags that were given.

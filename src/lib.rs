@@ -14,12 +14,14 @@
 //! - [`sandbox`]: limits and capped output.
 //! - [`telemetry`]: logging.
 //! - [`worker`]: wires the parts together and runs them until shutdown.
+//! - [`local`]: `proplet run`, a task run locally.
 //! - [`demo`]: an embedded broker, a worker and a submitter in one process.
 #![warn(missing_docs)]
 
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod local;
 pub mod protocol;
 pub mod runtime;
 pub mod sandbox;

@@ -11,6 +11,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Cmd::Daemon) {
         Cmd::Demo => report(demo::run().await),
+        Cmd::Run(args) => run_local(args).await,
         Cmd::Config => match Config::from_process_env(cli.config.as_deref(), cli.settings.0) {
             Ok(config) => {
                 print!("{}", config.render());
@@ -30,6 +31,27 @@ async fn main() -> ExitCode {
                     .map_err(Into::into),
             )
         }
+    }
+}
+
+/// `proplet run`: the result on stdout, guest stderr on stderr, the guest's exit status.
+async fn run_local(args: proplet::local::RunArgs) -> ExitCode {
+    use proplet::local::LocalError;
+    use proplet::runtime::RuntimeError;
+    match proplet::local::run(args).await {
+        Ok(out) => {
+            eprint!("{}", out.stderr);
+            print!("{}", out.result);
+            if !out.result.is_empty() && !out.result.ends_with('\n') {
+                println!();
+            }
+            ExitCode::SUCCESS
+        }
+        Err(LocalError::Runtime(RuntimeError::Exit { code, stderr })) => {
+            eprint!("{stderr}");
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
+        Err(e) => report(Err(e.into())),
     }
 }
 
