@@ -26,7 +26,9 @@ pub struct RunArgs {
 }
 
 fn parse_env(text: &str) -> Result<(String, String), String> {
-    text.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("expected K=V, got {text:?}"))
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected K=V, got {text:?}"))
 }
 
 /// Why a local run failed.
@@ -47,7 +49,10 @@ pub enum LocalError {
 
 /// Runs `args` and returns the task output.
 pub async fn run(args: RunArgs) -> Result<TaskOutput, LocalError> {
-    let bytes = std::fs::read(&args.file).map_err(|source| LocalError::Read { path: args.file.clone(), source })?;
+    let bytes = std::fs::read(&args.file).map_err(|source| LocalError::Read {
+        path: args.file.clone(),
+        source,
+    })?;
     let (name, inputs, argv) = match args.invoke {
         Some(name) => (name, args.args, Vec::new()),
         None => (String::new(), Vec::new(), args.args),

@@ -32,15 +32,28 @@ fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proplet_itself_as_the_external_runtime() {
     let (_b, w, mut m) = setup(Path::new(env!("CARGO_BIN_EXE_proplet")), &[]).await;
-    m.send_json("control/manager/start", &start("add", json!({"file": guests::base64("add")}))).await;
+    m.send_json(
+        "control/manager/start",
+        &start("add", json!({"file": guests::base64("add")})),
+    )
+    .await;
     // With an external runtime, cli_args are runtime flags and a command's inputs are its argv.
     let hello = json!({"file": guests::base64("hello"), "name": "_start", "inputs": ["x"], "env": {"GREETING": "Hey"}});
-    m.send_json("control/manager/start", &start("hello", hello)).await;
+    m.send_json("control/manager/start", &start("hello", hello))
+        .await;
     let exit = json!({"file": guests::base64("hello"), "name": "_start", "inputs": ["exit", "3"]});
-    m.send_json("control/manager/start", &start("exit", exit)).await;
+    m.send_json("control/manager/start", &start("exit", exit))
+        .await;
     assert_ok(&m.result("add").await, "30\n");
-    assert_ok(&m.result("hello").await, "Hey, x!\nprogram: main.wasm; env: [GREETING, PROPLET_ID]\n");
-    assert_err(&m.result("exit").await, "exit", "exited with status 3, stderr: hello: done");
+    assert_ok(
+        &m.result("hello").await,
+        "Hey, x!\nprogram: main.wasm; env: [GREETING, PROPLET_ID]\n",
+    );
+    assert_err(
+        &m.result("exit").await,
+        "exit",
+        "exited with status 3, stderr: hello: done",
+    );
     w.stop().await;
 }
 
@@ -48,20 +61,57 @@ async fn proplet_itself_as_the_external_runtime() {
 async fn argv_env_and_temp_file_contract() {
     let dir = tempfile::tempdir().unwrap();
     let record = dir.path().join("record");
-    let body = format!("printf '%s\\n' \"$@\" > {r}.argv; env | sort > {r}.env; echo ran", r = record.display());
+    let body = format!(
+        "printf '%s\\n' \"$@\" > {r}.argv; env | sort > {r}.env; echo ran",
+        r = record.display()
+    );
     let runtime = script(dir.path(), "runtime.sh", &body);
     let (_b, w, mut m) = setup(&runtime, &[]).await;
     let task = json!({"env": {"A": "1"}, "cli_args": ["-W", "x"]});
-    m.send_json("control/manager/start", &start("argv", task)).await;
+    m.send_json("control/manager/start", &start("argv", task))
+        .await;
     assert_ok(&m.result("argv").await, "ran\n");
-    let argv: Vec<String> = std::fs::read_to_string(record.with_extension("argv")).unwrap().lines().map(str::to_owned).collect();
+    let argv: Vec<String> = std::fs::read_to_string(record.with_extension("argv"))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
     let file = &argv[9];
-    assert_eq!(argv, ["run", "--invoke", "add", "-W", "x", "--env", "A=1", "--env", &format!("PROPLET_ID={P}"), file, "10", "20"]);
-    assert!(file.ends_with(".wasm") && file.contains("proplet_argv_"), "{file}");
-    assert!(!Path::new(file).exists(), "the temp file is removed after the run");
+    assert_eq!(
+        argv,
+        [
+            "run",
+            "--invoke",
+            "add",
+            "-W",
+            "x",
+            "--env",
+            "A=1",
+            "--env",
+            &format!("PROPLET_ID={P}"),
+            file,
+            "10",
+            "20"
+        ]
+    );
+    assert!(
+        file.ends_with(".wasm") && file.contains("proplet_argv_"),
+        "{file}"
+    );
+    assert!(
+        !Path::new(file).exists(),
+        "the temp file is removed after the run"
+    );
     let env = std::fs::read_to_string(record.with_extension("env")).unwrap();
-    let names: Vec<&str> = env.lines().filter_map(|l| l.split('=').next()).filter(|n| !["PWD", "SHLVL", "_"].contains(n)).collect();
-    assert!(names.iter().all(|n| ["PATH", "HOME"].contains(n)), "only PATH and HOME reach the runtime: {names:?}");
+    let names: Vec<&str> = env
+        .lines()
+        .filter_map(|l| l.split('=').next())
+        .filter(|n| !["PWD", "SHLVL", "_"].contains(n))
+        .collect();
+    assert!(
+        names.iter().all(|n| ["PATH", "HOME"].contains(n)),
+        "only PATH and HOME reach the runtime: {names:?}"
+    );
     w.stop().await;
 }
 
@@ -69,24 +119,46 @@ async fn argv_env_and_temp_file_contract() {
 async fn stop_kills_the_process_and_output_is_capped() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("pid");
-    let runtime = script(dir.path(), "runtime.sh", &format!(
-        "case \"$*\" in *flood*) exec yes ;; esac\necho $$ > {}\nexec sleep 60",
-        pidfile.display()
-    ));
+    let runtime = script(
+        dir.path(),
+        "runtime.sh",
+        &format!(
+            "case \"$*\" in *flood*) exec yes ;; esac\necho $$ > {}\nexec sleep 60",
+            pidfile.display()
+        ),
+    );
     let (_b, w, mut m) = setup(&runtime, &[("PROPLET_OUTPUT_LIMIT", "64KiB")]).await;
-    m.send_json("control/manager/start", &start("sleeper", json!({}))).await;
+    m.send_json("control/manager/start", &start("sleeper", json!({})))
+        .await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !pidfile.exists() {
-        assert!(std::time::Instant::now() < deadline, "runtime did not start");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "runtime did not start"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let pid = std::fs::read_to_string(&pidfile).unwrap().trim().to_owned();
-    m.send_json("control/manager/stop", &json!({"id": "sleeper"})).await;
-    assert_err(&m.result("sleeper").await, "cancelled", "stopped by the manager");
+    m.send_json("control/manager/stop", &json!({"id": "sleeper"}))
+        .await;
+    assert_err(
+        &m.result("sleeper").await,
+        "cancelled",
+        "stopped by the manager",
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let alive = std::process::Command::new("kill").args(["-0", &pid]).stderr(std::process::Stdio::null()).status().unwrap().success();
+    let alive = std::process::Command::new("kill")
+        .args(["-0", &pid])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success();
     assert!(!alive, "the runtime process {pid} was killed");
-    m.send_json("control/manager/start", &start("flood", json!({"cli_args": ["flood"]}))).await;
+    m.send_json(
+        "control/manager/start",
+        &start("flood", json!({"cli_args": ["flood"]})),
+    )
+    .await;
     assert_err(&m.result("flood").await, "output_limit", "65536 bytes");
     w.stop().await;
 }

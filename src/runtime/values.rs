@@ -83,7 +83,10 @@ mod tests {
         );
         assert!(parse("1e3", &ValType::I64).is_err());
         let long = "9".repeat(1000);
-        assert_eq!(parse(&long, &ValType::I32).unwrap_err().len(), "Failed to parse '' as i32".len() + 64 + "…".len());
+        assert_eq!(
+            parse(&long, &ValType::I32).unwrap_err().len(),
+            "Failed to parse '' as i32".len() + 64 + "…".len()
+        );
     }
 
     #[test]

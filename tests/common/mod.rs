@@ -131,9 +131,17 @@ impl Manager {
         let (tx, rx) = mpsc::unbounded_channel();
         let (sub_tx, sub_rx) = oneshot::channel();
         let mut sub_tx = Some(sub_tx);
+        let filter = format!("m/{A}/c/{C}/#");
+        let resubscribe = client.clone();
         tokio::spawn(async move {
             loop {
                 match eventloop.poll().await {
+                    // Subscribe on every connection: the broker may have restarted.
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        resubscribe
+                            .try_subscribe(filter.clone(), QoS::ExactlyOnce)
+                            .ok();
+                    }
                     Ok(Event::Incoming(Packet::SubAck(_))) => {
                         if let Some(tx) = sub_tx.take() {
                             tx.send(()).ok();
@@ -141,14 +149,12 @@ impl Manager {
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let json = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
-                        if tx
-                            .send(Seen {
-                                topic: p.topic.clone(),
-                                json,
-                                at: Instant::now(),
-                            })
-                            .is_err()
-                        {
+                        let seen = Seen {
+                            topic: p.topic.clone(),
+                            json,
+                            at: Instant::now(),
+                        };
+                        if tx.send(seen).is_err() {
                             return;
                         }
                     }
@@ -157,10 +163,6 @@ impl Manager {
                 }
             }
         });
-        client
-            .subscribe(format!("m/{A}/c/{C}/#"), QoS::ExactlyOnce)
-            .await
-            .expect("subscribe");
         tokio::time::timeout(Duration::from_secs(10), sub_rx)
             .await
             .expect("suback in time")

@@ -1,0 +1,196 @@
+//! The real `proplet` binary as a process: signals, graceful drain, Last Will, broker
+//! restarts, and heartbeats while every slot runs a spinning guest.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+/// The `proplet` binary with a test environment; killed on drop if still running.
+struct Daemon(Child);
+
+impl Daemon {
+    fn start(broker: &Broker, extra: &[(&str, &str)]) -> Daemon {
+        let child = Command::new(env!("CARGO_BIN_EXE_proplet"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env(broker, extra))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn proplet");
+        Daemon(child)
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.0.id().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill {sig} failed");
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    async fn wait(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.0.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "proplet did not exit within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+const LONG: Duration = Duration::from_secs(20);
+
+fn spinner(id: &str) -> serde_json::Value {
+    start(
+        id,
+        json!({"file": guests::base64("spin"), "name": "spin", "inputs": []}),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_reports_and_goes_offline() {
+    let broker = Broker::start();
+    let mut m = Manager::connect(&broker).await;
+    let mut d = Daemon::start(
+        &broker,
+        &[
+            ("PROPLET_DRAIN_TIMEOUT", "3s"),
+            ("PROPLET_TASK_TIMEOUT", "1s"),
+            ("PROPLET_MAX_CONCURRENT_TASKS", "4"),
+        ],
+    );
+    m.wait_ready().await;
+    m.send_json("control/manager/start", &spinner("finishes-in-drain"))
+        .await;
+    m.send_json(
+        "control/manager/start",
+        &start(
+            "daemon",
+            json!({"daemon": true, "file": guests::base64("spin"), "name": "spin", "inputs": []}),
+        ),
+    )
+    .await;
+    assert_ok(&m.result("daemon").await, "");
+    d.signal("-TERM");
+    // A task that ends within the drain window reports its own outcome...
+    assert_err(&m.result("finishes-in-drain").await, "timeout", "timed out");
+    // ...and the offline notice is the last thing published; then the process exits cleanly.
+    let offline = m
+        .expect("control/proplet/alive", LONG, |v| v["status"] == "offline")
+        .await;
+    assert_eq!(
+        offline,
+        json!({"proplet_id": P, "status": "offline", "namespace": "default"})
+    );
+    assert_eq!(d.wait(LONG).await, Some(0));
+    m.expect_none("control/proplet/alive", Duration::from_millis(500), |v| {
+        v["status"] == "offline"
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_cancels_what_the_drain_deadline_cuts_off() {
+    let broker = Broker::start();
+    let mut m = Manager::connect(&broker).await;
+    let mut d = Daemon::start(&broker, &[("PROPLET_DRAIN_TIMEOUT", "500ms")]);
+    m.wait_ready().await;
+    m.send_json("control/manager/start", &spinner("cut-off"))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    d.signal("-INT");
+    assert_err(&m.result("cut-off").await, "cancelled", "shutting down");
+    m.expect("control/proplet/alive", LONG, |v| v["status"] == "offline")
+        .await;
+    assert_eq!(d.wait(LONG).await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_proplet_leaves_its_last_will() {
+    let broker = Broker::start();
+    let mut m = Manager::connect(&broker).await;
+    let mut d = Daemon::start(&broker, &[]);
+    m.wait_ready().await;
+    d.signal("-KILL");
+    d.wait(LONG).await;
+    let will = m
+        .expect("control/proplet/alive", LONG, |v| v["status"] == "offline")
+        .await;
+    assert_eq!(will["proplet_id"], P);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_a_broker_restart_without_losing_results() {
+    let mut broker = Broker::start();
+    let mut m = Manager::connect(&broker).await;
+    let _d = Daemon::start(&broker, &[("PROPLET_TASK_TIMEOUT", "2s")]);
+    m.wait_ready().await;
+    m.send_json("control/manager/start", &spinner("across-outage"))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    broker.kill();
+    // The task ends (timeout) while the broker is away; its result must not be lost.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    broker.restart();
+    m.expect("control/proplet/create", LONG, |v| v["proplet_id"] == P)
+        .await;
+    assert_err(&m.result("across-outage").await, "timeout", "timed out");
+    m.expect("control/proplet/alive", LONG, |v| v["status"] == "alive")
+        .await;
+    m.send_json("control/manager/start", &start("after-restart", json!({})))
+        .await;
+    assert_ok(&m.result("after-restart").await, "30");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_and_stops_work_while_every_slot_spins() {
+    let broker = Broker::start();
+    let mut m = Manager::connect(&broker).await;
+    let _d = Daemon::start(&broker, &[("PROPLET_MAX_CONCURRENT_TASKS", "4")]);
+    m.wait_ready().await;
+    for i in 0..4 {
+        m.send_json("control/manager/start", &spinner(&format!("spin-{i}")))
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut last = m.expect("control/proplet/alive", LONG, |_| true).await;
+    let mut at = Instant::now();
+    for _ in 0..4 {
+        last = m.expect("control/proplet/alive", LONG, |_| true).await;
+        let gap = at.elapsed();
+        at = Instant::now();
+        assert!(
+            gap < Duration::from_millis(1500),
+            "heartbeat gap {gap:?} with four spinning guests on two cores"
+        );
+    }
+    assert_eq!(last["status"], "alive");
+    let asked = Instant::now();
+    m.send_json("control/manager/stop", &json!({"id": "spin-0"}))
+        .await;
+    assert_err(&m.result("spin-0").await, "cancelled", "stopped");
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "stop took {:?}",
+        asked.elapsed()
+    );
+}
