@@ -5,17 +5,17 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the command line (subcommands and one flag per setting).
-//! - [`config`]: settings from defaults, a TOML file, `PROPLET_*` env and CLI flags.
-//! - [`protocol`]: pure wire types and topic names (PROTOCOL.md).
-//! - [`transport`]: the MQTT session — the only rumqttc user — and the [`transport::Publisher`].
-//! - [`tasks`]: admission, concurrency, fetching binaries, stop, drain, heartbeat.
-//! - [`runtime`]: running one task — the only Wasmtime user, with [`sandbox`].
-//! - [`sandbox`]: limits and capped output.
-//! - [`telemetry`]: logging.
-//! - [`worker`]: wires the parts together and runs them until shutdown.
-//! - [`local`]: `proplet run`, a task run locally.
-//! - [`demo`]: an embedded broker, a worker and a submitter in one process.
+//! - [`cli`] — the command line (subcommands and one flag per setting).
+//! - [`config`] — settings from defaults, a TOML file, `PROPLET_*` env and CLI flags.
+//! - [`protocol`] — pure wire types and topic names (PROTOCOL.md).
+//! - [`transport`] — the MQTT session — the only rumqttc user — and the [`transport::Publisher`].
+//! - [`tasks`] — admission, concurrency, fetching binaries, stop, drain, heartbeat.
+//! - [`runtime`] — running one task — the only Wasmtime user, with [`sandbox`].
+//! - [`sandbox`] — limits and capped output.
+//! - [`telemetry`] — logging.
+//! - [`worker`] — wires the parts together and runs them until shutdown.
+//! - [`local`] — `proplet run`, a task run locally.
+//! - [`demo`] — an embedded broker, a worker and a submitter in one process.
 #![warn(missing_docs)]
 
 pub mod cli;

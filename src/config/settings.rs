@@ -186,7 +186,7 @@ pub const SETTINGS: &[Setting] = &[
         "task_queue_capacity",
         "task-queue-capacity",
         &["PROPLET_TASK_QUEUE_CAPACITY"],
-        Some("256"),
+        Some("1024"),
         "Tasks that may wait for a slot; beyond that a start is answered 'overloaded'.",
     ),
     s(
@@ -317,6 +317,31 @@ mod tests {
             assert_eq!(s.flag, s.key.replace('_', "-"));
             for e in s.env {
                 assert!(e.starts_with("PROPLET_") && seen.insert(e), "bad env {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn readme_documents_every_setting() {
+        let readme = include_str!("../../README.md");
+        for s in SETTINGS {
+            for e in s.env {
+                assert!(
+                    readme.contains(&format!("`{e}`")),
+                    "README does not document {e}"
+                );
+            }
+            assert!(
+                readme.contains(&format!("`--{}`", s.flag)),
+                "README does not list --{}",
+                s.flag
+            );
+            if let Some(d) = s.default {
+                assert!(
+                    readme.contains(&format!("| `{d}` |")),
+                    "README lacks the default of {}",
+                    s.key
+                );
             }
         }
     }

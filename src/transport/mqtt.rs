@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet,
-    Publish, QoS, Request, SubscribeFilter, TlsConfiguration, Transport,
+    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, NetworkOptions,
+    Outgoing, Packet, Publish, QoS, Request, SubscribeFilter, TlsConfiguration, Transport,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -67,7 +67,8 @@ impl MqttSession {
         let topics = Topics::new(&identity.tenant_id, &identity.channel_id);
         let qos = qos(cfg.qos);
         let options = options(cfg, identity, &topics, &offline)?;
-        let (client, eventloop) = AsyncClient::new(options, cfg.request_channel_capacity);
+        let (client, mut eventloop) = AsyncClient::new(options, cfg.request_channel_capacity);
+        eventloop.set_network_options(network_options(cfg));
         let (inbound_tx, inbound) = mpsc::channel(INBOUND_CAPACITY);
         let (ready_tx, ready) = watch::channel(0);
         let (close_tx, close_rx) = oneshot::channel();
@@ -168,6 +169,15 @@ fn options(
         o.set_transport(tls_transport(cfg)?);
     }
     Ok(o)
+}
+
+/// TCP_NODELAY on: without it every QoS 1/2 exchange waits on Nagle and delayed ACKs
+/// (about 40 ms per hop).
+fn network_options(cfg: &MqttConfig) -> NetworkOptions {
+    let mut net = NetworkOptions::new();
+    net.set_tcp_nodelay(true);
+    net.set_connection_timeout(cfg.timeout.as_secs().max(1));
+    net
 }
 
 fn tls_transport(cfg: &MqttConfig) -> Result<Transport, TransportError> {

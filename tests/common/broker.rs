@@ -50,7 +50,7 @@ impl Broker {
     fn spawn(&mut self) {
         let conf = self.dir.path().join("mosquitto.conf");
         let text = format!(
-            "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 20\nmessage_size_limit 0\n",
+            "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 20\nset_tcp_nodelay true\nmax_queued_messages 0\n",
             self.port
         );
         std::fs::write(&conf, text).expect("write mosquitto.conf");

@@ -95,7 +95,7 @@ impl Drop for Worker {
 }
 
 fn init_logging() {
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "proplet=debug".into());
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "proplet=info".into());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_test_writer()
@@ -127,7 +127,11 @@ impl Manager {
         let id = format!("manager-{}", uuid::Uuid::new_v4());
         let mut opts = MqttOptions::new(id, "127.0.0.1", broker.port);
         opts.set_max_packet_size(64 << 20, 64 << 20);
+        opts.set_inflight(20);
         let (client, mut eventloop) = AsyncClient::new(opts, 1024);
+        let mut net = rumqttc::NetworkOptions::new();
+        net.set_tcp_nodelay(true);
+        eventloop.set_network_options(net);
         let (tx, rx) = mpsc::unbounded_channel();
         let (sub_tx, sub_rx) = oneshot::channel();
         let mut sub_tx = Some(sub_tx);

@@ -1,0 +1,39 @@
+# proplet tasks. `just --list` shows them all.
+
+# Run the demo: embedded broker, two proplets, sample tasks.
+demo:
+    cargo run -- demo
+
+# The whole test suite, exactly as CI runs it (installs what it needs).
+test:
+    bash scripts/test.sh
+
+# Unit tests only (no broker, no guests needed).
+test-unit:
+    cargo test --lib
+
+# Integration tests against a real mosquitto (needs `just guests`).
+test-e2e: guests
+    cargo test --tests
+
+# Format and lint checks.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --all-targets -- -D warnings
+
+# Build the sample guests in guest-examples/ (wasm32-wasip1).
+guests:
+    bash scripts/setup.sh
+    cargo build --manifest-path guest-examples/Cargo.toml --release --target wasm32-wasip1 --locked
+
+# End-to-end benchmark: round-trip latency, burst throughput, idle memory.
+bench: guests
+    RUST_LOG=error cargo bench --bench roundtrip
+
+# A local mosquitto on port 1883 for manual runs (Ctrl-C to stop).
+broker:
+    mosquitto -p 1883 -v
+
+# Everything CI does.
+ci:
+    bash .ci/run
