@@ -213,6 +213,7 @@ impl Forwarder {
         mut close: oneshot::Receiver<Outbound>,
         finish: oneshot::Sender<()>,
     ) {
+        let mut offline = None;
         loop {
             tokio::select! {
                 biased;
@@ -220,34 +221,36 @@ impl Forwarder {
                     Some(msg) => self.publish(msg).await,
                     None => break,
                 },
-                offline = &mut close => {
+                last = &mut close => {
                     while let Ok(msg) = rx.try_recv() {
                         self.publish(msg).await;
                     }
-                    if let Ok(offline) = offline {
-                        self.publish(offline).await;
-                    }
+                    offline = last.ok();
                     break;
                 }
             }
         }
-        // The event loop may already be gone if the session failed for good.
+        // Signal the event loop first, then hand over the offline notice: its publish wakes
+        // the loop, which then sees that it is closing. (The loop may already be gone if
+        // the session failed for good.)
         finish.send(()).ok();
+        if let Some(offline) = offline {
+            self.publish(offline).await;
+        }
     }
 
     async fn publish(&self, msg: Outbound) {
         let topic = self.topics.render(msg.topic());
-        match self
+        // Count before handing over, so the event loop never sees more publishes than this.
+        self.flush.enqueued.fetch_add(1, Ordering::Relaxed);
+        let sent = self
             .client
             .publish(topic, self.qos, false, msg.encode())
-            .await
-        {
-            Ok(()) => {
-                self.flush.enqueued.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => {
-                warn!(error = %e, "dropping {} message: MQTT client closed", msg.topic().suffix())
-            }
+            .await;
+        if let Err(e) = sent {
+            self.flush.enqueued.fetch_sub(1, Ordering::Relaxed);
+            let topic = msg.topic().suffix();
+            warn!(error = %e, "dropping {topic} message: MQTT client closed");
         }
     }
 }
