@@ -169,3 +169,53 @@ impl WasmEngine {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ADD: &str = r#"(module (func (export "add") (param i32 i32) (result i32) local.get 0 local.get 1 i32.add))"#;
+
+    #[tokio::test]
+    async fn a_module_is_compiled_once_per_digest() {
+        let engine = Arc::new(WasmEngine::new(4).expect("engine"));
+        let bytes: Arc<[u8]> = wat::parse_str(ADD).expect("wat").into();
+        let digest = Digest::of(&bytes);
+        let racers: Vec<_> = (0..8)
+            .map(|_| {
+                let (engine, bytes, digest) = (engine.clone(), bytes.clone(), digest.clone());
+                tokio::spawn(async move { engine.prepare(&digest, bytes).await.map(|_| ()) })
+            })
+            .collect();
+        for r in racers {
+            r.await.expect("join").expect("compiles");
+        }
+        assert_eq!(engine.compiles(), 1);
+    }
+
+    #[tokio::test]
+    async fn failures_are_not_cached_and_the_cache_is_bounded() {
+        let engine = WasmEngine::new(2).expect("engine");
+        let junk: Arc<[u8]> = Arc::from(&b"not wasm"[..]);
+        let junk_digest = Digest::of(&junk);
+        assert!(matches!(
+            engine.prepare(&junk_digest, junk.clone()).await,
+            Err(RuntimeError::Compile(_))
+        ));
+        assert!(engine.prepare(&junk_digest, junk).await.is_err());
+        assert_eq!(
+            engine.compiles(),
+            2,
+            "a failed compile is retried, not cached"
+        );
+        for n in 0..3 {
+            let text = format!(r#"(module (func (export "f{n}")))"#);
+            let bytes: Arc<[u8]> = wat::parse_str(&text).expect("wat").into();
+            engine
+                .prepare(&Digest::of(&bytes), bytes)
+                .await
+                .expect("compiles");
+        }
+        assert!(engine.lock_cache().len() <= 2);
+    }
+}

@@ -3,6 +3,7 @@
 
 pub mod broker;
 pub mod guests;
+pub mod http;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
