@@ -2,15 +2,18 @@
 //! until the shutdown future resolves.
 
 use std::future::Future;
+use std::path::Path;
+use std::time::Duration;
 
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::protocol::{Discovery, Liveliness, Metadata, Outbound};
 use crate::runtime::{Runtime, RuntimeError};
-use crate::tasks::{Fetcher, ManagerParts, TaskManager, heartbeat};
-use crate::transport::{MqttSession, Publisher, TransportError};
+use crate::tasks::{FetchError, Fetcher, ManagerParts, TaskManager, heartbeat};
+use crate::transport::{MqttSession, Publisher, SessionEvents, TransportError};
 
 /// Messages that may wait for the MQTT client.
 const OUTBOUND_CAPACITY: usize = 1024;
@@ -24,6 +27,9 @@ pub enum WorkerError {
     /// The MQTT session could not be set up.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// The HTTP client for image downloads could not be set up.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
     /// The scratch directory for the external runtime could not be created.
     #[error("cannot create a working directory: {0}")]
     Workdir(std::io::Error),
@@ -37,69 +43,105 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .prefix("proplet-")
         .tempdir()
         .map_err(WorkerError::Workdir)?;
-    let runtime = match &config.tasks.external_runtime {
-        Some(program) => Runtime::external(program.clone(), workdir.path().to_path_buf()),
-        None => Runtime::wasmtime(config.tasks.module_cache_entries)?,
-    };
-    let id = &config.identity;
-    let discovery = Outbound::Discovery(Discovery {
-        proplet_id: id.proplet_id.clone(),
-        namespace: id.namespace.clone(),
-        metadata: metadata(&config, &runtime),
-    });
-    let liveliness = |status| {
-        Outbound::Liveliness(Liveliness {
+    let running = Running::start(&config, workdir.path())?;
+    shutdown.await;
+    running.stop(config.tasks.drain_timeout).await;
+    Ok(())
+}
+
+/// A started worker: the session, the manager and the two background loops.
+struct Running {
+    session: MqttSession,
+    manager: TaskManager,
+    /// Ends the heartbeat and dispatcher loops.
+    stop: CancellationToken,
+    loops: [(&'static str, JoinHandle<()>); 2],
+    offline: Outbound,
+}
+
+impl Running {
+    fn start(config: &Config, workdir: &Path) -> Result<Running, WorkerError> {
+        let runtime = match &config.tasks.external_runtime {
+            Some(program) => Runtime::external(program.clone(), workdir.to_path_buf()),
+            None => Runtime::wasmtime(config.tasks.module_cache_entries)?,
+        };
+        let id = &config.identity;
+        let discovery = Outbound::Discovery(Discovery {
             proplet_id: id.proplet_id.clone(),
-            status,
             namespace: id.namespace.clone(),
+            metadata: metadata(config, &runtime),
+        });
+        let (publisher, outbound) = Publisher::channel(OUTBOUND_CAPACITY);
+        let offline = liveliness(config, "offline");
+        let (session, events) =
+            MqttSession::start(&config.mqtt, id, discovery, offline.clone(), outbound)?;
+        info!(proplet_id = %id.proplet_id, broker = %config.mqtt.address, runtime = %runtime.describe(), "proplet starting");
+        let manager = TaskManager::new(ManagerParts {
+            proplet_id: id.proplet_id.clone(),
+            publisher: publisher.clone(),
+            fetcher: Fetcher::new(&config.fetch, publisher.clone())?,
+            runtime,
+            limits: config.limits,
+            settings: config.tasks.clone(),
+        });
+        let stop = CancellationToken::new();
+        let beat = liveliness(config, "alive");
+        let every = config.liveliness_interval;
+        let beats = tokio::spawn(heartbeat::run(
+            publisher,
+            beat,
+            every,
+            events.ready.clone(),
+            stop.clone(),
+        ));
+        let dispatcher = tokio::spawn(dispatch(manager.clone(), events, stop.clone()));
+        Ok(Running {
+            session,
+            manager,
+            stop,
+            loops: [("heartbeat", beats), ("dispatcher", dispatcher)],
+            offline,
         })
-    };
-    let (publisher, outbound) = Publisher::channel(OUTBOUND_CAPACITY);
-    let (session, mut events) =
-        MqttSession::start(&config.mqtt, id, discovery, liveliness("offline"), outbound)?;
-    info!(proplet_id = %id.proplet_id, broker = %config.mqtt.address, runtime = %runtime.describe(), "proplet starting");
-    let manager = TaskManager::new(ManagerParts {
-        proplet_id: id.proplet_id.clone(),
-        publisher: publisher.clone(),
-        fetcher: Fetcher::new(&config.fetch, publisher.clone()),
-        runtime,
-        limits: config.limits,
-        settings: config.tasks.clone(),
-    });
-    let stop = CancellationToken::new();
-    let beats = tokio::spawn(heartbeat::run(
-        publisher.clone(),
-        liveliness("alive"),
-        config.liveliness_interval,
-        events.ready.clone(),
-        stop.clone(),
-    ));
-    let dispatch_manager = manager.clone();
-    let dispatch_stop = stop.clone();
-    let dispatcher = tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = dispatch_stop.cancelled() => return,
-                msg = events.inbound.recv() => match msg {
-                    Some(msg) => dispatch_manager.handle(msg),
-                    None => return,
-                },
+    }
+
+    async fn stop(self, drain: Duration) {
+        info!(
+            active = self.manager.active(),
+            "shutting down: draining tasks"
+        );
+        self.session.stop_intake();
+        self.manager.shutdown(drain).await;
+        self.stop.cancel();
+        for (name, task) in self.loops {
+            if let Err(e) = task.await {
+                warn!(error = %e, "{name} task failed");
             }
         }
-    });
-    shutdown.await;
-    info!(active = manager.active(), "shutting down: draining tasks");
-    session.stop_intake();
-    manager.shutdown(config.tasks.drain_timeout).await;
-    stop.cancel();
-    for (name, task) in [("heartbeat", beats), ("dispatcher", dispatcher)] {
-        if let Err(e) = task.await {
-            warn!(error = %e, "{name} task failed");
+        self.session.close(self.offline).await;
+        info!("proplet stopped");
+    }
+}
+
+/// Hands every inbound message to the manager until stopped.
+async fn dispatch(manager: TaskManager, mut events: SessionEvents, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            msg = events.inbound.recv() => match msg {
+                Some(msg) => manager.handle(msg),
+                None => return,
+            },
         }
     }
-    session.close(liveliness("offline")).await;
-    info!("proplet stopped");
-    Ok(())
+}
+
+fn liveliness(config: &Config, status: &'static str) -> Outbound {
+    let id = &config.identity;
+    Outbound::Liveliness(Liveliness {
+        proplet_id: id.proplet_id.clone(),
+        status,
+        namespace: id.namespace.clone(),
+    })
 }
 
 fn metadata(config: &Config, runtime: &Runtime) -> Metadata {

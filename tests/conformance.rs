@@ -8,14 +8,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::{Value, json};
 
-async fn setup(extra: &[(&str, &str)]) -> (Broker, Worker, Manager) {
-    let broker = Broker::start();
-    let mut manager = Manager::connect(&broker).await;
-    let worker = Worker::start(env(&broker, extra));
-    manager.wait_ready().await;
-    (broker, worker, manager)
-}
-
 const LONG: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

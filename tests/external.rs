@@ -10,15 +10,11 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 
-async fn setup(runtime: &Path, extra: &[(&str, &str)]) -> (Broker, Worker, Manager) {
-    let broker = Broker::start();
-    let mut manager = Manager::connect(&broker).await;
+async fn setup_external(runtime: &Path, extra: &[(&str, &str)]) -> (Broker, Worker, Manager) {
     let runtime = runtime.to_string_lossy().to_string();
     let mut vars = vec![("PROPLET_EXTERNAL_WASM_RUNTIME", runtime.as_str())];
     vars.extend_from_slice(extra);
-    let worker = Worker::start(env(&broker, &vars));
-    manager.wait_ready().await;
-    (broker, worker, manager)
+    setup(&vars).await
 }
 
 /// Writes an executable shell script.
@@ -31,7 +27,7 @@ fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proplet_itself_as_the_external_runtime() {
-    let (_b, w, mut m) = setup(Path::new(env!("CARGO_BIN_EXE_proplet")), &[]).await;
+    let (_b, w, mut m) = setup_external(Path::new(env!("CARGO_BIN_EXE_proplet")), &[]).await;
     m.send_json(
         "control/manager/start",
         &start("add", json!({"file": guests::base64("add")})),
@@ -66,7 +62,7 @@ async fn argv_env_and_temp_file_contract() {
         r = record.display()
     );
     let runtime = script(dir.path(), "runtime.sh", &body);
-    let (_b, w, mut m) = setup(&runtime, &[]).await;
+    let (_b, w, mut m) = setup_external(&runtime, &[]).await;
     let task = json!({"env": {"A": "1"}, "cli_args": ["-W", "x"]});
     m.send_json("control/manager/start", &start("argv", task))
         .await;
@@ -127,7 +123,7 @@ async fn stop_kills_the_process_and_output_is_capped() {
             pidfile.display()
         ),
     );
-    let (_b, w, mut m) = setup(&runtime, &[("PROPLET_OUTPUT_LIMIT", "64KiB")]).await;
+    let (_b, w, mut m) = setup_external(&runtime, &[("PROPLET_OUTPUT_LIMIT", "64KiB")]).await;
     m.send_json("control/manager/start", &start("sleeper", json!({})))
         .await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

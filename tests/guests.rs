@@ -8,14 +8,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 
-async fn setup(extra: &[(&str, &str)]) -> (Broker, Worker, Manager) {
-    let broker = Broker::start();
-    let mut manager = Manager::connect(&broker).await;
-    let worker = Worker::start(env(&broker, extra));
-    manager.wait_ready().await;
-    (broker, worker, manager)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wasi_command_gets_argv_and_only_the_task_env() {
     let (_b, w, mut m) = setup(&[]).await;

@@ -37,16 +37,11 @@ async fn http_image_urls_are_fetched_within_limits() {
         ("/slow", "200 OK", "application/wasm", None),
     ])
     .await;
-    let broker = Broker::start();
-    let mut m = Manager::connect(&broker).await;
-    let w = Worker::start(env(
-        &broker,
-        &[
-            ("PROPLET_MAX_BINARY_SIZE", "1MiB"),
-            ("PROPLET_HTTP_FETCH_TIMEOUT", "1s"),
-        ],
-    ));
-    m.wait_ready().await;
+    let (_broker, w, mut m) = setup(&[
+        ("PROPLET_MAX_BINARY_SIZE", "1MiB"),
+        ("PROPLET_HTTP_FETCH_TIMEOUT", "1s"),
+    ])
+    .await;
     for (id, path) in [
         ("ok", "/add.wasm"),
         ("bin", "/add.bin"),

@@ -10,10 +10,7 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_survives_malformed_input_and_answers_where_it_can() {
-    let broker = Broker::start();
-    let mut m = Manager::connect(&broker).await;
-    let w = Worker::start(env(&broker, &[("PROPLET_MAX_BINARY_SIZE", "1MiB")]));
-    m.wait_ready().await;
+    let (_broker, w, mut m) = setup(&[("PROPLET_MAX_BINARY_SIZE", "1MiB")]).await;
     let start_topic = "control/manager/start";
     // Undecodable: no id to answer.
     for raw in [
@@ -155,16 +152,11 @@ async fn worker_survives_malformed_input_and_answers_where_it_can() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_answers_overloaded_and_duplicates_are_ignored() {
-    let broker = Broker::start();
-    let mut m = Manager::connect(&broker).await;
-    let w = Worker::start(env(
-        &broker,
-        &[
-            ("PROPLET_MAX_CONCURRENT_TASKS", "1"),
-            ("PROPLET_TASK_QUEUE_CAPACITY", "1"),
-        ],
-    ));
-    m.wait_ready().await;
+    let (_broker, w, mut m) = setup(&[
+        ("PROPLET_MAX_CONCURRENT_TASKS", "1"),
+        ("PROPLET_TASK_QUEUE_CAPACITY", "1"),
+    ])
+    .await;
     let spin = guests::base64("spin");
     let spinner = |id: &str| start(id, json!({"file": spin, "name": "spin", "inputs": []}));
     m.send_json("control/manager/start", &spinner("run")).await;

@@ -13,7 +13,8 @@ pub use inbound::{
     Chunk, Inbound, InvokeRequest, Rejected, StartRequest, StopRequest, Target, decode,
 };
 pub use outbound::{
-    BinaryRequest, Discovery, ErrorKind, InvokeResult, Liveliness, Metadata, Outbound, TaskResult,
+    BinaryRequest, Discovery, ErrorKind, InvokeResult, Liveliness, Metadata, Outbound, Outcome,
+    TaskResult,
 };
 pub use topics::{Topic, Topics};
 

@@ -104,13 +104,9 @@ pub struct Liveliness {
     pub namespace: String,
 }
 
-/// `control/proplet/results` (PROTOCOL.md §4.6, §8.6).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TaskResult {
-    /// The start's `id`.
-    pub task_id: String,
-    /// Our id.
-    pub proplet_id: String,
+/// How a task or invocation ended: the fields shared by both result messages.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Outcome {
     /// The result text; `""` on failure.
     pub results: String,
     /// Failure text with its whole cause chain; `null` on success.
@@ -118,6 +114,38 @@ pub struct TaskResult {
     /// Machine-readable failure class; omitted on success.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_kind: Option<ErrorKind>,
+}
+
+impl Outcome {
+    /// A success with `results`.
+    pub fn ok(results: String) -> Self {
+        Outcome {
+            results,
+            error: None,
+            error_kind: None,
+        }
+    }
+
+    /// A failure of `kind` described by `error`.
+    pub fn failed(kind: ErrorKind, error: String) -> Self {
+        Outcome {
+            results: String::new(),
+            error: Some(error),
+            error_kind: Some(kind),
+        }
+    }
+}
+
+/// `control/proplet/results` (PROTOCOL.md §4.6, §8.6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskResult {
+    /// The start's `id`.
+    pub task_id: String,
+    /// Our id.
+    pub proplet_id: String,
+    /// `results`, `error`, `error_kind`.
+    #[serde(flatten)]
+    pub outcome: Outcome,
 }
 
 /// `control/proplet/invoke_results` (PROTOCOL.md §4.7).
@@ -129,13 +157,9 @@ pub struct InvokeResult {
     pub invocation_id: String,
     /// Our id.
     pub proplet_id: String,
-    /// The result text; `""` on failure.
-    pub results: String,
-    /// Failure text; `null` on success.
-    pub error: Option<String>,
-    /// Machine-readable failure class; omitted on success.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error_kind: Option<ErrorKind>,
+    /// `results`, `error`, `error_kind`.
+    #[serde(flatten)]
+    pub outcome: Outcome,
 }
 
 /// `registry/proplet`: ask the proxy for a binary.

@@ -185,9 +185,11 @@ fn result(results: &str, error: Option<&str>, kind: Option<ErrorKind>) -> Outbou
     Outbound::Result(TaskResult {
         task_id: T.into(),
         proplet_id: P.into(),
-        results: results.into(),
-        error: error.map(str::to_owned),
-        error_kind: kind,
+        outcome: Outcome {
+            results: results.into(),
+            error: error.map(str::to_owned),
+            error_kind: kind,
+        },
     })
 }
 
@@ -211,9 +213,7 @@ fn invoke_result_matches_golden_fixture() {
         task_id: "3b9d2c1e-5f6a-4b7c-8d9e-0f1a2b3c4d5e".into(),
         invocation_id: "6c2f0e3a-7b1d-4e5f-9a8b-1c2d3e4f5a6b".into(),
         proplet_id: P.into(),
-        results: "\"Hello, world!\"".into(),
-        error: None,
-        error_kind: None,
+        outcome: Outcome::ok("\"Hello, world!\"".into()),
     });
     assert_eq!(
         json(&msg.encode()),
@@ -269,6 +269,23 @@ fn discovery_matches_golden_fixture() {
         json(fixture!("outbound", "discovery").as_bytes())
     );
     assert_eq!(msg.topic(), Topic::Create);
+}
+
+#[test]
+fn outcome_constructors() {
+    assert_eq!(
+        Outcome::ok("1".into()),
+        Outcome {
+            results: "1".into(),
+            error: None,
+            error_kind: None
+        }
+    );
+    let failed = Outcome::failed(ErrorKind::Trap, "boom".into());
+    assert_eq!(
+        (failed.results.as_str(), failed.error_kind),
+        ("", Some(ErrorKind::Trap))
+    );
 }
 
 #[test]

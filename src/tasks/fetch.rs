@@ -46,6 +46,9 @@ pub enum FetchError {
         /// Why, with the cause chain.
         reason: String,
     },
+    /// The HTTP client could not be set up.
+    #[error("cannot set up the HTTP client: {0}")]
+    Client(String),
     /// The request to the registry proxy could not be queued.
     #[error("cannot request the binary from the registry: the MQTT session is closed")]
     Closed,
@@ -70,17 +73,18 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
-    /// A fetcher that asks the registry proxy through `publisher`.
-    pub fn new(settings: &FetchSettings, publisher: Publisher) -> Self {
+    /// A fetcher that asks the registry proxy through `publisher`. Fails only if the HTTP
+    /// client cannot be built (no TLS backend).
+    pub fn new(settings: &FetchSettings, publisher: Publisher) -> Result<Self, FetchError> {
         let http = reqwest::Client::builder()
             .timeout(settings.http_timeout)
             .build()
-            .unwrap_or_default();
-        Fetcher {
+            .map_err(|e| FetchError::Client(error_chain(&e)))?;
+        Ok(Fetcher {
             registry: Registry::new(settings, publisher),
             http,
             max_bytes: settings.max_binary_bytes,
-        }
+        })
     }
 
     /// The binary of a start request.

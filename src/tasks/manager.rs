@@ -13,8 +13,8 @@ use tracing::{debug, info, warn};
 use super::{Fetcher, TaskError};
 use crate::config::TaskSettings;
 use crate::protocol::{
-    ErrorKind, Inbound, InvokeRequest, InvokeResult, Outbound, Rejected, StartRequest, TaskResult,
-    Topic,
+    ErrorKind, Inbound, InvokeRequest, InvokeResult, Outbound, Outcome, Rejected, StartRequest,
+    TaskResult, Topic,
 };
 use crate::runtime::{Runtime, TaskOutput, TaskSpec};
 use crate::sandbox::Limits;
@@ -205,9 +205,7 @@ impl TaskManager {
             task_id,
             invocation_id,
             proplet_id: self.shared.proplet_id.clone(),
-            results: String::new(),
-            error: Some(error),
-            error_kind: Some(ErrorKind::Invalid),
+            outcome: Outcome::failed(ErrorKind::Invalid, error),
         });
         let publisher = self.shared.publisher.clone();
         self.shared.tracker.spawn(async move {
@@ -241,20 +239,18 @@ impl Shared {
     }
 
     async fn publish_result(&self, id: &str, outcome: Result<TaskOutput, TaskError>) {
-        let (results, error, error_kind) = match outcome {
-            Ok(out) => (out.result, None, None),
+        let outcome = match outcome {
+            Ok(out) => Outcome::ok(out.result),
             Err(e) => {
                 let kind = e.kind();
                 warn!(task_id = %id, kind = kind.as_str(), "task failed: {e}");
-                (String::new(), Some(e.to_string()), Some(kind))
+                Outcome::failed(kind, e.to_string())
             }
         };
         let msg = TaskResult {
             task_id: id.to_owned(),
             proplet_id: self.proplet_id.clone(),
-            results,
-            error,
-            error_kind,
+            outcome,
         };
         if self.publisher.send(Outbound::Result(msg)).await.is_err() {
             warn!(task_id = %id, "result lost: the MQTT session is closed");

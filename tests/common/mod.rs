@@ -48,6 +48,15 @@ pub fn env(broker: &Broker, extra: &[(&str, &str)]) -> HashMap<String, String> {
     env
 }
 
+/// A broker, a connected manager and a ready in-process worker configured with `extra`.
+pub async fn setup(extra: &[(&str, &str)]) -> (Broker, Worker, Manager) {
+    let broker = Broker::start();
+    let mut manager = Manager::connect(&broker).await;
+    let worker = Worker::start(env(&broker, extra));
+    manager.wait_ready().await;
+    (broker, worker, manager)
+}
+
 /// A worker running in this process; shut down by [`Worker::stop`] (or on drop, abruptly).
 pub struct Worker {
     shutdown: Option<oneshot::Sender<()>>,
