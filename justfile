@@ -21,10 +21,11 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --all-targets -- -D warnings
 
-# Build the sample guests in guest-examples/ (wasm32-wasip1).
+# Build the sample guests in guest-examples/: core modules (wasm32-wasip1) and components (wasm32-wasip2).
 guests:
     bash scripts/setup.sh
-    cargo build --manifest-path guest-examples/Cargo.toml --release --target wasm32-wasip1 --locked
+    cargo build --manifest-path guest-examples/Cargo.toml --release --locked --target wasm32-wasip1 -p add -p hello -p spin -p alloc
+    cargo build --manifest-path guest-examples/Cargo.toml --release --locked --target wasm32-wasip2 -p hello -p greet
 
 # End-to-end benchmark: round-trip latency, burst throughput, idle memory.
 bench: guests

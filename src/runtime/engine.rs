@@ -12,9 +12,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tokio::sync::OnceCell;
+use wasmtime::component::{self, Component};
 use wasmtime::{Engine, InstancePre, Linker, Module};
 
-use super::host::HostState;
+use super::host::{ComponentState, HostState};
 use super::{Digest, RuntimeError};
 
 /// How often the epoch advances: the granularity of preemption and deadlines.
@@ -59,18 +60,25 @@ impl Drop for EpochTicker {
     }
 }
 
-/// A compiled, linked module ready to instantiate.
-pub type Prepared = InstancePre<HostState>;
+/// A compiled, linked module or component, ready to instantiate.
+#[derive(Clone)]
+pub enum Prepared {
+    /// A core module (WASI preview 1).
+    Core(InstancePre<HostState>),
+    /// A component (WASI preview 2).
+    Component(component::InstancePre<ComponentState>),
+}
 
 struct CacheEntry {
     cell: Arc<OnceCell<Prepared>>,
     last_used: u64,
 }
 
-/// The engine, the WASI p1 linker and a bounded cache of prepared modules.
+/// The engine, the WASI linkers and a bounded cache of prepared modules and components.
 pub struct WasmEngine {
     engine: Engine,
-    linker: Linker<HostState>,
+    linker: Arc<Linker<HostState>>,
+    component_linker: Arc<component::Linker<ComponentState>>,
     cache: Mutex<HashMap<Digest, CacheEntry>>,
     capacity: usize,
     clock: AtomicU64,
@@ -87,10 +95,14 @@ impl WasmEngine {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut HostState| &mut s.wasi)
             .map_err(RuntimeError::internal)?;
+        let mut component_linker = component::Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut component_linker)
+            .map_err(RuntimeError::internal)?;
         let ticker = EpochTicker::start(&engine).map_err(RuntimeError::internal)?;
         Ok(WasmEngine {
             engine,
-            linker,
+            linker: Arc::new(linker),
+            component_linker: Arc::new(component_linker),
             cache: Mutex::new(HashMap::new()),
             capacity: capacity.max(1),
             clock: AtomicU64::new(0),
@@ -128,10 +140,20 @@ impl WasmEngine {
         self.compiles.fetch_add(1, Ordering::Relaxed);
         let engine = self.engine.clone();
         let linker = self.linker.clone();
+        let component_linker = self.component_linker.clone();
         let job = tokio::task::spawn_blocking(move || {
+            if wasmparser::Parser::is_component(&bytes) {
+                let component =
+                    Component::from_binary(&engine, &bytes).map_err(RuntimeError::compile)?;
+                let pre = component_linker
+                    .instantiate_pre(&component)
+                    .map_err(RuntimeError::compile)?;
+                return Ok(Prepared::Component(pre));
+            }
             let module = Module::from_binary(&engine, &bytes).map_err(RuntimeError::compile)?;
             linker
                 .instantiate_pre(&module)
+                .map(Prepared::Core)
                 .map_err(RuntimeError::compile)
         });
         job.await.map_err(RuntimeError::internal)?

@@ -1,18 +1,36 @@
 //! The per-task store state: WASI context, limiter and captured output.
 
-use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::sandbox::{CappedOutput, Limits, MemoryLimiter};
 
 use super::TaskSpec;
 
-/// What a task's `Store` holds.
+/// What a core module's `Store` holds.
 pub struct HostState {
     /// WASI preview 1 context.
     pub wasi: WasiP1Ctx,
     /// Memory and table budget; records the peak and any refusal.
     pub limiter: MemoryLimiter,
+}
+
+/// What a component's `Store` holds.
+pub struct ComponentState {
+    ctx: WasiCtx,
+    table: ResourceTable,
+    /// Memory and table budget; records the peak and any refusal.
+    pub limiter: MemoryLimiter,
+}
+
+impl WasiView for ComponentState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.ctx,
+            table: &mut self.table,
+        }
+    }
 }
 
 /// The guest's captured stdout and stderr.
@@ -39,10 +57,10 @@ impl Captured {
     }
 }
 
-/// Builds a deny-by-default store state for `spec`: argv is the task name followed by
+/// A deny-by-default WASI context for `spec`: argv is the task name followed by
 /// `cli_args`, the environment is exactly the task's `env`, stdin is empty, stdout and
 /// stderr are captured, and there are no preopens and no network.
-pub fn host_state(spec: &TaskSpec, captured: &Captured) -> HostState {
+fn wasi_builder(spec: &TaskSpec, captured: &Captured) -> WasiCtxBuilder {
     let mut builder = WasiCtxBuilder::new();
     builder.arg(program_name(spec));
     builder.args(&spec.args);
@@ -52,8 +70,22 @@ pub fn host_state(spec: &TaskSpec, captured: &Captured) -> HostState {
     builder
         .stdout(captured.stdout.clone())
         .stderr(captured.stderr.clone());
+    builder
+}
+
+/// Store state for a core module.
+pub fn host_state(spec: &TaskSpec, captured: &Captured) -> HostState {
     HostState {
-        wasi: builder.build_p1(),
+        wasi: wasi_builder(spec, captured).build_p1(),
+        limiter: MemoryLimiter::new(&spec.limits),
+    }
+}
+
+/// Store state for a component.
+pub fn component_state(spec: &TaskSpec, captured: &Captured) -> ComponentState {
+    ComponentState {
+        ctx: wasi_builder(spec, captured).build(),
+        table: ResourceTable::new(),
         limiter: MemoryLimiter::new(&spec.limits),
     }
 }

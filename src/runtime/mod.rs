@@ -4,10 +4,12 @@
 //! Dropping the returned future stops the guest: in-process guests yield at every epoch
 //! tick, and an external runtime process is killed on drop.
 
+mod component;
 mod core;
 mod engine;
 mod external;
 mod host;
+mod outcome;
 mod values;
 
 use std::collections::BTreeMap;
@@ -19,7 +21,7 @@ use std::time::Duration;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::oneshot;
 
-pub use engine::{TICK, WasmEngine};
+pub use engine::{Prepared, TICK, WasmEngine};
 pub use external::ExternalRuntime;
 
 use crate::protocol::ErrorKind;
@@ -174,6 +176,21 @@ impl RuntimeError {
     }
 }
 
+/// Compiles (or finds in the cache) and runs `spec` in this process.
+async fn run_in_process(
+    engine: &WasmEngine,
+    spec: &TaskSpec,
+    started: Option<oneshot::Sender<()>>,
+) -> Result<TaskOutput, RuntimeError> {
+    match engine
+        .prepare(&spec.binary.digest, spec.binary.bytes.clone())
+        .await?
+    {
+        Prepared::Core(pre) => core::run(engine, &pre, spec, started).await,
+        Prepared::Component(pre) => component::run(engine, &pre, spec, started).await,
+    }
+}
+
 /// Where tasks run: in-process Wasmtime, or an external runtime binary.
 pub enum Runtime {
     /// In-process.
@@ -201,6 +218,19 @@ impl Runtime {
         }
     }
 
+    /// Compiles `binary` into the cache ahead of its first run (latent tasks).
+    pub async fn precompile(&self, binary: &Binary) -> Result<(), RuntimeError> {
+        match self {
+            Runtime::Wasmtime(engine) => engine
+                .prepare(&binary.digest, binary.bytes.clone())
+                .await
+                .map(|_| ()),
+            Runtime::External(_) => Err(RuntimeError::Invalid(
+                "latent tasks are not supported by this runtime".into(),
+            )),
+        }
+    }
+
     /// Runs `spec` to completion under its deadline. `started` fires once the guest begins
     /// executing (after fetch, compile and instantiation).
     pub async fn run(
@@ -211,7 +241,7 @@ impl Runtime {
         let timeout = spec.limits.timeout;
         let run = async {
             match self {
-                Runtime::Wasmtime(engine) => core::run(engine, &spec, started).await,
+                Runtime::Wasmtime(engine) => run_in_process(engine, &spec, started).await,
                 Runtime::External(ext) => ext.run(&spec, started).await,
             }
         };

@@ -10,13 +10,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use super::latent::{self, LatentTask};
 use super::{Fetcher, TaskError};
 use crate::config::TaskSettings;
 use crate::protocol::{
-    ErrorKind, Inbound, InvokeRequest, InvokeResult, Outbound, Outcome, Rejected, StartRequest,
-    TaskResult, Topic,
+    ErrorKind, Inbound, InvokeResult, Outbound, Outcome, Rejected, StartRequest, TaskResult, Topic,
 };
-use crate::runtime::{Runtime, TaskOutput, TaskSpec};
+use crate::runtime::{Binary, Runtime, TaskOutput, TaskSpec};
 use crate::sandbox::Limits;
 use crate::transport::Publisher;
 
@@ -39,33 +39,35 @@ pub struct ManagerParts {
 /// Owns every task from admission to its one result. Cheap to clone.
 #[derive(Clone)]
 pub struct TaskManager {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
 }
 
-struct Shared {
-    proplet_id: String,
-    publisher: Publisher,
-    runtime: Runtime,
-    fetcher: Fetcher,
-    limits: Limits,
+pub(super) struct Shared {
+    pub(super) proplet_id: String,
+    pub(super) publisher: Publisher,
+    pub(super) runtime: Runtime,
+    pub(super) fetcher: Fetcher,
+    pub(super) limits: Limits,
     /// Admitted tasks (queued, fetching or running) by id, with their stop switch.
-    tasks: Mutex<HashMap<String, CancellationToken>>,
+    pub(super) tasks: Mutex<HashMap<String, CancellationToken>>,
     /// Execution slots: `PROPLET_MAX_CONCURRENT_TASKS`.
-    slots: Semaphore,
+    pub(super) slots: Semaphore,
     /// Running plus waiting tasks may not exceed this.
-    capacity: usize,
-    admitted: AtomicUsize,
+    pub(super) capacity: usize,
+    pub(super) admitted: AtomicUsize,
     /// Every task and every reply, so shutdown can wait for them.
-    tracker: TaskTracker,
+    pub(super) tracker: TaskTracker,
     /// Parent of every task's token; fired when the drain deadline passes.
-    shutdown: CancellationToken,
-    draining: AtomicBool,
+    pub(super) shutdown: CancellationToken,
+    pub(super) draining: AtomicBool,
+    /// Precompiled latent tasks, by task id (PROTOCOL.md §5.7).
+    pub(super) latent: Mutex<HashMap<String, LatentTask>>,
 }
 
 /// Removes a task from the table when its future ends, whichever way.
-struct Admission<'a> {
-    shared: &'a Shared,
-    id: &'a str,
+pub(super) struct Admission<'a> {
+    pub(super) shared: &'a Shared,
+    pub(super) id: &'a str,
 }
 
 impl Drop for Admission<'_> {
@@ -92,6 +94,7 @@ impl TaskManager {
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             draining: AtomicBool::new(false),
+            latent: Mutex::new(HashMap::new()),
         };
         TaskManager {
             shared: Arc::new(shared),
@@ -122,51 +125,27 @@ impl TaskManager {
         if let Err(e) = req.validate() {
             return self.reply(&req.id, Err(TaskError::Invalid(e.to_string())));
         }
-        if s.draining.load(Ordering::Relaxed) {
-            return self.reply(
-                &req.id,
-                Err(TaskError::Overloaded("the proplet is shutting down".into())),
-            );
-        }
-        let mut tasks = s.lock_tasks();
-        if tasks.contains_key(&req.id) {
-            return info!(task_id = %req.id, "duplicate start of an active task ignored");
-        }
-        if s.admitted.load(Ordering::Relaxed) >= s.capacity {
-            drop(tasks);
-            let why = format!("all {} running and queued places are taken", s.capacity);
-            return self.reply(&req.id, Err(TaskError::Overloaded(why)));
-        }
-        let token = s.shutdown.child_token();
-        tasks.insert(req.id.clone(), token.clone());
-        s.admitted.fetch_add(1, Ordering::Relaxed);
-        drop(tasks);
+        let token = match s.admit(&req.id, &s.shutdown) {
+            Ok(token) => token,
+            Err(None) => {
+                return info!(task_id = %req.id, "duplicate start of an active task ignored");
+            }
+            Err(Some(e)) => return self.reply(&req.id, Err(e)),
+        };
         info!(task_id = %req.id, name = %req.name, daemon = req.daemon, "task admitted");
         s.tracker.spawn(run_task(self.shared.clone(), req, token));
     }
 
     fn stop(&self, id: &str) {
-        match self.shared.lock_tasks().get(id) {
-            Some(token) => {
-                info!(task_id = %id, "stopping task");
-                token.cancel();
-            }
-            None => debug!(task_id = %id, "Task {id} not found in running tasks"),
+        let running = self.shared.lock_tasks().get(id).cloned();
+        let latent = self.shared.lock_latent().remove(id);
+        if running.is_none() && latent.is_none() {
+            return debug!(task_id = %id, "Task {id} not found in running tasks");
         }
-    }
-
-    fn invoke(&self, req: InvokeRequest) {
-        if !req.target.includes(&self.shared.proplet_id) {
-            return;
+        info!(task_id = %id, "stopping task");
+        for token in running.into_iter().chain(latent.map(|l| l.token)) {
+            token.cancel();
         }
-        if req.invocation_id.is_empty() {
-            return warn!(task_id = %req.id, "invoke without invocation_id ignored");
-        }
-        let error = format!(
-            "task {} has not been precompiled; deploy it as a latent task first",
-            req.id
-        );
-        self.reply_invoke(req.id, req.invocation_id, error);
     }
 
     fn rejected(&self, r: Rejected) {
@@ -183,7 +162,9 @@ impl TaskManager {
             (Topic::Start, Some(id), _) => {
                 self.reply(&id, Err(TaskError::Invalid(r.error.to_string())))
             }
-            (Topic::Invoke, Some(id), Some(inv)) => self.reply_invoke(id, inv, r.error.to_string()),
+            (Topic::Invoke, Some(id), Some(inv)) => {
+                self.reply_invoke(id, inv, ErrorKind::Invalid, r.error.to_string())
+            }
             _ => {}
         }
     }
@@ -200,19 +181,18 @@ impl TaskManager {
             .spawn(async move { shared.publish_result(&id, outcome).await });
     }
 
-    fn reply_invoke(&self, task_id: String, invocation_id: String, error: String) {
-        let msg = Outbound::InvokeResult(InvokeResult {
-            task_id,
-            invocation_id,
-            proplet_id: self.shared.proplet_id.clone(),
-            outcome: Outcome::failed(ErrorKind::Invalid, error),
-        });
-        let publisher = self.shared.publisher.clone();
-        self.shared.tracker.spawn(async move {
-            if publisher.send(msg).await.is_err() {
-                warn!("invoke result lost: the MQTT session is closed");
-            }
-        });
+    pub(super) fn reply_invoke(
+        &self,
+        task_id: String,
+        invocation_id: String,
+        kind: ErrorKind,
+        error: String,
+    ) {
+        let shared = self.shared.clone();
+        let outcome = Outcome::failed(kind, error);
+        self.shared
+            .tracker
+            .spawn(async move { shared.publish_invoke(task_id, invocation_id, outcome).await });
     }
 
     /// Stops intake, lets admitted tasks finish for up to `drain`, then cancels the rest
@@ -238,15 +218,51 @@ impl Shared {
         self.tasks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn publish_result(&self, id: &str, outcome: Result<TaskOutput, TaskError>) {
-        let outcome = match outcome {
+    pub(super) fn lock_latent(&self) -> MutexGuard<'_, HashMap<String, LatentTask>> {
+        // Entries are inserted and removed whole; a poisoned map is still consistent.
+        self.latent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Admits `key` under `parent`: `Err(None)` for a duplicate, `Err(Some(_))` when there
+    /// is no room (or the proplet is draining).
+    pub(super) fn admit(
+        &self,
+        key: &str,
+        parent: &CancellationToken,
+    ) -> Result<CancellationToken, Option<TaskError>> {
+        if self.draining.load(Ordering::Relaxed) {
+            return Err(Some(TaskError::Overloaded(
+                "the proplet is shutting down".into(),
+            )));
+        }
+        let mut tasks = self.lock_tasks();
+        if tasks.contains_key(key) {
+            return Err(None);
+        }
+        if self.admitted.load(Ordering::Relaxed) >= self.capacity {
+            let why = format!("all {} running and queued places are taken", self.capacity);
+            return Err(Some(TaskError::Overloaded(why)));
+        }
+        let token = parent.child_token();
+        tasks.insert(key.to_owned(), token.clone());
+        self.admitted.fetch_add(1, Ordering::Relaxed);
+        Ok(token)
+    }
+
+    /// Logs a failure and turns the run's outcome into wire fields.
+    fn outcome(id: &str, outcome: Result<TaskOutput, TaskError>) -> Outcome {
+        match outcome {
             Ok(out) => Outcome::ok(out.result),
             Err(e) => {
                 let kind = e.kind();
                 warn!(task_id = %id, kind = kind.as_str(), "task failed: {e}");
                 Outcome::failed(kind, e.to_string())
             }
-        };
+        }
+    }
+
+    pub(super) async fn publish_result(&self, id: &str, outcome: Result<TaskOutput, TaskError>) {
+        let outcome = Self::outcome(id, outcome);
         let msg = TaskResult {
             task_id: id.to_owned(),
             proplet_id: self.proplet_id.clone(),
@@ -257,7 +273,33 @@ impl Shared {
         }
     }
 
-    fn cancel_reason(&self) -> &'static str {
+    pub(super) async fn publish_invoke(
+        &self,
+        task_id: String,
+        invocation_id: String,
+        outcome: Outcome,
+    ) {
+        let msg = InvokeResult {
+            task_id,
+            invocation_id,
+            proplet_id: self.proplet_id.clone(),
+            outcome,
+        };
+        if self
+            .publisher
+            .send(Outbound::InvokeResult(msg))
+            .await
+            .is_err()
+        {
+            warn!("invoke result lost: the MQTT session is closed");
+        }
+    }
+
+    pub(super) fn invoke_outcome(id: &str, outcome: Result<TaskOutput, TaskError>) -> Outcome {
+        Self::outcome(id, outcome)
+    }
+
+    pub(super) fn cancel_reason(&self) -> &'static str {
         if self.shutdown.is_cancelled() {
             "the proplet is shutting down"
         } else {
@@ -272,22 +314,12 @@ impl Shared {
     ) -> Result<TaskOutput, TaskError> {
         let binary = self.fetcher.fetch(req).await?;
         debug!(task_id = %req.id, digest = %binary.digest, bytes = binary.bytes.len(), "binary ready");
-        if req.latent {
-            let what = if binary.is_component() {
-                "latent tasks are not supported by this proplet yet"
-            } else {
-                "latent tasks require a WASM component"
-            };
-            return Err(TaskError::Invalid(format!(
-                "{what}; task {} is not a component",
-                req.id
-            )));
-        }
-        let _slot = self
-            .slots
-            .acquire()
-            .await
-            .map_err(|_| TaskError::Cancelled("the proplet is shutting down"))?;
+        self.run_spec(self.spec(req, binary), started).await
+    }
+
+    /// The runtime's view of a start: env with `PROPLET_ID`, node limits (no deadline for
+    /// daemons).
+    pub(super) fn spec(&self, req: &StartRequest, binary: Binary) -> TaskSpec {
         let mut env = req.env.clone();
         env.entry("PROPLET_ID".into())
             .or_insert_with(|| self.proplet_id.clone());
@@ -299,7 +331,7 @@ impl Shared {
         } else {
             self.limits
         };
-        let spec = TaskSpec {
+        TaskSpec {
             id: req.id.clone(),
             name: req.name.clone(),
             binary,
@@ -307,7 +339,20 @@ impl Shared {
             args: req.cli_args.clone(),
             env,
             limits,
-        };
+        }
+    }
+
+    /// Waits for an execution slot, then runs.
+    pub(super) async fn run_spec(
+        &self,
+        spec: TaskSpec,
+        started: Option<oneshot::Sender<()>>,
+    ) -> Result<TaskOutput, TaskError> {
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| TaskError::Cancelled("the proplet is shutting down"))?;
         Ok(self.runtime.run(spec, started).await?)
     }
 
@@ -333,6 +378,9 @@ async fn run_task(shared: Arc<Shared>, req: StartRequest, token: CancellationTok
         shared: &shared,
         id: &req.id,
     };
+    if req.latent {
+        return latent::deploy(&shared, &req, &token).await;
+    }
     let acked = AtomicBool::new(false);
     let (started_tx, started_rx) = oneshot::channel();
     let work = async {

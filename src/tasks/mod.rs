@@ -8,6 +8,7 @@ mod chunks;
 mod error;
 mod fetch;
 pub mod heartbeat;
+mod latent;
 mod manager;
 
 pub use chunks::{Assembler, ChunkError};

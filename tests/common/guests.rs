@@ -2,9 +2,30 @@
 
 use std::path::PathBuf;
 
-/// The bytes of guest `name` (a crate under `guest-examples/`).
+/// The bytes of core-module guest `name` (a crate under `guest-examples/`).
 pub fn bytes(name: &str) -> Vec<u8> {
-    let path = path(name);
+    read(path(name))
+}
+
+/// The bytes of component guest `name` (built for `wasm32-wasip2`).
+pub fn component_bytes(name: &str) -> Vec<u8> {
+    read(target_dir("wasm32-wasip2").join(format!("{name}.wasm")))
+}
+
+/// A component guest as base64, for a start's `file`.
+pub fn component_base64(name: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(component_bytes(name))
+}
+
+fn target_dir(target: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("guest-examples/target")
+        .join(target)
+        .join("release")
+}
+
+fn read(path: PathBuf) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| {
         panic!(
             "guest artifact {} is missing ({e}): build it with `just guests`",
@@ -15,9 +36,7 @@ pub fn bytes(name: &str) -> Vec<u8> {
 
 /// `guest-examples/target/wasm32-wasip1/release/<name>.wasm`.
 pub fn path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("guest-examples/target/wasm32-wasip1/release")
-        .join(format!("{name}.wasm"))
+    target_dir("wasm32-wasip1").join(format!("{name}.wasm"))
 }
 
 /// The guest as base64, for a start's `file`.

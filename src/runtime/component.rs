@@ -1,0 +1,199 @@
+//! Components (WASI preview 2) in-process (PROTOCOL.md §5.3, "H, Wasmtime"): a named
+//! export called with WAVE-encoded inputs, or a `wasi:cli/run` command whose stdout is the
+//! result. Which one a component is, is read from its type, never from its bytes.
+
+use tokio::sync::oneshot;
+use wasmtime::component::types::{Component, ComponentItem};
+use wasmtime::component::{Func, Instance, InstancePre, Val};
+use wasmtime::{Engine, Store};
+
+use super::engine::WasmEngine;
+use super::host::{Captured, ComponentState, component_state};
+use super::outcome::{Failure, Finished, classify, is_clean_exit};
+use super::{RuntimeError, TaskOutput, TaskSpec};
+
+/// What to call in a component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `run` of the exported `wasi:cli/run@…` instance.
+    Command {
+        /// The full instance name, e.g. `wasi:cli/run@0.2.3`.
+        interface: String,
+    },
+    /// A function, at top level or inside an exported instance.
+    Function {
+        /// The exported instance holding it, if any.
+        interface: Option<String>,
+        /// The function name.
+        name: String,
+    },
+}
+
+/// Resolves what `spec` asks for against the component's exported types: the command
+/// entry point for `_start`/empty names, else `iface#func`, a top-level function, or a
+/// function of that name in any exported instance.
+pub fn resolve(component: &Component, engine: &Engine, spec: &TaskSpec) -> Result<Target, String> {
+    let exports: Vec<(&str, ComponentItem)> =
+        component.exports(engine).map(|(n, e)| (n, e.ty)).collect();
+    let names = || {
+        exports
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if spec.is_command() {
+        return exports
+            .iter()
+            .find(|(n, item)| n.starts_with("wasi:cli/run@") && matches!(item, ComponentItem::ComponentInstance(_)))
+            .map(|(n, _)| Target::Command { interface: (*n).to_owned() })
+            .ok_or_else(|| format!("the component is not a command (it does not export wasi:cli/run); exports: [{}]", names()));
+    }
+    let (wanted_iface, func) = match spec.name.split_once('#') {
+        Some((iface, func)) => (Some(iface), func),
+        None => (None, spec.name.as_str()),
+    };
+    for (name, item) in &exports {
+        match item {
+            ComponentItem::ComponentFunc(_) if wanted_iface.is_none() && *name == func => {
+                return Ok(Target::Function {
+                    interface: None,
+                    name: func.to_owned(),
+                });
+            }
+            ComponentItem::ComponentInstance(inst) if wanted_iface.is_none_or(|w| w == *name) => {
+                if matches!(
+                    inst.get_export(engine, func).map(|e| e.ty),
+                    Some(ComponentItem::ComponentFunc(_))
+                ) {
+                    return Ok(Target::Function {
+                        interface: Some((*name).to_owned()),
+                        name: func.to_owned(),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    Err(format!(
+        "Function '{}' not found in component exports; exports: [{}]",
+        spec.name,
+        names()
+    ))
+}
+
+/// Runs a prepared component in a fresh deny-by-default store and classifies the outcome.
+pub async fn run(
+    engine: &WasmEngine,
+    pre: &InstancePre<ComponentState>,
+    spec: &TaskSpec,
+    started: Option<oneshot::Sender<()>>,
+) -> Result<TaskOutput, RuntimeError> {
+    let target = resolve(&pre.component().component_type(), engine.engine(), spec)
+        .map_err(RuntimeError::Invalid)?;
+    let captured = Captured::new(&spec.limits);
+    let mut store = Store::new(engine.engine(), component_state(spec, &captured));
+    store.limiter(|s| &mut s.limiter);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_async_yield_and_update(1);
+    let outcome = execute(&mut store, pre, &target, spec, started).await;
+    classify(outcome, store.data().limiter.refused(), &captured)
+}
+
+async fn execute(
+    store: &mut Store<ComponentState>,
+    pre: &InstancePre<ComponentState>,
+    target: &Target,
+    spec: &TaskSpec,
+    started: Option<oneshot::Sender<()>>,
+) -> Result<Finished, Failure> {
+    let instance = pre
+        .instantiate_async(&mut *store)
+        .await
+        .map_err(Failure::Instantiate)?;
+    let func = lookup(&instance, store, target)?;
+    let params = match target {
+        Target::Command { .. } => Vec::new(),
+        Target::Function { name, .. } => arguments(store, &func, name, &spec.inputs)?,
+    };
+    if let Some(tx) = started {
+        // Nobody waits for non-daemon starts; a dropped receiver is fine.
+        tx.send(()).ok();
+    }
+    let mut results = vec![Val::Bool(false); func.ty(&*store).results().len()];
+    let command = matches!(target, Target::Command { .. });
+    match func.call_async(&mut *store, &params, &mut results).await {
+        Ok(()) => {}
+        Err(e) if command && is_clean_exit(&e) => return Ok(Finished::Command),
+        Err(e) => return Err(Failure::Call(e)),
+    }
+    match (command, results.first()) {
+        (true, Some(Val::Result(Err(_)))) => Err(Failure::CommandFailed),
+        (true, _) => Ok(Finished::Command),
+        (false, None) => Ok(Finished::Text(String::new())),
+        (false, Some(v)) => v.to_wave().map(Finished::Text).map_err(Failure::Call),
+    }
+}
+
+fn lookup(
+    instance: &Instance,
+    store: &mut Store<ComponentState>,
+    target: &Target,
+) -> Result<Func, Failure> {
+    let (interface, name) = match target {
+        Target::Command { interface } => (Some(interface.as_str()), "run"),
+        Target::Function { interface, name } => (interface.as_deref(), name.as_str()),
+    };
+    let parent = match interface {
+        Some(i) => Some(
+            instance
+                .get_export_index(&mut *store, None, i)
+                .ok_or_else(|| missing(i))?,
+        ),
+        None => None,
+    };
+    let index = instance
+        .get_export_index(&mut *store, parent.as_ref(), name)
+        .ok_or_else(|| missing(name))?;
+    instance
+        .get_func(&mut *store, index)
+        .ok_or_else(|| missing(name))
+}
+
+fn missing(name: &str) -> Failure {
+    Failure::Invalid(format!("export '{name}' disappeared after instantiation"))
+}
+
+/// Parses each input as a WAVE value of its parameter's type.
+fn arguments(
+    store: &Store<ComponentState>,
+    func: &Func,
+    name: &str,
+    inputs: &[String],
+) -> Result<Vec<Val>, Failure> {
+    let ty = func.ty(store);
+    let params: Vec<_> = ty.params().map(|(_, t)| t).collect();
+    if params.len() != inputs.len() {
+        return Err(Failure::Invalid(format!(
+            "Argument count mismatch for function '{name}': expected {} arguments but got {}",
+            params.len(),
+            inputs.len()
+        )));
+    }
+    inputs
+        .iter()
+        .zip(&params)
+        .map(|(text, ty)| {
+            Val::from_wave(ty, text).map_err(|e| {
+                Failure::Invalid(format!(
+                    "Failed to parse {text:?} as a WAVE value of type {}: {e:#}",
+                    type_name(ty)
+                ))
+            })
+        })
+        .collect()
+}
+
+fn type_name(ty: &wasmtime::component::Type) -> String {
+    format!("{ty:?}").to_ascii_lowercase()
+}

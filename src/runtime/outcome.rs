@@ -1,0 +1,77 @@
+//! How a guest run ended, and its classification into a result or a [`RuntimeError`].
+
+use wasmtime_wasi::I32Exit;
+
+use super::host::Captured;
+use super::{RuntimeError, TaskOutput};
+
+/// How a run went wrong, before classification.
+pub enum Failure {
+    /// A bad request (missing export, arity, unparsable input).
+    Invalid(String),
+    /// Instantiation failed.
+    Instantiate(wasmtime::Error),
+    /// The call failed (trap, exit, host error).
+    Call(wasmtime::Error),
+    /// A command reported failure without exiting (`wasi:cli/run` returned an error).
+    CommandFailed,
+}
+
+/// What a finished run produced.
+pub enum Finished {
+    /// A command ran to completion: the result is its stdout.
+    Command,
+    /// An export returned; the result is this text.
+    Text(String),
+}
+
+/// Maps the outcome to a result, checking the budgets first: a guest that hit a limit is
+/// reported as such whatever error it then ran into.
+pub fn classify(
+    outcome: Result<Finished, Failure>,
+    memory_refused: bool,
+    captured: &Captured,
+) -> Result<TaskOutput, RuntimeError> {
+    let stderr = captured.stderr.text();
+    let failure = match outcome {
+        Ok(_) | Err(_) if captured.overflowed() => {
+            return Err(RuntimeError::OutputLimit(captured.stdout.capacity()));
+        }
+        Ok(Finished::Command) => {
+            return Ok(TaskOutput {
+                result: captured.stdout.text(),
+                stderr,
+            });
+        }
+        Ok(Finished::Text(result)) => return Ok(TaskOutput { result, stderr }),
+        Err(failure) => failure,
+    };
+    if memory_refused {
+        return Err(RuntimeError::Memory(describe(failure)));
+    }
+    Err(match failure {
+        Failure::Invalid(msg) => RuntimeError::Invalid(msg),
+        Failure::Instantiate(e) => RuntimeError::compile(e),
+        Failure::CommandFailed => RuntimeError::Exit { code: 1, stderr },
+        Failure::Call(e) => match e.downcast_ref::<I32Exit>() {
+            Some(exit) => RuntimeError::Exit {
+                code: exit.0,
+                stderr,
+            },
+            None => RuntimeError::Trap(format!("{e:#}")),
+        },
+    })
+}
+
+/// Whether a call error is a clean `exit(0)`, which ends a command successfully.
+pub fn is_clean_exit(e: &wasmtime::Error) -> bool {
+    e.downcast_ref::<I32Exit>().is_some_and(|x| x.0 == 0)
+}
+
+fn describe(failure: Failure) -> String {
+    match failure {
+        Failure::Instantiate(e) | Failure::Call(e) => format!("{e:#}"),
+        Failure::Invalid(e) => e,
+        Failure::CommandFailed => "the command failed".into(),
+    }
+}

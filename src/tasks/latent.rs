@@ -1,0 +1,136 @@
+//! Latent tasks and invocations (PROTOCOL.md §5.7): a latent start is fetched and
+//! precompiled but not run; each `control/manager/invoke` then runs it once, with the
+//! invoke's env merged over the deploy-time env and its inputs (when given) replacing the
+//! deploy-time inputs, and answers on `invoke_results`.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::TaskError;
+use super::manager::{Admission, Shared, TaskManager};
+use crate::protocol::{ErrorKind, InvokeRequest, StartRequest};
+use crate::runtime::Binary;
+
+/// A deployed latent task.
+pub(super) struct LatentTask {
+    /// The start request (without its inline binary), the template of every invocation.
+    pub(super) req: StartRequest,
+    /// The component, already compiled in the engine cache.
+    pub(super) binary: Binary,
+    /// Parent of every invocation's token: a stop of the task cancels them all.
+    pub(super) token: CancellationToken,
+}
+
+/// Deploys a latent start: fetch, require a component, precompile, remember it. Publishes
+/// nothing on success (as upstream); an error result otherwise.
+pub(super) async fn deploy(shared: &Arc<Shared>, req: &StartRequest, token: &CancellationToken) {
+    let work = async {
+        let binary = shared.fetcher.fetch(req).await?;
+        if !binary.is_component() {
+            let why = format!(
+                "latent tasks require a WASM component; task {} is not a component",
+                req.id
+            );
+            return Err(TaskError::Invalid(why));
+        }
+        shared.runtime.precompile(&binary).await?;
+        Ok(binary)
+    };
+    let outcome = tokio::select! {
+        biased;
+        _ = token.cancelled() => Err(TaskError::Cancelled(shared.cancel_reason())),
+        outcome = work => outcome,
+    };
+    match outcome {
+        Ok(binary) => {
+            info!(task_id = %req.id, digest = %binary.digest, "latent task precompiled");
+            let mut template = req.clone();
+            template.file.clear();
+            let latent = LatentTask {
+                req: template,
+                binary,
+                token: shared.shutdown.child_token(),
+            };
+            if let Some(previous) = shared.lock_latent().insert(req.id.clone(), latent) {
+                previous.token.cancel();
+            }
+        }
+        Err(e) => shared.publish_result(&req.id, Err(e)).await,
+    }
+}
+
+impl TaskManager {
+    /// Runs one invocation of a latent task, or answers that it is unknown here.
+    pub(super) fn invoke(&self, req: InvokeRequest) {
+        let s = &self.shared;
+        if !req.target.includes(&s.proplet_id) {
+            return;
+        }
+        if req.invocation_id.is_empty() {
+            return warn!(task_id = %req.id, "invoke without invocation_id ignored");
+        }
+        let found = s
+            .lock_latent()
+            .get(&req.id)
+            .map(|l| (l.req.clone(), l.binary.clone(), l.token.clone()));
+        let Some((mut call, binary, parent)) = found else {
+            let why = format!(
+                "task {} has not been precompiled; deploy it as a latent task first",
+                req.id
+            );
+            return self.reply_invoke(req.id, req.invocation_id, ErrorKind::Invalid, why);
+        };
+        let key = format!("{}-inv-{}", req.id, req.invocation_id);
+        let token = match s.admit(&key, &parent) {
+            Ok(token) => token,
+            Err(None) => {
+                return info!(task_id = %req.id, invocation_id = %req.invocation_id, "duplicate invoke ignored");
+            }
+            Err(Some(e)) => {
+                return self.reply_invoke(req.id, req.invocation_id, e.kind(), e.to_string());
+            }
+        };
+        call.id = key;
+        call.daemon = false;
+        call.env.extend(req.env);
+        if let Some(inputs) = req.inputs.filter(|i| !i.is_empty()) {
+            call.inputs = inputs;
+        }
+        let invocation = Invocation {
+            call,
+            binary,
+            task_id: req.id,
+            invocation_id: req.invocation_id,
+        };
+        s.tracker.spawn(invocation.run(self.shared.clone(), token));
+    }
+}
+
+/// One invocation in flight.
+struct Invocation {
+    call: StartRequest,
+    binary: Binary,
+    task_id: String,
+    invocation_id: String,
+}
+
+impl Invocation {
+    async fn run(self, shared: Arc<Shared>, token: CancellationToken) {
+        let _admission = Admission {
+            shared: &shared,
+            id: &self.call.id,
+        };
+        let spec = shared.spec(&self.call, self.binary);
+        let outcome = tokio::select! {
+            biased;
+            _ = token.cancelled() => Err(TaskError::Cancelled(shared.cancel_reason())),
+            outcome = shared.run_spec(spec, None) => outcome,
+        };
+        let outcome = Shared::invoke_outcome(&self.call.id, outcome);
+        shared
+            .publish_invoke(self.task_id, self.invocation_id, outcome)
+            .await;
+    }
+}

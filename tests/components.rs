@@ -1,0 +1,207 @@
+//! Components (WASI preview 2): named exports called with WAVE inputs (PROTOCOL.md vector
+//! V17), `wasi:cli/run` commands, and latent tasks with invocations (V15, V16).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn greet(id: &str, name: &str, inputs: Value) -> Value {
+    start(
+        id,
+        json!({"file": guests::component_base64("greet"), "name": name, "inputs": inputs}),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v17_named_exports_take_and_return_wave() {
+    let (_b, w, mut m) = setup(&[]).await;
+    m.send_json(
+        "control/manager/start",
+        &greet("v17", "greet", json!(["\"world\""])),
+    )
+    .await;
+    m.send_json(
+        "control/manager/start",
+        &greet("unquoted", "greet", json!(["world"])),
+    )
+    .await;
+    m.send_json(
+        "control/manager/start",
+        &greet("add", "add", json!(["40", "2"])),
+    )
+    .await;
+    m.send_json(
+        "control/manager/start",
+        &greet("sum", "sum", json!(["[1, 2, 3]"])),
+    )
+    .await;
+    m.send_json(
+        "control/manager/start",
+        &greet("arity", "add", json!(["1"])),
+    )
+    .await;
+    m.send_json("control/manager/start", &greet("missing", "mul", json!([])))
+        .await;
+    m.send_json(
+        "control/manager/start",
+        &greet("not-a-command", "_start", json!([])),
+    )
+    .await;
+    assert_ok(&m.result("v17").await, "\"Hello, world!\"");
+    assert_err(&m.result("unquoted").await, "invalid", "WAVE");
+    assert_ok(&m.result("add").await, "42");
+    assert_ok(&m.result("sum").await, "6");
+    assert_err(
+        &m.result("arity").await,
+        "invalid",
+        "expected 2 arguments but got 1",
+    );
+    assert_err(
+        &m.result("missing").await,
+        "invalid",
+        "Function 'mul' not found in component exports",
+    );
+    assert_err(
+        &m.result("not-a-command").await,
+        "invalid",
+        "does not export wasi:cli/run",
+    );
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_components_run_with_argv_env_and_exit_status() {
+    let (_b, w, mut m) = setup(&[]).await;
+    let hello = guests::component_base64("hello");
+    let run = |id: &str, args: Value| {
+        start(
+            id,
+            json!({"file": hello, "name": "_start", "inputs": [], "cli_args": args, "env": {"GREETING": "Hej"}}),
+        )
+    };
+    m.send_json("control/manager/start", &run("cmd", json!(["component"])))
+        .await;
+    m.send_json("control/manager/start", &run("exit", json!(["exit", "3"])))
+        .await;
+    assert_ok(
+        &m.result("cmd").await,
+        "Hej, component!\nprogram: _start; env: [GREETING, PROPLET_ID]\n",
+    );
+    assert_err(&m.result("exit").await, "exit", "hello: done");
+    w.stop().await;
+}
+
+fn invoke(id: &str, invocation: &str, inputs: Value) -> Value {
+    json!({"broadcast": false, "id": id, "inputs": inputs, "invocation_id": invocation, "proplet_id": P})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v15_v16_latent_tasks_and_invocations() {
+    let (_b, w, mut m) = setup(&[]).await;
+    // V15: unknown latent task.
+    m.send_json(
+        "control/manager/invoke",
+        &invoke(T, "inv-0", json!(["\"world\""])),
+    )
+    .await;
+    let r = m
+        .expect(
+            "control/proplet/invoke_results",
+            Duration::from_secs(10),
+            |v| v["invocation_id"] == "inv-0",
+        )
+        .await;
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("has not been precompiled"),
+        "{r}"
+    );
+    assert_eq!(
+        (r["task_id"].as_str(), r["results"].as_str()),
+        (Some(T), Some(""))
+    );
+    // V16: a core module cannot be latent.
+    m.send_json(
+        "control/manager/start",
+        &start("core-latent", json!({"latent": true})),
+    )
+    .await;
+    assert_err(
+        &m.result("core-latent").await,
+        "invalid",
+        "latent tasks require a WASM component; task core-latent is not a component",
+    );
+    // V16: a component is precompiled silently, then invoked.
+    let mut latent = greet("lat", "greet", json!(["\"nobody\""]));
+    latent["latent"] = json!(true);
+    m.send_json("control/manager/start", &latent).await;
+    m.expect_none("control/proplet/results", Duration::from_millis(500), |v| {
+        v["task_id"] == "lat"
+    })
+    .await;
+    m.send_json(
+        "control/manager/invoke",
+        &invoke("lat", "inv-1", json!(["\"world\""])),
+    )
+    .await;
+    m.send_json(
+        "control/manager/invoke",
+        &invoke("lat", "inv-2", Value::Null),
+    )
+    .await;
+    let r1 = m
+        .expect(
+            "control/proplet/invoke_results",
+            Duration::from_secs(10),
+            |v| v["invocation_id"] == "inv-1",
+        )
+        .await;
+    assert_eq!(
+        r1,
+        json!({"task_id": "lat", "invocation_id": "inv-1", "proplet_id": P, "results": "\"Hello, world!\"", "error": null})
+    );
+    let r2 = m
+        .expect(
+            "control/proplet/invoke_results",
+            Duration::from_secs(10),
+            |v| v["invocation_id"] == "inv-2",
+        )
+        .await;
+    assert_eq!(
+        r2["results"], "\"Hello, nobody!\"",
+        "without inputs the deploy-time inputs are used"
+    );
+    // A stop forgets the latent task.
+    m.send_json("control/manager/stop", &json!({"id": "lat"}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    m.send_json(
+        "control/manager/invoke",
+        &invoke("lat", "inv-3", json!(["\"x\""])),
+    )
+    .await;
+    let r3 = m
+        .expect(
+            "control/proplet/invoke_results",
+            Duration::from_secs(10),
+            |v| v["invocation_id"] == "inv-3",
+        )
+        .await;
+    assert!(
+        r3["error"]
+            .as_str()
+            .unwrap()
+            .contains("has not been precompiled"),
+        "{r3}"
+    );
+    m.expect_none("control/proplet/results", Duration::from_millis(300), |v| {
+        v["task_id"] == "lat"
+    })
+    .await;
+    w.stop().await;
+}
