@@ -94,6 +94,7 @@ async fn play(s: &mut Submitter) -> anyhow::Result<()> {
     let add = samples::base64(samples::ADD)?;
     let hello = samples::base64(samples::HELLO)?;
     let spin = samples::base64(samples::SPIN)?;
+    let component = samples::base64(samples::ADD_COMPONENT)?;
     let latest = |id: &str, target: &str, extra: Value| {
         let mut start = json!({"id": id, "name": "add", "state": 0, "file": add, "inputs": ["10", "20"],
             "cli_args": null, "broadcast": false, "daemon": false, "latent": false, "encrypted": false, "proplet_id": target});
@@ -112,6 +113,15 @@ async fn play(s: &mut Submitter) -> anyhow::Result<()> {
         "seed-era manager: untargeted start with numeric inputs [7, 35]; every proplet runs it",
         "t2",
         2,
+    )
+    .await?;
+    s.step(
+        "a component export: add(40, 2) with WAVE inputs",
+        latest(
+            "t7",
+            IN_PROCESS,
+            json!({"file": component, "inputs": ["40", "2"]}),
+        ),
     )
     .await?;
     s.step(

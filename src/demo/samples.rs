@@ -5,6 +5,14 @@ pub const ADD: &str = r#"(module
   (func (export "add") (param i32 i32) (result i32)
     local.get 0 local.get 1 i32.add))"#;
 
+/// A component exporting `add: func(a: s32, b: s32) -> s32`, called with WAVE inputs.
+pub const ADD_COMPONENT: &str = r#"(component
+  (core module $m
+    (func (export "add") (param i32 i32) (result i32) local.get 0 local.get 1 i32.add))
+  (core instance $i (instantiate $m))
+  (func (export "add") (param "a" s32) (param "b" s32) (result s32)
+    (canon lift (core func $i "add"))))"#;
+
 /// A WASI command that prints a greeting.
 pub const HELLO: &str = r#"(module
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
@@ -31,7 +39,7 @@ mod tests {
 
     #[test]
     fn samples_assemble() {
-        for sample in [ADD, HELLO, SPIN] {
+        for sample in [ADD, ADD_COMPONENT, HELLO, SPIN] {
             base64(sample).expect("valid WAT");
         }
         assert_eq!(
