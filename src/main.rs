@@ -38,6 +38,12 @@ async fn main() -> ExitCode {
 async fn run_local(args: proplet::local::RunArgs) -> ExitCode {
     use proplet::local::LocalError;
     use proplet::runtime::RuntimeError;
+    // Guest log lines (the WIT `log` interface) go to stderr; RUST_LOG can change that.
+    let log = proplet::config::LogSettings {
+        level: "warn,guest=trace".into(),
+        json: false,
+    };
+    telemetry::init(&log);
     match proplet::local::run(args).await {
         Ok(out) => {
             eprint!("{}", out.stderr);

@@ -205,3 +205,61 @@ async fn v15_v16_latent_tasks_and_invocations() {
     .await;
     w.stop().await;
 }
+
+fn workload(id: &str, args: Value, inputs: Value) -> Value {
+    let file = guests::component_base64("workload");
+    start(
+        id,
+        json!({"file": file, "name": "summing task", "cli_args": args, "inputs": inputs, "env": {"X": "1"}}),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workloads_use_the_wit_task_context_and_report_once() {
+    let (_b, w, mut m) = setup(&[]).await;
+    m.send_json(
+        "control/manager/start",
+        &workload("sum", json!([]), json!(["1", "2", "39"])),
+    )
+    .await;
+    m.send_json(
+        "control/manager/start",
+        &workload("env", json!(["env"]), json!([])),
+    )
+    .await;
+    m.send_json(
+        "control/manager/start",
+        &workload("twice", json!(["twice"]), json!(["5"])),
+    )
+    .await;
+    m.send_json(
+        "control/manager/start",
+        &workload("fail", json!(["fail"]), json!([])),
+    )
+    .await;
+    m.send_json(
+        "control/manager/start",
+        &workload("bad-input", json!([]), json!(["x"])),
+    )
+    .await;
+    m.send_json(
+        "control/manager/start",
+        &workload("big", json!(["big"]), json!([])),
+    )
+    .await;
+    assert_ok(&m.result("sum").await, "sum=42");
+    assert_ok(&m.result("env").await, &format!("PROPLET_ID={P},X=1"));
+    assert_ok(&m.result("twice").await, "sum=5");
+    assert_err(
+        &m.result("fail").await,
+        "exit",
+        "the task failed: asked to fail",
+    );
+    assert_err(
+        &m.result("bad-input").await,
+        "exit",
+        "input \"x\" is not a number",
+    );
+    assert_err(&m.result("big").await, "exit", "TooLarge");
+    w.stop().await;
+}

@@ -10,11 +10,14 @@ use wasmtime::{Engine, Store};
 use super::engine::WasmEngine;
 use super::host::{Captured, ComponentState, component_state};
 use super::outcome::{Failure, Finished, classify, is_clean_exit};
+use super::workload::HANDLER_INTERFACE;
 use super::{RuntimeError, TaskOutput, TaskSpec};
 
 /// What to call in a component.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
+    /// `run` of the proplet's own `handler` interface (`wit/proplet.wit`).
+    Workload,
     /// `run` of the exported `wasi:cli/run@…` instance.
     Command {
         /// The full instance name, e.g. `wasi:cli/run@0.2.3`.
@@ -29,9 +32,10 @@ pub enum Target {
     },
 }
 
-/// Resolves what `spec` asks for against the component's exported types: the command
-/// entry point for `_start`/empty names, else `iface#func`, a top-level function, or a
-/// function of that name in any exported instance.
+/// Resolves what `spec` asks for against the component's exported types: a workload's
+/// handler (whatever the task's name, unless it is `iface#func`), the command entry point
+/// for `_start`/empty names, else `iface#func`, a top-level function, or a function of
+/// that name in any exported instance.
 pub fn resolve(component: &Component, engine: &Engine, spec: &TaskSpec) -> Result<Target, String> {
     let exports: Vec<(&str, ComponentItem)> =
         component.exports(engine).map(|(n, e)| (n, e.ty)).collect();
@@ -42,6 +46,9 @@ pub fn resolve(component: &Component, engine: &Engine, spec: &TaskSpec) -> Resul
             .collect::<Vec<_>>()
             .join(", ")
     };
+    if !spec.name.contains('#') && exports.iter().any(|(n, _)| *n == HANDLER_INTERFACE) {
+        return Ok(Target::Workload);
+    }
     if spec.is_command() {
         return exports
             .iter()
@@ -113,7 +120,7 @@ async fn execute(
         .map_err(Failure::Instantiate)?;
     let func = lookup(&instance, store, target)?;
     let params = match target {
-        Target::Command { .. } => Vec::new(),
+        Target::Command { .. } | Target::Workload => Vec::new(),
         Target::Function { name, .. } => arguments(store, &func, name, &spec.inputs)?,
     };
     if let Some(tx) = started {
@@ -126,6 +133,9 @@ async fn execute(
         Ok(()) => {}
         Err(e) if command && is_clean_exit(&e) => return Ok(Finished::Command),
         Err(e) => return Err(Failure::Call(e)),
+    }
+    if matches!(target, Target::Workload) {
+        return workload_outcome(store, results.first());
     }
     match (command, results.first()) {
         (true, Some(Val::Result(Err(_)))) => Err(Failure::CommandFailed),
@@ -141,6 +151,7 @@ fn lookup(
     target: &Target,
 ) -> Result<Func, Failure> {
     let (interface, name) = match target {
+        Target::Workload => (Some(HANDLER_INTERFACE), "run"),
         Target::Command { interface } => (Some(interface.as_str()), "run"),
         Target::Function { interface, name } => (interface.as_deref(), name.as_str()),
     };
@@ -158,6 +169,25 @@ fn lookup(
     instance
         .get_func(&mut *store, index)
         .ok_or_else(|| missing(name))
+}
+
+/// A workload's result: what it reported (or its stdout if it reported nothing), or the
+/// error message its `run` returned.
+fn workload_outcome(
+    store: &mut Store<ComponentState>,
+    returned: Option<&Val>,
+) -> Result<Finished, Failure> {
+    match returned {
+        Some(Val::Result(Err(Some(msg)))) => match msg.as_ref() {
+            Val::String(text) => Err(Failure::Failed(text.clone())),
+            other => Err(Failure::Failed(format!("{other:?}"))),
+        },
+        Some(Val::Result(Err(None))) => Err(Failure::Failed("run returned an error".into())),
+        _ => Ok(match store.data_mut().workload.reported.take() {
+            Some(text) => Finished::Text(text),
+            None => Finished::Command,
+        }),
+    }
 }
 
 fn missing(name: &str) -> Failure {

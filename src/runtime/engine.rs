@@ -98,6 +98,7 @@ impl WasmEngine {
         let mut component_linker = component::Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut component_linker)
             .map_err(RuntimeError::internal)?;
+        super::workload::add_to_linker(&mut component_linker).map_err(RuntimeError::internal)?;
         let ticker = EpochTicker::start(&engine).map_err(RuntimeError::internal)?;
         Ok(WasmEngine {
             engine,

@@ -7,6 +7,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use crate::sandbox::{CappedOutput, Limits, MemoryLimiter};
 
 use super::TaskSpec;
+use super::workload::WorkloadContext;
 
 /// What a core module's `Store` holds.
 pub struct HostState {
@@ -22,6 +23,8 @@ pub struct ComponentState {
     table: ResourceTable,
     /// Memory and table budget; records the peak and any refusal.
     pub limiter: MemoryLimiter,
+    /// What the proplet's WIT world exposes to the guest, and what it reported.
+    pub workload: WorkloadContext,
 }
 
 impl WasiView for ComponentState {
@@ -87,6 +90,19 @@ pub fn component_state(spec: &TaskSpec, captured: &Captured) -> ComponentState {
         ctx: wasi_builder(spec, captured).build(),
         table: ResourceTable::new(),
         limiter: MemoryLimiter::new(&spec.limits),
+        workload: WorkloadContext {
+            id: spec.id.clone(),
+            name: spec.name.clone(),
+            args: spec.args.clone(),
+            env: spec
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            inputs: spec.inputs.clone(),
+            budget: spec.limits.output_bytes,
+            ..WorkloadContext::default()
+        },
     }
 }
 

@@ -11,6 +11,7 @@ mod external;
 mod host;
 mod outcome;
 mod values;
+mod workload;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -130,6 +131,9 @@ pub enum RuntimeError {
         /// Captured stderr.
         stderr: String,
     },
+    /// The guest reported failure (a workload's `run` returned an error).
+    #[error("the task failed: {0}")]
+    Failed(String),
     /// Ran past the deadline.
     #[error("task timed out after {0:?}")]
     Timeout(Duration),
@@ -159,7 +163,7 @@ impl RuntimeError {
             RuntimeError::Invalid(_) => ErrorKind::Invalid,
             RuntimeError::Compile(_) => ErrorKind::Compile,
             RuntimeError::Trap(_) => ErrorKind::Trap,
-            RuntimeError::Exit { .. } => ErrorKind::Exit,
+            RuntimeError::Exit { .. } | RuntimeError::Failed(_) => ErrorKind::Exit,
             RuntimeError::Timeout(_) => ErrorKind::Timeout,
             RuntimeError::Memory(_) => ErrorKind::Memory,
             RuntimeError::OutputLimit(_) => ErrorKind::OutputLimit,

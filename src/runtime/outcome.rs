@@ -15,6 +15,8 @@ pub enum Failure {
     Call(wasmtime::Error),
     /// A command reported failure without exiting (`wasi:cli/run` returned an error).
     CommandFailed,
+    /// A workload's `run` returned this error message.
+    Failed(String),
 }
 
 /// What a finished run produced.
@@ -53,6 +55,7 @@ pub fn classify(
         Failure::Invalid(msg) => RuntimeError::Invalid(msg),
         Failure::Instantiate(e) => RuntimeError::compile(e),
         Failure::CommandFailed => RuntimeError::Exit { code: 1, stderr },
+        Failure::Failed(msg) => RuntimeError::Failed(msg),
         Failure::Call(e) => match e.downcast_ref::<I32Exit>() {
             Some(exit) => RuntimeError::Exit {
                 code: exit.0,
@@ -71,7 +74,7 @@ pub fn is_clean_exit(e: &wasmtime::Error) -> bool {
 fn describe(failure: Failure) -> String {
     match failure {
         Failure::Instantiate(e) | Failure::Call(e) => format!("{e:#}"),
-        Failure::Invalid(e) => e,
+        Failure::Invalid(e) | Failure::Failed(e) => e,
         Failure::CommandFailed => "the command failed".into(),
     }
 }

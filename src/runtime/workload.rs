@@ -1,0 +1,127 @@
+//! The host side of the proplet's WIT world (`wit/proplet.wit`): task context, result
+//! reporting and logging, checked against the task's budgets on every call.
+
+use base64::Engine as _;
+use tracing::{Level, event};
+use wasmtime::component::HasSelf;
+
+use super::host::ComponentState;
+
+wasmtime::component::bindgen!({
+    path: "wit",
+    world: "workload",
+    imports: { default: async },
+    exports: { default: async },
+});
+
+use propeller::proplet::{log, report, task};
+
+/// The name of the exported entry-point interface, by which workloads are recognised.
+pub const HANDLER_INTERFACE: &str = "propeller:proplet/handler@0.1.0";
+
+/// What a workload may read and has reported.
+#[derive(Debug, Default)]
+pub struct WorkloadContext {
+    /// Task id.
+    pub id: String,
+    /// Task name.
+    pub name: String,
+    /// `cli_args`.
+    pub args: Vec<String>,
+    /// Sorted environment.
+    pub env: Vec<(String, String)>,
+    /// Inputs as sent.
+    pub inputs: Vec<String>,
+    /// The reported result, once reported.
+    pub reported: Option<String>,
+    /// Bytes of output budget left for the result and log lines.
+    pub budget: usize,
+    /// Log lines written, for the local runner.
+    pub log: Vec<(String, String)>,
+}
+
+impl WorkloadContext {
+    fn charge(&mut self, bytes: usize) -> bool {
+        match self.budget.checked_sub(bytes) {
+            Some(left) => {
+                self.budget = left;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn report(&mut self, text: String, size: usize) -> Result<(), report::ReportError> {
+        if self.reported.is_some() {
+            return Err(report::ReportError::AlreadyReported);
+        }
+        if !self.charge(size) {
+            return Err(report::ReportError::TooLarge(self.budget as u64));
+        }
+        self.reported = Some(text);
+        Ok(())
+    }
+}
+
+/// Adds the workload imports to a component linker.
+pub fn add_to_linker(
+    linker: &mut wasmtime::component::Linker<ComponentState>,
+) -> wasmtime::Result<()> {
+    Workload::add_to_linker::<ComponentState, HasSelf<ComponentState>>(linker, |s| s)
+}
+
+impl task::Host for ComponentState {
+    async fn id(&mut self) -> String {
+        self.workload.id.clone()
+    }
+
+    async fn name(&mut self) -> String {
+        self.workload.name.clone()
+    }
+
+    async fn args(&mut self) -> Vec<String> {
+        self.workload.args.clone()
+    }
+
+    async fn env(&mut self) -> Vec<(String, String)> {
+        self.workload.env.clone()
+    }
+
+    async fn inputs(&mut self) -> Vec<String> {
+        self.workload.inputs.clone()
+    }
+}
+
+impl report::Host for ComponentState {
+    async fn text(&mut self, value: String) -> Result<(), report::ReportError> {
+        let size = value.len();
+        self.workload.report(value, size)
+    }
+
+    async fn bytes(&mut self, value: Vec<u8>) -> Result<(), report::ReportError> {
+        let size = value.len();
+        self.workload.report(
+            base64::engine::general_purpose::STANDARD.encode(value),
+            size,
+        )
+    }
+}
+
+impl log::Host for ComponentState {
+    async fn write(&mut self, level: log::Level, message: String) {
+        let ctx = &mut self.workload;
+        if !ctx.charge(message.len()) {
+            return;
+        }
+        let task_id = ctx.id.as_str();
+        match level {
+            log::Level::Trace => event!(target: "guest", Level::TRACE, task_id, "{message}"),
+            log::Level::Debug => event!(target: "guest", Level::DEBUG, task_id, "{message}"),
+            log::Level::Info => event!(target: "guest", Level::INFO, task_id, "{message}"),
+            log::Level::Warn => event!(target: "guest", Level::WARN, task_id, "{message}"),
+            log::Level::Error => event!(target: "guest", Level::ERROR, task_id, "{message}"),
+        }
+        ctx.log
+            .push((format!("{level:?}").to_ascii_lowercase(), message));
+    }
+}
