@@ -25,7 +25,7 @@ lint:
 guests:
     bash scripts/setup.sh
     cargo build --manifest-path guest-examples/Cargo.toml --release --locked --target wasm32-wasip1 -p add -p hello -p spin -p alloc
-    cargo build --manifest-path guest-examples/Cargo.toml --release --locked --target wasm32-wasip2 -p hello -p greet -p workload
+    cargo build --manifest-path guest-examples/Cargo.toml --release --locked --target wasm32-wasip2 -p hello -p greet -p workload -p fs
 
 # End-to-end benchmark: round-trip latency, burst throughput, idle memory.
 bench: guests

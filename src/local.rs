@@ -65,6 +65,7 @@ pub async fn run(args: RunArgs) -> Result<TaskOutput, LocalError> {
         args: argv,
         env: args.envs.into_iter().collect::<BTreeMap<_, _>>(),
         limits: Limits::default(),
+        mounts: Vec::new(),
     };
     let runtime = Runtime::wasmtime(1)?;
     Ok(runtime.run(spec, None).await?)

@@ -131,6 +131,8 @@ pub struct TaskSettings {
     pub module_cache_entries: usize,
     /// External runtime binary, when tasks run out of process.
     pub external_runtime: Option<PathBuf>,
+    /// Host directories tasks may mount (`PROPLET_VOLUMES`).
+    pub volumes: Vec<crate::sandbox::Volume>,
 }
 
 /// How binaries are obtained.

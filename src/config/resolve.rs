@@ -191,6 +191,9 @@ fn tasks(r: &Reader<'_>) -> Result<TaskSettings, ConfigError> {
         drain_timeout: r.req("drain_timeout", values::duration)?,
         module_cache_entries: r.req("module_cache_entries", usize_in(1, 1 << 16))?,
         external_runtime: r.opt("external_wasm_runtime", |t| Ok(PathBuf::from(t)))?,
+        volumes: r
+            .opt("volumes", crate::sandbox::capabilities::parse_volumes)?
+            .unwrap_or_default(),
     })
 }
 

@@ -176,6 +176,13 @@ pub const SETTINGS: &[Setting] = &[
         "Run every task with this runtime binary (e.g. wasmtime) instead of in-process.",
     ),
     s(
+        "volumes",
+        "volumes",
+        &["PROPLET_VOLUMES"],
+        None,
+        "Host directories tasks may mount: name=/dir:ro,other=/dir:rw (default: none; every task still gets a private /tmp).",
+    ),
+    s(
         "max_concurrent_tasks",
         "max-concurrent-tasks",
         &["PROPLET_MAX_CONCURRENT_TASKS"],

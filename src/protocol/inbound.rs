@@ -81,9 +81,24 @@ pub struct StartRequest {
     /// Encrypted OCI workload (TEE only).
     #[serde(default, deserialize_with = "or_default")]
     pub encrypted: bool,
+    /// Volumes the task asks to mount (an extension; upstream managers never send it).
+    #[serde(default, deserialize_with = "or_default")]
+    pub mounts: Vec<MountSpec>,
     /// Targeting.
     #[serde(flatten)]
     pub target: Target,
+}
+
+/// One requested mount: `{"volume":"models","path":"/models","mode":"ro"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct MountSpec {
+    /// A volume the operator offers.
+    pub volume: String,
+    /// Where the guest sees it.
+    pub path: String,
+    /// `ro` (default) or `rw`.
+    #[serde(default)]
+    pub mode: Option<String>,
 }
 
 impl StartRequest {

@@ -10,7 +10,7 @@ mod outbound;
 mod topics;
 
 pub use inbound::{
-    Chunk, Inbound, InvokeRequest, Rejected, StartRequest, StopRequest, Target, decode,
+    Chunk, Inbound, InvokeRequest, MountSpec, Rejected, StartRequest, StopRequest, Target, decode,
 };
 pub use outbound::{
     BinaryRequest, Discovery, ErrorKind, InvokeResult, Liveliness, Metadata, Outbound, Outcome,

@@ -99,7 +99,9 @@ pub async fn run(
     let target = resolve(&pre.component().component_type(), engine.engine(), spec)
         .map_err(RuntimeError::Invalid)?;
     let captured = Captured::new(&spec.limits);
-    let mut store = Store::new(engine.engine(), component_state(spec, &captured));
+    let scratch = engine.scratch()?;
+    let state = component_state(spec, &captured, &scratch).map_err(RuntimeError::internal)?;
+    let mut store = Store::new(engine.engine(), state);
     store.limiter(|s| &mut s.limiter);
     store.set_epoch_deadline(1);
     store.epoch_deadline_async_yield_and_update(1);

@@ -20,7 +20,9 @@ pub async fn run(
     started: Option<oneshot::Sender<()>>,
 ) -> Result<TaskOutput, RuntimeError> {
     let captured = Captured::new(&spec.limits);
-    let mut store = Store::new(engine.engine(), host_state(spec, &captured));
+    let scratch = engine.scratch()?;
+    let state = host_state(spec, &captured, &scratch).map_err(RuntimeError::internal)?;
+    let mut store = Store::new(engine.engine(), state);
     store.limiter(|s| &mut s.limiter);
     store.set_epoch_deadline(1);
     store.epoch_deadline_async_yield_and_update(1);

@@ -17,6 +17,7 @@ use wasmtime::{Engine, InstancePre, Linker, Module};
 
 use super::host::{ComponentState, HostState};
 use super::{Digest, RuntimeError};
+use crate::sandbox::Scratch;
 
 /// How often the epoch advances: the granularity of preemption and deadlines.
 pub const TICK: Duration = Duration::from_millis(10);
@@ -83,6 +84,8 @@ pub struct WasmEngine {
     capacity: usize,
     clock: AtomicU64,
     compiles: AtomicU64,
+    /// Parent of every task's private scratch directory; removed with the engine.
+    scratch_root: tempfile::TempDir,
     _ticker: EpochTicker,
 }
 
@@ -100,6 +103,10 @@ impl WasmEngine {
             .map_err(RuntimeError::internal)?;
         super::workload::add_to_linker(&mut component_linker).map_err(RuntimeError::internal)?;
         let ticker = EpochTicker::start(&engine).map_err(RuntimeError::internal)?;
+        let scratch_root = tempfile::Builder::new()
+            .prefix("proplet-scratch-")
+            .tempdir()
+            .map_err(RuntimeError::internal)?;
         Ok(WasmEngine {
             engine,
             linker: Arc::new(linker),
@@ -108,6 +115,7 @@ impl WasmEngine {
             capacity: capacity.max(1),
             clock: AtomicU64::new(0),
             compiles: AtomicU64::new(0),
+            scratch_root,
             _ticker: ticker,
         })
     }
@@ -115,6 +123,12 @@ impl WasmEngine {
     /// The Wasmtime engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// A fresh private scratch directory for one task.
+    pub fn scratch(&self) -> Result<Scratch, RuntimeError> {
+        Scratch::create(self.scratch_root.path())
+            .map_err(|e| RuntimeError::Internal(format!("cannot create a scratch directory: {e}")))
     }
 
     /// How many modules were compiled so far (cache misses).

@@ -211,6 +211,7 @@ mod tests {
             args: args.iter().map(|s| s.to_string()).collect(),
             env: [("A".to_string(), "1".to_string())].into(),
             limits: Limits::default(),
+            mounts: vec![],
         }
     }
 

@@ -2,9 +2,9 @@
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::sandbox::{CappedOutput, Limits, MemoryLimiter};
+use crate::sandbox::{CappedOutput, Limits, MemoryLimiter, SCRATCH_PATH, Scratch};
 
 use super::TaskSpec;
 use super::workload::WorkloadContext;
@@ -62,9 +62,23 @@ impl Captured {
 
 /// A deny-by-default WASI context for `spec`: argv is the task name followed by
 /// `cli_args`, the environment is exactly the task's `env`, stdin is empty, stdout and
-/// stderr are captured, and there are no preopens and no network.
-fn wasi_builder(spec: &TaskSpec, captured: &Captured) -> WasiCtxBuilder {
+/// stderr are captured, the only directories are the task's private scratch (`/tmp`) and
+/// its granted mounts (read-only unless granted writable), and there is no network.
+fn wasi_builder(
+    spec: &TaskSpec,
+    captured: &Captured,
+    scratch: &Scratch,
+) -> wasmtime::Result<WasiCtxBuilder> {
     let mut builder = WasiCtxBuilder::new();
+    builder.preopened_dir(scratch.path(), SCRATCH_PATH, FsPerms::ReadWrite)?;
+    for mount in &spec.mounts {
+        let perms = if mount.writable {
+            FsPerms::ReadWrite
+        } else {
+            FsPerms::ReadOnly
+        };
+        builder.preopened_dir(&mount.host, &mount.guest, perms)?;
+    }
     builder.arg(program_name(spec));
     builder.args(&spec.args);
     for (k, v) in &spec.env {
@@ -73,21 +87,29 @@ fn wasi_builder(spec: &TaskSpec, captured: &Captured) -> WasiCtxBuilder {
     builder
         .stdout(captured.stdout.clone())
         .stderr(captured.stderr.clone());
-    builder
+    Ok(builder)
 }
 
 /// Store state for a core module.
-pub fn host_state(spec: &TaskSpec, captured: &Captured) -> HostState {
-    HostState {
-        wasi: wasi_builder(spec, captured).build_p1(),
+pub fn host_state(
+    spec: &TaskSpec,
+    captured: &Captured,
+    scratch: &Scratch,
+) -> wasmtime::Result<HostState> {
+    Ok(HostState {
+        wasi: wasi_builder(spec, captured, scratch)?.build_p1(),
         limiter: MemoryLimiter::new(&spec.limits),
-    }
+    })
 }
 
 /// Store state for a component.
-pub fn component_state(spec: &TaskSpec, captured: &Captured) -> ComponentState {
-    ComponentState {
-        ctx: wasi_builder(spec, captured).build(),
+pub fn component_state(
+    spec: &TaskSpec,
+    captured: &Captured,
+    scratch: &Scratch,
+) -> wasmtime::Result<ComponentState> {
+    Ok(ComponentState {
+        ctx: wasi_builder(spec, captured, scratch)?.build(),
         table: ResourceTable::new(),
         limiter: MemoryLimiter::new(&spec.limits),
         workload: WorkloadContext {
@@ -103,7 +125,7 @@ pub fn component_state(spec: &TaskSpec, captured: &Captured) -> ComponentState {
             budget: spec.limits.output_bytes,
             ..WorkloadContext::default()
         },
-    }
+    })
 }
 
 fn program_name(spec: &TaskSpec) -> &str {

@@ -26,7 +26,7 @@ pub use engine::{Prepared, TICK, WasmEngine};
 pub use external::ExternalRuntime;
 
 use crate::protocol::ErrorKind;
-use crate::sandbox::Limits;
+use crate::sandbox::{Limits, Mount};
 
 /// A sha256 content digest, shown as `sha256:<hex>`.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -93,6 +93,8 @@ pub struct TaskSpec {
     pub env: BTreeMap<String, String>,
     /// Budgets.
     pub limits: Limits,
+    /// Granted mounts (besides the private scratch `/tmp` every task gets).
+    pub mounts: Vec<Mount>,
 }
 
 impl TaskSpec {

@@ -4,13 +4,17 @@
 //! Deny by default: a guest gets no host environment, no preopened directories, no network
 //! and bounded memory, time and output unless the operator says otherwise.
 
+pub mod capabilities;
 mod limiter;
 mod output;
+mod scratch;
 
 use std::time::Duration;
 
+pub use capabilities::{CapabilityError, Mount, MountRequest, SCRATCH_PATH, Volume};
 pub use limiter::MemoryLimiter;
 pub use output::CappedOutput;
+pub use scratch::Scratch;
 
 /// Budgets for one task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,6 +3,7 @@
 use super::FetchError;
 use crate::protocol::ErrorKind;
 use crate::runtime::RuntimeError;
+use crate::sandbox::CapabilityError;
 
 /// Why a task did not produce a result.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +17,9 @@ pub enum TaskError {
     /// Compiling or running failed.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// A mount was refused or malformed.
+    #[error(transparent)]
+    Capability(#[from] CapabilityError),
     /// Stopped, or cancelled by shutdown.
     #[error("task cancelled: {0}")]
     Cancelled(&'static str),
@@ -31,6 +35,8 @@ impl TaskError {
             TaskError::Invalid(_) => ErrorKind::Invalid,
             TaskError::Fetch(e) => e.kind(),
             TaskError::Runtime(e) => e.kind(),
+            TaskError::Capability(CapabilityError::Denied(_)) => ErrorKind::Denied,
+            TaskError::Capability(CapabilityError::Invalid(_)) => ErrorKind::Invalid,
             TaskError::Cancelled(_) => ErrorKind::Cancelled,
             TaskError::Overloaded(_) => ErrorKind::Overloaded,
         }

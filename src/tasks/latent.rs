@@ -27,6 +27,7 @@ pub(super) struct LatentTask {
 /// nothing on success (as upstream); an error result otherwise.
 pub(super) async fn deploy(shared: &Arc<Shared>, req: &StartRequest, token: &CancellationToken) {
     let work = async {
+        shared.grant(req)?;
         let binary = shared.fetcher.fetch(req).await?;
         if !binary.is_component() {
             let why = format!(
@@ -122,11 +123,14 @@ impl Invocation {
             shared: &shared,
             id: &self.call.id,
         };
-        let spec = shared.spec(&self.call, self.binary);
+        let run = async {
+            let spec = shared.spec(&self.call, self.binary)?;
+            shared.run_spec(spec, None).await
+        };
         let outcome = tokio::select! {
             biased;
             _ = token.cancelled() => Err(TaskError::Cancelled(shared.cancel_reason())),
-            outcome = shared.run_spec(spec, None) => outcome,
+            outcome = run => outcome,
         };
         let outcome = Shared::invoke_outcome(&self.call.id, outcome);
         shared

@@ -17,7 +17,7 @@ use crate::protocol::{
     ErrorKind, Inbound, InvokeResult, Outbound, Outcome, Rejected, StartRequest, TaskResult, Topic,
 };
 use crate::runtime::{Binary, Runtime, TaskOutput, TaskSpec};
-use crate::sandbox::Limits;
+use crate::sandbox::{CapabilityError, Limits, Mount, MountRequest, capabilities};
 use crate::transport::Publisher;
 
 /// What the manager is built from.
@@ -60,6 +60,8 @@ pub(super) struct Shared {
     /// Parent of every task's token; fired when the drain deadline passes.
     pub(super) shutdown: CancellationToken,
     pub(super) draining: AtomicBool,
+    /// Host directories tasks may mount.
+    pub(super) volumes: Vec<crate::sandbox::Volume>,
     /// Precompiled latent tasks, by task id (PROTOCOL.md §5.7).
     pub(super) latent: Mutex<HashMap<String, LatentTask>>,
 }
@@ -95,6 +97,7 @@ impl TaskManager {
             shutdown: CancellationToken::new(),
             draining: AtomicBool::new(false),
             latent: Mutex::new(HashMap::new()),
+            volumes: parts.settings.volumes.clone(),
         };
         TaskManager {
             shared: Arc::new(shared),
@@ -312,14 +315,15 @@ impl Shared {
         req: &StartRequest,
         started: Option<oneshot::Sender<()>>,
     ) -> Result<TaskOutput, TaskError> {
+        self.grant(req)?;
         let binary = self.fetcher.fetch(req).await?;
         debug!(task_id = %req.id, digest = %binary.digest, bytes = binary.bytes.len(), "binary ready");
-        self.run_spec(self.spec(req, binary), started).await
+        self.run_spec(self.spec(req, binary)?, started).await
     }
 
     /// The runtime's view of a start: env with `PROPLET_ID`, node limits (no deadline for
     /// daemons).
-    pub(super) fn spec(&self, req: &StartRequest, binary: Binary) -> TaskSpec {
+    pub(super) fn spec(&self, req: &StartRequest, binary: Binary) -> Result<TaskSpec, TaskError> {
         let mut env = req.env.clone();
         env.entry("PROPLET_ID".into())
             .or_insert_with(|| self.proplet_id.clone());
@@ -331,7 +335,7 @@ impl Shared {
         } else {
             self.limits
         };
-        TaskSpec {
+        Ok(TaskSpec {
             id: req.id.clone(),
             name: req.name.clone(),
             binary,
@@ -339,7 +343,31 @@ impl Shared {
             args: req.cli_args.clone(),
             env,
             limits,
+            mounts: self.grant(req)?,
+        })
+    }
+
+    /// The task's mounts: its request intersected with the node's volumes.
+    pub(super) fn grant(&self, req: &StartRequest) -> Result<Vec<Mount>, TaskError> {
+        if req.mounts.is_empty() {
+            return Ok(Vec::new());
         }
+        if matches!(self.runtime, Runtime::External(_)) {
+            return Err(CapabilityError::Denied(
+                "mounts are not supported with the external runtime".into(),
+            )
+            .into());
+        }
+        let requests: Vec<MountRequest> = req
+            .mounts
+            .iter()
+            .map(|m| MountRequest {
+                volume: m.volume.clone(),
+                path: m.path.clone(),
+                mode: m.mode.clone(),
+            })
+            .collect();
+        Ok(capabilities::grant(&self.volumes, &requests)?)
     }
 
     /// Waits for an execution slot, then runs.
