@@ -35,8 +35,14 @@ pub enum Cmd {
     Config,
     /// Run a self-contained demo: an embedded broker, a worker and a few sample tasks.
     Demo,
-    /// Run a module locally, as a task would run (wasmtime-CLI compatible arguments).
+    /// Run a module or component locally, as a task would run (wasmtime-CLI compatible).
     Run(crate::local::RunArgs),
+    /// Show what a binary is: its kind, imports, exports with types, and the capabilities
+    /// it would need.
+    Inspect {
+        /// The module or component.
+        file: std::path::PathBuf,
+    },
 }
 
 /// The `--<setting>` flags that were given.

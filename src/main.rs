@@ -12,6 +12,7 @@ async fn main() -> ExitCode {
     match cli.command.unwrap_or(Cmd::Daemon) {
         Cmd::Demo => report(demo::run().await),
         Cmd::Run(args) => run_local(args).await,
+        Cmd::Inspect { file } => report(inspect(&file)),
         Cmd::Config => match Config::from_process_env(cli.config.as_deref(), cli.settings.0) {
             Ok(config) => {
                 print!("{}", config.render());
@@ -59,6 +60,14 @@ async fn run_local(args: proplet::local::RunArgs) -> ExitCode {
         }
         Err(e) => report(Err(e.into())),
     }
+}
+
+/// `proplet inspect`: describe a binary.
+fn inspect(file: &std::path::Path) -> anyhow::Result<()> {
+    let bytes =
+        std::fs::read(file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    print!("{}", proplet::runtime::inspect(&bytes)?);
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -9,6 +9,7 @@ mod core;
 mod engine;
 mod external;
 mod host;
+mod inspect;
 mod outcome;
 mod values;
 mod workload;
@@ -24,6 +25,7 @@ use tokio::sync::oneshot;
 
 pub use engine::{Prepared, TICK, WasmEngine};
 pub use external::ExternalRuntime;
+pub use inspect::{Inspection, inspect};
 
 use crate::protocol::ErrorKind;
 use crate::sandbox::{Limits, Mount};

@@ -9,7 +9,12 @@ pub fn bytes(name: &str) -> Vec<u8> {
 
 /// The bytes of component guest `name` (built for `wasm32-wasip2`).
 pub fn component_bytes(name: &str) -> Vec<u8> {
-    read(target_dir("wasm32-wasip2").join(format!("{name}.wasm")))
+    read(component_path(name))
+}
+
+/// `guest-examples/target/wasm32-wasip2/release/<name>.wasm`.
+pub fn component_path(name: &str) -> PathBuf {
+    target_dir("wasm32-wasip2").join(format!("{name}.wasm"))
 }
 
 /// A component guest as base64, for a start's `file`.

@@ -1,0 +1,123 @@
+//! The `proplet` binary's local commands: `run`, `inspect`, `config`, and startup errors.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::guests;
+
+fn proplet(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_proplet"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .output()
+        .expect("run proplet")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn run_calls_exports_commands_and_workloads() {
+    let add = guests::path("add");
+    let out = proplet(
+        &["run", "--invoke", "add", add.to_str().unwrap(), "40", "2"],
+        &[],
+    );
+    assert_eq!(text(&out.stdout), "42\n");
+    let greet = guests::component_path("greet");
+    let out = proplet(
+        &[
+            "run",
+            "--invoke",
+            "greet",
+            "--input",
+            "\"you\"",
+            greet.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(text(&out.stdout), "\"Hello, you!\"\n");
+    let workload = guests::component_path("workload");
+    let out = proplet(
+        &[
+            "run",
+            "--input",
+            "1",
+            "--input",
+            "2",
+            workload.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(text(&out.stdout), "sum=3\n");
+    assert!(
+        text(&out.stderr).contains("started with 2 inputs"),
+        "guest log lines go to stderr"
+    );
+    let hello = guests::path("hello");
+    let out = proplet(
+        &[
+            "run",
+            "--env",
+            "GREETING=Yo",
+            hello.to_str().unwrap(),
+            "exit",
+            "4",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(4));
+}
+
+#[test]
+fn inspect_describes_kinds_exports_and_capabilities() {
+    let greet = guests::component_path("greet");
+    let out = text(&proplet(&["inspect", greet.to_str().unwrap()], &[]).stdout);
+    assert!(
+        out.contains("greet: func(name: string) -> (string)"),
+        "{out}"
+    );
+    assert!(out.contains("inputs are WAVE values"), "{out}");
+    let add = guests::path("add");
+    let out = text(&proplet(&["inspect", add.to_str().unwrap()], &[]).stdout);
+    assert!(
+        out.contains("add: func(i32, i32) -> (i32)") && out.contains("reactor"),
+        "{out}"
+    );
+}
+
+#[test]
+fn config_is_printed_redacted_and_bad_values_stop_startup() {
+    let env = [
+        ("PROPLET_DOMAIN_ID", "d"),
+        ("PROPLET_CHANNEL_ID", "c"),
+        ("PROPLET_CLIENT_ID", "p"),
+        ("PROPLET_CLIENT_KEY", "hunter2"),
+    ];
+    let out = proplet(&["config"], &env);
+    let shown = text(&out.stdout);
+    assert!(
+        out.status.success() && shown.contains("entity_id = \"p\"  # env PROPLET_CLIENT_ID"),
+        "{shown}"
+    );
+    assert!(!shown.contains("hunter2"));
+    let mut bad = env.to_vec();
+    bad.push(("PROPLET_MQTT_QOS", "7"));
+    let out = proplet(&[], &bad);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("PROPLET_MQTT_QOS"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = proplet(&["--mqtt-qos", "1", "--liveliness-interval", "often"], &env);
+    assert!(
+        text(&out.stderr).contains("--liveliness-interval"),
+        "{}",
+        text(&out.stderr)
+    );
+}
