@@ -2,9 +2,10 @@
 //!
 //! Run with `just bench` (or `cargo bench --bench roundtrip`). It starts mosquitto on a free
 //! loopback port, an in-process proplet, and a manager client, then measures:
-//! 1. sequential round trips of a cached `add` core module (p50/p90/p99);
-//! 2. a burst of 1,000 `add` tasks sent at once (tasks/s), with the largest heartbeat gap
-//!    seen during the burst;
+//! 1. sequential round trips of a cached `add` export (p50/p90/p99), for a core module and
+//!    for a component (WAVE inputs);
+//! 2. a burst of 1,000 such tasks sent at once (tasks/s), with the largest heartbeat gap
+//!    seen around the burst;
 //! 3. the proplet's idle resident memory (VmRSS) after startup, in a separate process.
 
 #[path = "../tests/common/mod.rs"]
@@ -13,7 +14,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::json;
+use serde_json::{Value, json};
 
 const SEQUENTIAL: usize = 2000;
 const BURST: usize = 1000;
@@ -22,41 +23,54 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn sequential(m: &mut Manager) {
+/// A task of the benchmark: a cached core-module export, or a component export.
+type Make = fn(&str) -> Value;
+
+fn core_add(id: &str) -> Value {
+    start(id, json!({}))
+}
+
+fn component_add(id: &str) -> Value {
+    start(
+        id,
+        json!({"file": guests::component_base64("greet"), "name": "add", "inputs": ["10", "20"]}),
+    )
+}
+
+async fn sequential(m: &mut Manager, label: &str, make: Make) {
     // Warm up: the first task compiles the module.
-    m.send_json("control/manager/start", &start("warm", json!({})))
-        .await;
-    m.result("warm").await;
+    let warm = format!("warm-{label}");
+    m.send_json("control/manager/start", &make(&warm)).await;
+    m.result(&warm).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut times = Vec::with_capacity(SEQUENTIAL);
     for i in 0..SEQUENTIAL {
-        let id = format!("seq-{i}");
+        let id = format!("seq-{label}-{i}");
         let begun = Instant::now();
-        m.send_json("control/manager/start", &start(&id, json!({})))
-            .await;
+        m.send_json("control/manager/start", &make(&id)).await;
         m.result(&id).await;
         times.push(begun.elapsed());
     }
     times.sort();
     println!(
-        "sequential cached add, start→result over mosquitto QoS 2 (n={SEQUENTIAL}): p50 {:.3?}  p90 {:.3?}  p99 {:.3?}",
+        "sequential {label}, start→result over mosquitto QoS 2 (n={SEQUENTIAL}): p50 {:.3?}  p90 {:.3?}  p99 {:.3?}",
         percentile(&times, 0.5),
         percentile(&times, 0.9),
         percentile(&times, 0.99)
     );
 }
 
-async fn burst(m: &mut Manager) {
+async fn burst(m: &mut Manager, label: &str, make: Make) {
     let begun = Instant::now();
     for i in 0..BURST {
         m.send_json(
             "control/manager/start",
-            &start(&format!("burst-{i}"), json!({})),
+            &make(&format!("burst-{label}-{i}")),
         )
         .await;
     }
     for i in 0..BURST {
-        let r = m.result(&format!("burst-{i}")).await;
+        let r = m.result(&format!("burst-{label}-{i}")).await;
         assert_eq!(r["results"], "30", "every task of the burst succeeds: {r}");
     }
     let took = begun.elapsed();
@@ -76,7 +90,7 @@ async fn burst(m: &mut Manager) {
         .max()
         .unwrap_or_default();
     println!(
-        "burst of {BURST} add tasks: {:.0} tasks/s ({took:.2?}); largest heartbeat gap around the burst {gap:.2?} (interval 1s)",
+        "burst of {BURST} {label} tasks: {:.0} tasks/s ({took:.2?}); largest heartbeat gap around the burst {gap:.2?} (interval 1s)",
         BURST as f64 / took.as_secs_f64()
     );
 }
@@ -118,8 +132,13 @@ async fn main() {
     let mut m = Manager::connect(&broker).await;
     let worker = Worker::start(env(&broker, &[("PROPLET_LOG_LEVEL", "error")]));
     m.wait_ready().await;
-    sequential(&mut m).await;
-    burst(&mut m).await;
+    for (label, make) in [
+        ("core-module add", core_add as Make),
+        ("component add", component_add as Make),
+    ] {
+        sequential(&mut m, label, make).await;
+        burst(&mut m, label, make).await;
+    }
     worker.stop().await;
     idle_rss(&broker);
 }
