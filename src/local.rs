@@ -99,6 +99,7 @@ pub async fn run(args: RunArgs) -> Result<TaskOutput, LocalError> {
         env: args.envs.into_iter().collect::<BTreeMap<_, _>>(),
         limits: Limits::default(),
         mounts: args.mounts,
+        network: Vec::new().into(),
     };
     let runtime = Runtime::wasmtime(1)?;
     Ok(runtime.run(spec, None).await?)

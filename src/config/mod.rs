@@ -133,6 +133,8 @@ pub struct TaskSettings {
     pub external_runtime: Option<PathBuf>,
     /// Host directories tasks may mount (`PROPLET_VOLUMES`).
     pub volumes: Vec<crate::sandbox::Volume>,
+    /// Where guests may connect (`PROPLET_NET_ALLOW`); empty means no network.
+    pub net_allow: Vec<crate::sandbox::NetRule>,
 }
 
 /// How binaries are obtained.

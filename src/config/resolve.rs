@@ -194,6 +194,9 @@ fn tasks(r: &Reader<'_>) -> Result<TaskSettings, ConfigError> {
         volumes: r
             .opt("volumes", crate::sandbox::capabilities::parse_volumes)?
             .unwrap_or_default(),
+        net_allow: r
+            .opt("net_allow", crate::sandbox::network::parse_net_allow)?
+            .unwrap_or_default(),
     })
 }
 

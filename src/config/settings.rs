@@ -183,6 +183,13 @@ pub const SETTINGS: &[Setting] = &[
         "Host directories tasks may mount: name=/dir:ro,other=/dir:rw (default: none; every task still gets a private /tmp).",
     ),
     s(
+        "net_allow",
+        "net-allow",
+        &["PROPLET_NET_ALLOW"],
+        None,
+        "Where guests may connect: ip:port patterns, * for any, localhost (default: no network).",
+    ),
+    s(
         "max_concurrent_tasks",
         "max-concurrent-tasks",
         &["PROPLET_MAX_CONCURRENT_TASKS"],

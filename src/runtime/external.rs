@@ -212,6 +212,7 @@ mod tests {
             env: [("A".to_string(), "1".to_string())].into(),
             limits: Limits::default(),
             mounts: vec![],
+            network: Vec::new().into(),
         }
     }
 

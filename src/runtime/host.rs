@@ -4,7 +4,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::sandbox::{CappedOutput, Limits, MemoryLimiter, SCRATCH_PATH, Scratch};
+use crate::sandbox::{CappedOutput, Limits, MemoryLimiter, SCRATCH_PATH, Scratch, network};
 
 use super::TaskSpec;
 use super::workload::WorkloadContext;
@@ -84,6 +84,16 @@ fn wasi_builder(
     for (k, v) in &spec.env {
         builder.env(k, v);
     }
+    let rules = spec.network.clone();
+    let networked = !rules.is_empty();
+    builder
+        .allow_tcp(networked)
+        .allow_udp(networked)
+        .allow_ip_name_lookup(false);
+    builder.socket_addr_check(move |addr, usage| {
+        let allowed = network::permits(&rules, &addr, usage);
+        Box::pin(async move { allowed })
+    });
     builder
         .stdout(captured.stdout.clone())
         .stderr(captured.stderr.clone());

@@ -28,7 +28,7 @@ pub use external::ExternalRuntime;
 pub use inspect::{Inspection, inspect};
 
 use crate::protocol::ErrorKind;
-use crate::sandbox::{Limits, Mount};
+use crate::sandbox::{Limits, Mount, NetRule};
 
 /// A sha256 content digest, shown as `sha256:<hex>`.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -97,6 +97,8 @@ pub struct TaskSpec {
     pub limits: Limits,
     /// Granted mounts (besides the private scratch `/tmp` every task gets).
     pub mounts: Vec<Mount>,
+    /// Where the guest may connect; empty means no network.
+    pub network: Arc<[NetRule]>,
 }
 
 impl TaskSpec {

@@ -6,6 +6,7 @@
 
 pub mod capabilities;
 mod limiter;
+pub mod network;
 mod output;
 mod scratch;
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 pub use capabilities::{CapabilityError, Mount, MountRequest, SCRATCH_PATH, Volume};
 pub use limiter::MemoryLimiter;
+pub use network::NetRule;
 pub use output::CappedOutput;
 pub use scratch::Scratch;
 

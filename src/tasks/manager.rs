@@ -62,6 +62,8 @@ pub(super) struct Shared {
     pub(super) draining: AtomicBool,
     /// Host directories tasks may mount.
     pub(super) volumes: Vec<crate::sandbox::Volume>,
+    /// Where guests may connect.
+    pub(super) network: Arc<[crate::sandbox::NetRule]>,
     /// Precompiled latent tasks, by task id (PROTOCOL.md §5.7).
     pub(super) latent: Mutex<HashMap<String, LatentTask>>,
 }
@@ -98,6 +100,7 @@ impl TaskManager {
             draining: AtomicBool::new(false),
             latent: Mutex::new(HashMap::new()),
             volumes: parts.settings.volumes.clone(),
+            network: parts.settings.net_allow.clone().into(),
         };
         TaskManager {
             shared: Arc::new(shared),
@@ -344,6 +347,7 @@ impl Shared {
             env,
             limits,
             mounts: self.grant(req)?,
+            network: self.network.clone(),
         })
     }
 

@@ -3,7 +3,8 @@
 //!
 //! Run with mounts `/models` (read-only) and `/data` (read-write): it reads a granted
 //! volume, writes its scratch `/tmp`, and tries every escape — `..`, absolute host paths,
-//! symlinks out of a mount, hard links across mounts, writes to a read-only mount.
+//! symlinks out of a mount, hard links across mounts, writes to a read-only mount. With
+//! `connect=HOST:PORT` it opens a TCP connection (allowed only by `PROPLET_NET_ALLOW`).
 
 use std::fs;
 use std::io;
@@ -39,6 +40,10 @@ fn attempt(op: &str) -> io::Result<String> {
         }
         "hardlink" => fs::hard_link("/models/hello.txt", "/tmp/hard").map(|()| String::new()),
         "list-root" => fs::read_dir("/").map(|d| d.count().to_string()),
+        op if op.starts_with("connect=") => {
+            let stream = std::net::TcpStream::connect(&op["connect=".len()..])?;
+            stream.peer_addr().map(|a| a.to_string())
+        }
         _ => Err(io::Error::new(io::ErrorKind::InvalidInput, "unknown op")),
     }
 }
