@@ -21,11 +21,14 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --all-targets -- -D warnings
 
-# Build the sample guests in guest-examples/: core modules (wasm32-wasip1) and components (wasm32-wasip2).
+# Build the sample guests in guest-examples/: core modules (wasm32-wasip1), Rust components
+# (wasm32-wasip2) and the Python workload (componentize-py).
 guests:
     bash scripts/setup.sh
     cargo build --manifest-path guest-examples/Cargo.toml --release --locked --target wasm32-wasip1 -p add -p hello -p spin -p alloc
     cargo build --manifest-path guest-examples/Cargo.toml --release --locked --target wasm32-wasip2 -p hello -p greet -p workload -p fs
+    mkdir -p guest-examples/target/python
+    python3 -c 'import sys; from componentize_py import script; sys.argv[0] = "componentize-py"; sys.exit(script())' -d wit -w workload componentize -p guest-examples/python-workload app -o guest-examples/target/python/workload-py.wasm
 
 # End-to-end benchmark: round-trip latency, burst throughput, idle memory.
 bench: guests

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests and guest builds need, idempotently: mosquitto (Debian package),
-# the wasm32-wasip1/wasm32-wasip2 Rust targets, and `just`. Safe to run again and again.
+# the wasm32-wasip1/wasm32-wasip2 Rust targets, componentize-py (PyPI) and `just`. Safe to run again and again.
 set -euo pipefail
 
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -19,6 +19,11 @@ for target in wasm32-wasip1 wasm32-wasip2; do
         rustup target add "$target"
     fi
 done
+
+if ! python3 -c "import componentize_py" >/dev/null 2>&1; then
+    echo "setup: installing componentize-py (for the Python sample guest)"
+    python3 -m pip install --quiet --disable-pip-version-check componentize-py==0.25.1
+fi
 
 if ! have just; then
     echo "setup: installing just"

@@ -263,3 +263,40 @@ async fn workloads_use_the_wit_task_context_and_report_once() {
     assert_err(&m.result("big").await, "exit", "TooLarge");
     w.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_workload_runs_on_the_same_world() {
+    // The componentize-py component (CPython inside) is 18 MB; 24 MB as base64.
+    let (_b, w, mut m) = setup(&[("PROPLET_MQTT_MAX_PACKET_SIZE", "64MiB")]).await;
+    let file = guests::python_workload_base64();
+    m.send_json(
+        "control/manager/start",
+        &start(
+            "py",
+            json!({"file": file, "name": "python task", "inputs": ["40", "2"]}),
+        ),
+    )
+    .await;
+    m.send_json(
+        "control/manager/start",
+        &start(
+            "py-fail",
+            json!({"file": file, "name": "python task", "inputs": [], "cli_args": ["fail"]}),
+        ),
+    )
+    .await;
+    let r = m
+        .expect(
+            "control/proplet/results",
+            std::time::Duration::from_secs(120),
+            |v| v["task_id"] == "py",
+        )
+        .await;
+    assert_ok(&r, "sum=42 (python)");
+    assert_err(
+        &m.result("py-fail").await,
+        "exit",
+        "the task failed: asked to fail",
+    );
+    w.stop().await;
+}

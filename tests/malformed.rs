@@ -181,3 +181,28 @@ async fn a_full_queue_answers_overloaded_and_duplicates_are_ignored() {
     .await;
     w.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_message_does_not_take_the_proplet_down() {
+    let (_b, w, mut m) = setup(&[("PROPLET_MQTT_MAX_PACKET_SIZE", "64KiB")]).await;
+    m.send_json(
+        "control/manager/start",
+        &start("huge", json!({"file": "A".repeat(1 << 20)})),
+    )
+    .await;
+    // The connection drops on the oversized packet, the next session starts clean so the
+    // broker cannot redeliver it, and the proplet announces itself again and keeps working.
+    m.wait_ready().await;
+    m.send_json("control/manager/start", &start("after", json!({})))
+        .await;
+    assert_ok(&m.result("after").await, "30");
+    m.expect("control/proplet/alive", Duration::from_secs(5), |v| {
+        v["status"] == "alive"
+    })
+    .await;
+    m.expect_none("control/proplet/results", Duration::from_millis(500), |v| {
+        v["task_id"] == "huge"
+    })
+    .await;
+    w.stop().await;
+}

@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, NetworkOptions,
-    Outgoing, Packet, Publish, QoS, Request, SubscribeFilter, TlsConfiguration, Transport,
+    Outgoing, Packet, Publish, QoS, Request, StateError, SubscribeFilter, TlsConfiguration,
+    Transport,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -77,6 +78,7 @@ impl MqttSession {
         let intake_open = Arc::new(AtomicBool::new(true));
         let state = LoopState {
             client: client.clone(),
+            clean_session: cfg.clean_session,
             topics: topics.clone(),
             qos,
             discovery: discovery.encode(),
@@ -258,6 +260,8 @@ impl Forwarder {
 /// Everything the event loop task owns besides the `EventLoop` itself.
 struct LoopState {
     client: AsyncClient,
+    /// The configured clean-session flag (overridden once to drop an oversized message).
+    clean_session: bool,
     topics: Topics,
     qos: QoS,
     discovery: Vec<u8>,

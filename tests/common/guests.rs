@@ -23,11 +23,22 @@ pub fn component_base64(name: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(component_bytes(name))
 }
 
+/// The Python workload built with componentize-py, as base64.
+pub fn python_workload_base64() -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .encode(read(target_dir("python").join("workload-py.wasm")))
+}
+
 fn target_dir(target: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let base = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("guest-examples/target")
-        .join(target)
-        .join("release")
+        .join(target);
+    if target == "python" {
+        base
+    } else {
+        base.join("release")
+    }
 }
 
 fn read(path: PathBuf) -> Vec<u8> {

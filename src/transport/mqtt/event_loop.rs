@@ -45,7 +45,7 @@ pub(super) async fn run_loop(
         match event {
             Ok(event) => st.on_event(event, &mut el, &mut backoff),
             Err(e) => {
-                st.on_error(&el, &e);
+                st.on_error(&mut el, &e);
                 let delay = backoff.next_delay();
                 let wake =
                     deadline.map_or(Instant::now() + delay, |d| d.min(Instant::now() + delay));
@@ -65,6 +65,16 @@ async fn disconnect(el: &mut EventLoop, st: &LoopState, deadline: Instant) {
             return;
         }
     }
+}
+
+/// Whether the connection died on an incoming packet larger than we accept.
+fn is_oversized(e: &ConnectionError) -> bool {
+    matches!(
+        e,
+        ConnectionError::MqttState(StateError::Deserialization(
+            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(_)
+        ))
+    )
 }
 
 impl LoopState {
@@ -99,6 +109,7 @@ impl LoopState {
     /// Replays what a lost session dropped, then subscribes (announcing on the SUBACK).
     fn on_connected(&mut self, session_present: bool, el: &mut EventLoop) {
         self.announced = false;
+        el.mqtt_options.set_clean_session(self.clean_session);
         let saved = std::mem::take(&mut self.saved);
         if !session_present && !saved.is_empty() {
             info!(
@@ -157,8 +168,16 @@ impl LoopState {
         }
     }
 
-    fn on_error(&mut self, el: &EventLoop, e: &ConnectionError) {
+    fn on_error(&mut self, el: &mut EventLoop, e: &ConnectionError) {
         warn!(error = %e, "MQTT connection error; reconnecting");
+        if is_oversized(e) {
+            // The broker would redeliver the oversized message on every resumed session and
+            // the connection would never stay up: start the next session clean to drop it.
+            warn!(
+                "an incoming message exceeded PROPLET_MQTT_MAX_PACKET_SIZE; dropping it with a clean session"
+            );
+            el.mqtt_options.set_clean_session(true);
+        }
         self.saved = el
             .pending
             .iter()

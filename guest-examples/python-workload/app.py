@@ -1,0 +1,22 @@
+"""A workload in Python, built with componentize-py against the same wit/ world as the
+Rust sample: it reads its task context, logs, and reports the sum of its inputs.
+
+Build: componentize-py -d ../../wit -w workload componentize app -o workload-py.wasm
+(`just guests` does it).
+"""
+
+from wit_world import exports
+from wit_world.imports import log, report, task
+from componentize_py_types import Err
+
+
+class Handler(exports.Handler):
+    def run(self) -> None:
+        inputs = task.inputs()
+        log.write(log.Level.INFO, f"python task {task.id()} started with {len(inputs)} inputs")
+        if "fail" in task.args():
+            raise Err("asked to fail")
+        total = 0
+        for text in inputs:
+            total += int(text.strip())
+        report.text(f"sum={total} (python)")
