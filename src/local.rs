@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::runtime::{Binary, Runtime, RuntimeError, TaskOutput, TaskSpec};
-use crate::sandbox::{Limits, Mount};
+use crate::sandbox::capabilities::{grant, parse_volumes};
+use crate::sandbox::{Limits, Mount, MountRequest, Volume};
 
 /// What to run.
 #[derive(Debug, Clone, clap::Args)]
@@ -21,8 +22,9 @@ pub struct RunArgs {
     /// An argument for the guest (repeatable), like a start's `cli_args`.
     #[arg(long = "arg", value_name = "A")]
     pub guest_args: Vec<String>,
-    /// Mount a host directory: DIR:PATH[:ro|rw] (read-only unless `rw`).
-    #[arg(long = "mount", value_name = "DIR:PATH[:MODE]", value_parser = parse_mount)]
+    /// Mount a host directory or a PROPLET_VOLUMES volume: SOURCE:PATH[:ro|rw] (read-only
+    /// unless `rw`).
+    #[arg(long = "mount", value_name = "SOURCE:PATH[:MODE]", value_parser = parse_mount)]
     pub mounts: Vec<Mount>,
     /// Environment variable for the guest (repeatable); nothing else is visible to it.
     #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
@@ -34,26 +36,37 @@ pub struct RunArgs {
     pub args: Vec<String>,
 }
 
+/// `SOURCE:PATH[:ro|rw]`, where SOURCE is a host directory or a volume of
+/// `PROPLET_VOLUMES` (granted within that volume's policy, as for a fleet task).
 fn parse_mount(text: &str) -> Result<Mount, String> {
-    let (spec, writable) = match text.rsplit_once(':') {
-        Some((rest, "rw")) => (rest, true),
-        Some((rest, "ro")) => (rest, false),
-        _ => (text, false),
+    let (spec, mode) = match text.rsplit_once(':') {
+        Some((rest, m @ ("ro" | "rw"))) => (rest, Some(m.to_owned())),
+        _ => (text, None),
     };
-    let (dir, guest) = spec
+    let (source, guest) = spec
         .split_once(':')
         .ok_or_else(|| format!("expected DIR:PATH[:ro|rw], got {text:?}"))?;
-    if !std::path::Path::new(dir).is_dir() {
-        return Err(format!("{dir} is not a directory"));
-    }
-    if !guest.starts_with('/') {
-        return Err(format!("the guest path {guest:?} must be absolute"));
-    }
-    Ok(Mount {
-        host: PathBuf::from(dir),
-        guest: guest.to_owned(),
-        writable,
-    })
+    let volumes = if std::path::Path::new(source).is_dir() {
+        vec![Volume {
+            name: source.to_owned(),
+            host: PathBuf::from(source),
+            writable: true,
+        }]
+    } else {
+        parse_volumes(&std::env::var("PROPLET_VOLUMES").unwrap_or_default())?
+    };
+    let request = MountRequest {
+        volume: source.to_owned(),
+        path: guest.to_owned(),
+        mode,
+    };
+    let granted = grant(&volumes, &[request]).map_err(|e| {
+        format!("{e} ({source} is neither a directory nor a volume of PROPLET_VOLUMES)")
+    })?;
+    granted
+        .into_iter()
+        .next()
+        .ok_or_else(|| "nothing granted".to_owned())
 }
 
 fn parse_env(text: &str) -> Result<(String, String), String> {

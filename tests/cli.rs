@@ -121,3 +121,61 @@ fn config_is_printed_redacted_and_bad_values_stop_startup() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn run_mounts_directories_and_volumes_within_policy() {
+    let vol = tempfile::tempdir().unwrap();
+    std::fs::write(vol.path().join("hello.txt"), "from a volume").unwrap();
+    let fs = guests::component_path("fs");
+    let fs = fs.to_str().unwrap();
+    let volumes = format!("models={}:ro", vol.path().display());
+    let env = [("PROPLET_VOLUMES", volumes.as_str())];
+    let out = text(
+        &proplet(
+            &[
+                "run",
+                "--mount",
+                "models:/models",
+                "--arg",
+                "read-volume",
+                "--arg",
+                "write-ro",
+                fs,
+            ],
+            &env,
+        )
+        .stdout,
+    );
+    assert!(
+        out.contains("read-volume: ok from a volume") && out.contains("write-ro: refused"),
+        "{out}"
+    );
+    let refused = proplet(&["run", "--mount", "models:/models:rw", fs], &env);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        text(&refused.stderr).contains("read-only"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let dir = format!("{}:/models:rw", vol.path().display());
+    let out = text(
+        &proplet(
+            &[
+                "run",
+                "--mount",
+                &dir,
+                "--arg",
+                "read-volume",
+                "--arg",
+                "write-ro",
+                fs,
+            ],
+            &[],
+        )
+        .stdout,
+    );
+    assert!(
+        out.contains("read-volume: ok") && out.contains("write-ro: ok"),
+        "a host directory mounted rw: {out}"
+    );
+}
