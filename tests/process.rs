@@ -57,7 +57,7 @@ impl Drop for Daemon {
     }
 }
 
-const LONG: Duration = Duration::from_secs(20);
+const LONG: Duration = Duration::from_secs(60);
 
 fn spinner(id: &str) -> serde_json::Value {
     start(

@@ -187,7 +187,7 @@ pub const SETTINGS: &[Setting] = &[
         "net-allow",
         &["PROPLET_NET_ALLOW"],
         None,
-        "Where guests may connect: ip:port patterns, * for any, localhost (default: no network).",
+        "Where guests may connect: host:port patterns (IP, *, localhost, or a name resolved at startup; default: no network).",
     ),
     s(
         "max_concurrent_tasks",

@@ -9,7 +9,7 @@ use wasmtime::{Engine, Store};
 
 use super::engine::WasmEngine;
 use super::host::{Captured, ComponentState, component_state};
-use super::outcome::{Failure, Finished, classify, is_clean_exit};
+use super::outcome::{Failure, Finished, check_arity, classify, is_clean_exit};
 use super::workload::HANDLER_INTERFACE;
 use super::{RuntimeError, TaskOutput, TaskSpec};
 
@@ -205,13 +205,7 @@ fn arguments(
 ) -> Result<Vec<Val>, Failure> {
     let ty = func.ty(store);
     let params: Vec<_> = ty.params().map(|(_, t)| t).collect();
-    if params.len() != inputs.len() {
-        return Err(Failure::Invalid(format!(
-            "Argument count mismatch for function '{name}': expected {} arguments but got {}",
-            params.len(),
-            inputs.len()
-        )));
-    }
+    check_arity(name, params.len(), inputs.len())?;
     inputs
         .iter()
         .zip(&params)

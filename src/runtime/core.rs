@@ -5,7 +5,7 @@ use wasmtime::{Func, Instance, InstancePre, Store, Val};
 
 use super::engine::WasmEngine;
 use super::host::{Captured, HostState, host_state};
-use super::outcome::{Failure, Finished, classify, is_clean_exit};
+use super::outcome::{Failure, Finished, check_arity, classify, is_clean_exit};
 use super::{RuntimeError, TaskOutput, TaskSpec, values};
 
 /// Exports tried, in order, when the requested one does not exist (as upstream does).
@@ -102,13 +102,7 @@ fn arguments(
 ) -> Result<Vec<Val>, Failure> {
     let ty = func.ty(store);
     let params: Vec<_> = ty.params().collect();
-    if params.len() != inputs.len() {
-        return Err(Failure::Invalid(format!(
-            "Argument count mismatch for function '{name}': expected {} arguments but got {}",
-            params.len(),
-            inputs.len()
-        )));
-    }
+    check_arity(name, params.len(), inputs.len())?;
     inputs
         .iter()
         .zip(&params)

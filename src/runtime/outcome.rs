@@ -78,3 +78,13 @@ fn describe(failure: Failure) -> String {
         Failure::CommandFailed => "the command failed".into(),
     }
 }
+
+/// Checks that `name` got as many inputs as it has parameters.
+pub fn check_arity(name: &str, expected: usize, got: usize) -> Result<(), Failure> {
+    if expected == got {
+        return Ok(());
+    }
+    Err(Failure::Invalid(format!(
+        "Argument count mismatch for function '{name}': expected {expected} arguments but got {got}"
+    )))
+}

@@ -21,8 +21,9 @@ impl NetRule {
     }
 }
 
-/// Parses `10.0.0.5:8080,*:443,[::1]:*,localhost:1883` (`localhost` means both loopbacks;
-/// other host names are refused, since rules are checked against addresses).
+/// Parses `10.0.0.5:8080,*:443,[::1]:*,localhost:1883,broker.lan:1883`. `localhost` means
+/// both loopbacks; other host names are resolved once, here, to the addresses they have at
+/// startup (rules are checked against addresses, and guests cannot look names up).
 pub fn parse_net_allow(text: &str) -> Result<Vec<NetRule>, String> {
     let mut rules = Vec::new();
     for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -43,13 +44,21 @@ pub fn parse_net_allow(text: &str) -> Result<Vec<NetRule>, String> {
                 Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
                 Some(IpAddr::V6(Ipv6Addr::LOCALHOST)),
             ],
-            h => vec![Some(h.parse::<IpAddr>().map_err(|_| {
-                format!("{item:?}: {h:?} is not an IP address, `*` or localhost")
-            })?)],
+            h => match h.parse::<IpAddr>() {
+                Ok(ip) => vec![Some(ip)],
+                Err(_) => resolve(h).map_err(|e| format!("{item:?}: cannot resolve {h:?}: {e}"))?,
+            },
         };
         rules.extend(ips.into_iter().map(|ip| NetRule { ip, port }));
     }
     Ok(rules)
+}
+
+fn resolve(host: &str) -> std::io::Result<Vec<Option<IpAddr>>> {
+    use std::net::ToSocketAddrs;
+    let mut ips: Vec<Option<IpAddr>> = (host, 0).to_socket_addrs()?.map(|a| Some(a.ip())).collect();
+    ips.dedup();
+    Ok(ips)
 }
 
 /// Whether `rules` allow this use of `addr`: outbound TCP connects and UDP traffic to a
@@ -78,7 +87,10 @@ mod tests {
     fn parses_patterns() {
         let rules = parse_net_allow("10.0.0.5:8080, *:443,[::1]:*,localhost:1883").unwrap();
         assert_eq!(rules.len(), 5);
-        assert!(parse_net_allow("example.com:80").is_err());
+        assert!(
+            parse_net_allow("no-such-host.invalid:80").is_err(),
+            "names must resolve"
+        );
         assert!(parse_net_allow("10.0.0.1").is_err());
         assert!(parse_net_allow("10.0.0.1:http").is_err());
         assert_eq!(parse_net_allow("").unwrap(), vec![]);

@@ -236,9 +236,10 @@ impl Manager {
         }
     }
 
-    /// The result for task `id`.
+    /// The result for task `id`. The wait is generous because a neighbouring test may be
+    /// compiling a large component on both cores; a missing result still fails the test.
     pub async fn result(&mut self, id: &str) -> Value {
-        self.expect("control/proplet/results", Duration::from_secs(20), |v| {
+        self.expect("control/proplet/results", Duration::from_secs(60), |v| {
             v["task_id"] == id
         })
         .await
@@ -273,7 +274,7 @@ impl Manager {
 
     /// Waits until the proplet has announced itself (so its subscriptions are in place).
     pub async fn wait_ready(&mut self) {
-        self.expect("control/proplet/create", Duration::from_secs(20), |v| {
+        self.expect("control/proplet/create", Duration::from_secs(60), |v| {
             v["proplet_id"] == P
         })
         .await;
