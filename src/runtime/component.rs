@@ -101,10 +101,7 @@ pub async fn run(
     let captured = Captured::new(&spec.limits);
     let scratch = engine.scratch()?;
     let state = component_state(spec, &captured, &scratch).map_err(RuntimeError::internal)?;
-    let mut store = Store::new(engine.engine(), state);
-    store.limiter(|s| &mut s.limiter);
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_async_yield_and_update(1);
+    let mut store = engine.store(state);
     let outcome = execute(&mut store, pre, &target, spec, started).await;
     classify(outcome, store.data().limiter.refused(), &captured)
 }

@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use tokio::sync::OnceCell;
 use wasmtime::component::{self, Component};
-use wasmtime::{Engine, InstancePre, Linker, Module};
+use wasmtime::{Engine, InstancePre, Linker, Module, Store};
 
 use super::host::{ComponentState, HostState};
 use super::{Digest, RuntimeError};
-use crate::sandbox::Scratch;
+use crate::sandbox::{MemoryLimiter, Scratch};
 
 /// How often the epoch advances: the granularity of preemption and deadlines.
 pub const TICK: Duration = Duration::from_millis(10);
@@ -59,6 +59,12 @@ impl Drop for EpochTicker {
             thread.join().ok();
         }
     }
+}
+
+/// Store state that carries the task's memory limiter.
+pub trait Limited: Send + 'static {
+    /// The limiter Wasmtime consults on every memory or table growth.
+    fn limiter(&mut self) -> &mut MemoryLimiter;
 }
 
 /// A compiled, linked module or component, ready to instantiate.
@@ -123,6 +129,17 @@ impl WasmEngine {
     /// The Wasmtime engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// A store for one task that always has the memory limiter installed and yields to the
+    /// async runtime at every epoch tick, so a guest cannot starve other tasks and dropping
+    /// the call's future (stop, timeout, shutdown) really stops it.
+    pub fn store<T: Limited>(&self, state: T) -> Store<T> {
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| s.limiter());
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
+        store
     }
 
     /// A fresh private scratch directory for one task.

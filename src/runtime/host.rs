@@ -7,6 +7,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use crate::sandbox::{CappedOutput, Limits, MemoryLimiter, SCRATCH_PATH, Scratch, network};
 
 use super::TaskSpec;
+use super::engine::Limited;
 use super::workload::WorkloadContext;
 
 /// What a core module's `Store` holds.
@@ -25,6 +26,18 @@ pub struct ComponentState {
     pub limiter: MemoryLimiter,
     /// What the proplet's WIT world exposes to the guest, and what it reported.
     pub workload: WorkloadContext,
+}
+
+impl Limited for HostState {
+    fn limiter(&mut self) -> &mut MemoryLimiter {
+        &mut self.limiter
+    }
+}
+
+impl Limited for ComponentState {
+    fn limiter(&mut self) -> &mut MemoryLimiter {
+        &mut self.limiter
+    }
 }
 
 impl WasiView for ComponentState {
