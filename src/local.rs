@@ -113,7 +113,8 @@ pub async fn run(args: RunArgs) -> Result<TaskOutput, LocalError> {
         limits: Limits::default(),
         mounts: args.mounts,
         network: Vec::new().into(),
+        meter: Default::default(),
     };
-    let runtime = Runtime::wasmtime(1)?;
+    let runtime = Runtime::wasmtime(1, false)?;
     Ok(runtime.run(spec, None).await?)
 }

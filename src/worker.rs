@@ -63,7 +63,9 @@ impl Running {
     fn start(config: &Config, workdir: &Path) -> Result<Running, WorkerError> {
         let runtime = match &config.tasks.external_runtime {
             Some(program) => Runtime::external(program.clone(), workdir.to_path_buf()),
-            None => Runtime::wasmtime(config.tasks.module_cache_entries)?,
+            None => {
+                Runtime::wasmtime(config.tasks.module_cache_entries, config.budgets.metering())?
+            }
         };
         let id = &config.identity;
         let discovery = Outbound::Discovery(Discovery {
@@ -81,7 +83,8 @@ impl Running {
             publisher: publisher.clone(),
             fetcher: Fetcher::new(&config.fetch, publisher.clone())?,
             runtime,
-            limits: config.limits,
+            budgets: config.budgets,
+            policy: config.admission.clone(),
             settings: config.tasks.clone(),
         });
         let stop = CancellationToken::new();

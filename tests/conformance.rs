@@ -44,7 +44,7 @@ async fn v2_seed_start_with_numeric_inputs() {
     m.send("control/manager/start", seed).await;
     let r = m.result(T).await;
     assert_eq!(
-        r,
+        upstream_fields(&r),
         json!({"task_id": T, "proplet_id": P, "results": "30", "error": null})
     );
     w.stop().await;
@@ -59,7 +59,7 @@ async fn v3_latest_targeted_start() {
     )
     .await;
     assert_eq!(
-        m.result(T).await,
+        upstream_fields(&m.result(T).await),
         json!({"task_id": T, "proplet_id": P, "results": "30", "error": null})
     );
     w.stop().await;
@@ -290,7 +290,7 @@ async fn v14_daemon_is_acknowledged_once_running_and_stoppable() {
     )
     .await;
     assert_eq!(
-        m.result("d1").await,
+        upstream_fields(&m.result("d1").await),
         json!({"task_id": "d1", "proplet_id": P, "results": "", "error": null})
     );
     let spin = guests::base64("spin");

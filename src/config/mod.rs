@@ -16,7 +16,7 @@ pub use layers::{Layers, Raw, Source};
 pub use settings::{SETTINGS, Setting};
 pub use values::BrokerAddress;
 
-use crate::sandbox::Limits;
+use crate::sandbox::{Budgets, Policy};
 
 /// A configuration problem found at startup.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +51,9 @@ pub enum ConfigError {
         /// The alias.
         second: &'static str,
     },
+    /// Settings that are fine one by one but not together.
+    #[error("inconsistent settings: {0}")]
+    Inconsistent(String),
     /// The TOML file could not be read or parsed.
     #[error("config file {}: {reason}", path.display())]
     File {
@@ -183,8 +186,10 @@ pub struct Config {
     pub tasks: TaskSettings,
     /// Binary sources.
     pub fetch: FetchSettings,
-    /// Node default limits for every task.
-    pub limits: Limits,
+    /// Node default and maximum budgets of every task.
+    pub budgets: Budgets,
+    /// Which binaries are accepted.
+    pub admission: Policy,
     /// Discovery metadata.
     pub metadata: MetadataSettings,
     /// Logging.

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use super::settings::{SETTINGS, Setting};
 use super::values::{self, BrokerAddress};
 use super::*;
+use crate::sandbox::Limits;
 
 /// Reads typed values out of the merged layers, naming the source on error.
 struct Reader<'a> {
@@ -107,7 +108,8 @@ pub fn from_layers(layers: Layers) -> Result<Config, ConfigError> {
         liveliness_interval: r.req("liveliness_interval", positive_duration)?,
         tasks: tasks(&r)?,
         fetch: fetch(&r)?,
-        limits: limits(&r)?,
+        budgets: budgets(&r)?,
+        admission: admission(&r)?,
         metadata: MetadataSettings {
             description: r.text("description"),
             tags: r.text("tags").map(|t| values::list(&t)).unwrap_or_default(),
@@ -217,15 +219,50 @@ fn nonzero(n: u64) -> Result<u64, String> {
     }
 }
 
-fn limits(r: &Reader<'_>) -> Result<Limits, ConfigError> {
-    let timeout = r.req("task_timeout", values::duration)?;
-    Ok(Limits {
-        timeout: (!timeout.is_zero()).then_some(timeout),
-        memory_bytes: r.req("task_memory", |t| {
+fn budgets(r: &Reader<'_>) -> Result<Budgets, ConfigError> {
+    let deadline = |key: &'static str| -> Result<Option<std::time::Duration>, ConfigError> {
+        let t = r.req(key, values::duration)?;
+        Ok((!t.is_zero()).then_some(t))
+    };
+    let memory = |key: &'static str| {
+        r.req(key, |t| {
             values::bytes(t).and_then(|b| values::bounded(&b.to_string(), 65_536, 1 << 40))
-        })?,
-        output_bytes: r.req("output_limit", |t| {
+        })
+    };
+    let output = |key: &'static str| {
+        r.req(key, |t| {
             values::bytes(t).and_then(nonzero).map(|b| b as usize)
-        })?,
-    })
+        })
+    };
+    let fuel = |key: &'static str| r.opt(key, |t| values::bounded(t, 1, u64::MAX));
+    let budgets = Budgets {
+        default: Limits {
+            timeout: deadline("task_timeout")?,
+            memory_bytes: memory("task_memory")?,
+            output_bytes: output("output_limit")?,
+            fuel: fuel("task_fuel")?,
+        },
+        max: Limits {
+            timeout: deadline("task_timeout_max")?,
+            memory_bytes: memory("task_memory_max")?,
+            output_bytes: output("output_limit_max")?,
+            fuel: fuel("task_fuel_max")?,
+        },
+    };
+    budgets.validate().map_err(ConfigError::Inconsistent)?;
+    Ok(budgets)
+}
+
+fn admission(r: &Reader<'_>) -> Result<Policy, ConfigError> {
+    let sources = r.req("allowed_sources", |t| {
+        Policy::new(t, false, Vec::new()).map(|_| t.to_owned())
+    })?;
+    let required = r.req("require_signature", values::boolean)?;
+    let keys = r
+        .opt(
+            "trusted_keys",
+            crate::sandbox::admission::parse_trusted_keys,
+        )?
+        .unwrap_or_default();
+    Policy::new(&sources, required, keys).map_err(ConfigError::Inconsistent)
 }

@@ -33,7 +33,7 @@ fn seed_names_are_accepted_with_defaults() {
     assert_eq!(c.mqtt.qos, 2);
     assert_eq!(c.mqtt.address.to_string(), "tcp://localhost:1883");
     assert_eq!(c.liveliness_interval, Duration::from_secs(5));
-    assert_eq!(c.limits.output_bytes, 1 << 20);
+    assert_eq!(c.budgets.default.output_bytes, 1 << 20);
 }
 
 #[test]
@@ -202,5 +202,36 @@ fn tls_client_cert_needs_key() {
 fn zero_task_timeout_means_none() {
     let mut pairs = SEED.to_vec();
     pairs.push(("PROPLET_TASK_TIMEOUT", "0"));
-    assert_eq!(load(&pairs).expect("loads").limits.timeout, None);
+    assert!(
+        load(&pairs).is_err_and(|e| e.to_string().contains("exceeds its maximum")),
+        "no deadline by default is more than the 1 h cap"
+    );
+    pairs.push(("PROPLET_TASK_TIMEOUT_MAX", "0"));
+    assert_eq!(load(&pairs).expect("loads").budgets.default.timeout, None);
+}
+
+#[test]
+fn budgets_and_admission_settings() {
+    let c = load(SEED).expect("loads");
+    assert!(!c.budgets.metering());
+    assert_eq!(c.budgets.max.memory_bytes, 1 << 30);
+    assert!(!c.admission.require_signature);
+    let mut pairs = SEED.to_vec();
+    pairs.push(("PROPLET_TASK_FUEL_MAX", "1000000"));
+    pairs.push(("PROPLET_ALLOWED_SOURCES", "registry,*.example.com"));
+    let c = load(&pairs).expect("loads");
+    assert!(c.budgets.metering());
+    assert_eq!(c.budgets.max.fuel, Some(1_000_000));
+    pairs.push(("PROPLET_REQUIRE_SIGNATURE", "true"));
+    let err = load(&pairs).expect_err("no keys").to_string();
+    assert!(err.contains("no trusted key"), "{err}");
+    let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]).verifying_key();
+    let key = crate::sandbox::admission::encode_public_key(&key);
+    pairs.push(("PROPLET_TRUSTED_KEYS", &key));
+    assert!(load(&pairs).expect("loads").admission.require_signature);
+    let bad = [SEED, &[("PROPLET_ALLOWED_SOURCES", "ftp://x")]].concat();
+    assert!(
+        load(&bad).is_err_and(|e| e.to_string().contains("PROPLET_ALLOWED_SOURCES")
+            || e.to_string().contains("allowed_sources"))
+    );
 }

@@ -16,8 +16,8 @@ use super::{ProtocolError, Topic};
 /// A decoded message from the manager or the registry proxy.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Inbound {
-    /// `control/manager/start`.
-    Start(StartRequest),
+    /// `control/manager/start` (boxed: it is much larger than the other messages).
+    Start(Box<StartRequest>),
     /// `control/manager/stop`.
     Stop(StopRequest),
     /// `control/manager/invoke`.
@@ -84,6 +84,15 @@ pub struct StartRequest {
     /// Volumes the task asks to mount (an extension; upstream managers never send it).
     #[serde(default, deserialize_with = "or_default")]
     pub mounts: Vec<MountSpec>,
+    /// Budgets the task asks for (an extension), capped by the node maximums.
+    #[serde(default, deserialize_with = "or_default")]
+    pub limits: LimitsSpec,
+    /// The binary's expected digest, `sha256:<hex>` (an extension): anything else is refused.
+    #[serde(default, deserialize_with = "or_default")]
+    pub digest: Option<String>,
+    /// Base64 ed25519 signature over the binary's digest text `sha256:<hex>` (an extension).
+    #[serde(default, deserialize_with = "or_default")]
+    pub signature: Option<String>,
     /// Targeting.
     #[serde(flatten)]
     pub target: Target,
@@ -101,6 +110,24 @@ pub struct MountSpec {
     pub mode: Option<String>,
 }
 
+/// Requested budgets: `{"timeout_ms":5000,"memory_bytes":67108864,"fuel":null,
+/// "output_bytes":1048576}`; absent or `null` members take the node default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct LimitsSpec {
+    /// Wall-clock deadline in milliseconds.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Linear memory, in bytes.
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
+    /// Fuel (instruction budget).
+    #[serde(default)]
+    pub fuel: Option<u64>,
+    /// Output budget, in bytes.
+    #[serde(default)]
+    pub output_bytes: Option<u64>,
+}
+
 impl StartRequest {
     /// Checks the fields every start needs (PROTOCOL.md §4.3.4).
     pub fn validate(&self) -> Result<(), ProtocolError> {
@@ -112,6 +139,13 @@ impl StartRequest {
                 "either file or image_url must be provided".into(),
             ));
         }
+        if let Some(digest) = &self.digest
+            && !is_sha256_digest(digest)
+        {
+            return Err(ProtocolError::Invalid(format!(
+                "digest {digest:?} is not sha256:<64 hex digits>"
+            )));
+        }
         if self.encrypted {
             return Err(ProtocolError::Invalid(
                 "encrypted workloads need a TEE runtime, which this proplet does not have".into(),
@@ -119,6 +153,12 @@ impl StartRequest {
         }
         Ok(())
     }
+}
+
+/// Whether `text` is `sha256:` followed by 64 lowercase or uppercase hex digits.
+fn is_sha256_digest(text: &str) -> bool {
+    text.strip_prefix("sha256:")
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// A stop request (PROTOCOL.md §4.4); only `id` matters, whatever the era.
@@ -180,7 +220,7 @@ pub struct Rejected {
 /// Decodes a payload received on `topic`.
 pub fn decode(topic: Topic, payload: &[u8]) -> Result<Inbound, Rejected> {
     let decoded = match topic {
-        Topic::Start => from_json(payload).map(Inbound::Start),
+        Topic::Start => from_json(payload).map(|s| Inbound::Start(Box::new(s))),
         Topic::Stop => from_json(payload).map(Inbound::Stop),
         Topic::Invoke => from_json(payload).map(Inbound::Invoke),
         Topic::RegistryChunk => from_json(payload).map(Inbound::Chunk),

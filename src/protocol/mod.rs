@@ -10,11 +10,12 @@ mod outbound;
 mod topics;
 
 pub use inbound::{
-    Chunk, Inbound, InvokeRequest, MountSpec, Rejected, StartRequest, StopRequest, Target, decode,
+    Chunk, Inbound, InvokeRequest, LimitsSpec, MountSpec, Rejected, StartRequest, StopRequest,
+    Target, decode,
 };
 pub use outbound::{
-    BinaryRequest, Discovery, ErrorKind, InvokeResult, Liveliness, Metadata, Outbound, Outcome,
-    TaskResult,
+    BinaryRequest, Budget, Discovery, ErrorKind, InvokeResult, Liveliness, Metadata, Outbound,
+    Outcome, TaskResult, Usage,
 };
 pub use topics::{Topic, Topics};
 

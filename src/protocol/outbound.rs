@@ -27,6 +27,8 @@ pub enum ErrorKind {
     Cancelled,
     /// The guest exceeded its memory budget.
     Memory,
+    /// The guest used up its fuel budget.
+    Fuel,
     /// The guest wrote more output than allowed.
     OutputLimit,
     /// The proplet is at capacity and its queue is full.
@@ -49,6 +51,7 @@ impl ErrorKind {
             ErrorKind::Timeout => "timeout",
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::Memory => "memory",
+            ErrorKind::Fuel => "fuel",
             ErrorKind::OutputLimit => "output_limit",
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::Denied => "denied",
@@ -114,6 +117,45 @@ pub struct Outcome {
     /// Machine-readable failure class; omitted on success.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_kind: Option<ErrorKind>,
+    /// The binary's digest, `sha256:<hex>`, once it was obtained (an extension).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// What the task used (an extension); the proplet always sets it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// The usage receipt of one task or invocation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    /// From the start (or invoke) message's arrival to the result, in milliseconds.
+    pub wall_ms: u64,
+    /// Fuel consumed; `null` unless the task ran metered.
+    pub fuel: Option<u64>,
+    /// Largest linear memory the guest reached; `null` when unknown (external runtime) or
+    /// when nothing was instantiated.
+    pub memory_peak_bytes: Option<u64>,
+    /// Bytes of stdout, stderr, log lines and result the guest produced.
+    pub output_bytes: u64,
+    /// The `error_kind` of the budget that ended the task (`timeout`, `memory`, `fuel`,
+    /// `output_limit`), or `null`.
+    pub limit: Option<ErrorKind>,
+    /// The budgets the task ran under; omitted when it was refused before they were set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Budget>,
+}
+
+/// The budgets granted to a task.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Budget {
+    /// Wall-clock deadline; `null` for none.
+    pub timeout_ms: Option<u64>,
+    /// Linear memory, in bytes.
+    pub memory_bytes: u64,
+    /// Fuel; `null` when unmetered.
+    pub fuel: Option<u64>,
+    /// Output budget, in bytes.
+    pub output_bytes: u64,
 }
 
 impl Outcome {
@@ -121,17 +163,16 @@ impl Outcome {
     pub fn ok(results: String) -> Self {
         Outcome {
             results,
-            error: None,
-            error_kind: None,
+            ..Outcome::default()
         }
     }
 
     /// A failure of `kind` described by `error`.
     pub fn failed(kind: ErrorKind, error: String) -> Self {
         Outcome {
-            results: String::new(),
             error: Some(error),
             error_kind: Some(kind),
+            ..Outcome::default()
         }
     }
 }

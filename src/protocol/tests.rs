@@ -24,7 +24,7 @@ macro_rules! fixture {
 
 fn start(payload: &str) -> StartRequest {
     match decode(Topic::Start, payload.as_bytes()) {
-        Ok(Inbound::Start(s)) => s,
+        Ok(Inbound::Start(s)) => *s,
         other => panic!("not a start: {other:?}"),
     }
 }
@@ -73,6 +73,35 @@ fn broadcast_includes_everyone() {
 fn unknown_and_ignored_fields_are_accepted() {
     let s = start(fixture!("inbound", "start_extra_fields"));
     assert_eq!(s, start(fixture!("inbound", "start_latest")));
+}
+
+#[test]
+fn extension_fields_decode() {
+    let s = start(fixture!("inbound", "start_extensions"));
+    assert_eq!(
+        s.limits,
+        LimitsSpec {
+            timeout_ms: Some(5000),
+            memory_bytes: Some(64 << 20),
+            fuel: None,
+            output_bytes: Some(1 << 20),
+        }
+    );
+    assert!(
+        s.digest
+            .as_deref()
+            .is_some_and(|d| d.starts_with("sha256:93a4"))
+    );
+    assert_eq!(s.signature.as_deref(), Some("c2lnbmF0dXJl"));
+    assert_eq!(s.mounts.len(), 1);
+    assert_eq!(s.validate(), Ok(()));
+    let bad = start(r#"{"id":"t","file":"AA==","digest":"md5:abc"}"#);
+    assert!(matches!(bad.validate(), Err(ProtocolError::Invalid(_))));
+    let wrong_type = decode(
+        Topic::Start,
+        br#"{"id":"t","file":"AA==","limits":{"memory_bytes":"lots"}}"#,
+    );
+    assert!(wrong_type.is_err_and(|r| r.id.as_deref() == Some("t")));
 }
 
 #[test]
@@ -189,6 +218,7 @@ fn result(results: &str, error: Option<&str>, kind: Option<ErrorKind>) -> Outbou
             results: results.into(),
             error: error.map(str::to_owned),
             error_kind: kind,
+            ..Outcome::default()
         },
     })
 }
@@ -272,13 +302,44 @@ fn discovery_matches_golden_fixture() {
 }
 
 #[test]
+fn usage_receipt_matches_its_golden_fixture() {
+    let limits = Budget {
+        timeout_ms: Some(5000),
+        memory_bytes: 64 << 20,
+        fuel: None,
+        output_bytes: 1 << 20,
+    };
+    let msg = Outbound::Result(TaskResult {
+        task_id: T.into(),
+        proplet_id: P.into(),
+        outcome: Outcome {
+            digest: Some(
+                "sha256:93a44bbb96c751218e4c00d479e4c14358122a389acca16205b1e4d0dc5f9476".into(),
+            ),
+            usage: Some(Usage {
+                wall_ms: 12,
+                fuel: None,
+                memory_peak_bytes: Some(65_536),
+                output_bytes: 5,
+                limit: Some(ErrorKind::Memory),
+                limits: Some(limits),
+            }),
+            ..Outcome::failed(ErrorKind::Memory, "memory limit exceeded".into())
+        },
+    });
+    assert_eq!(
+        json(&msg.encode()),
+        json(fixture!("outbound", "result_usage").as_bytes())
+    );
+}
+
+#[test]
 fn outcome_constructors() {
     assert_eq!(
         Outcome::ok("1".into()),
         Outcome {
             results: "1".into(),
-            error: None,
-            error_kind: None
+            ..Outcome::default()
         }
     );
     let failed = Outcome::failed(ErrorKind::Trap, "boom".into());

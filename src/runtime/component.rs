@@ -9,7 +9,7 @@ use wasmtime::{Engine, Store};
 
 use super::engine::WasmEngine;
 use super::host::{Captured, ComponentState, component_state};
-use super::outcome::{Failure, Finished, check_arity, classify, is_clean_exit};
+use super::outcome::{Failure, Finished, Guards, check_arity, classify, is_clean_exit};
 use super::workload::HANDLER_INTERFACE;
 use super::{RuntimeError, TaskOutput, TaskSpec};
 
@@ -98,12 +98,18 @@ pub async fn run(
 ) -> Result<TaskOutput, RuntimeError> {
     let target = resolve(&pre.component().component_type(), engine.engine(), spec)
         .map_err(RuntimeError::Invalid)?;
-    let captured = Captured::new(&spec.limits);
+    let captured = Captured::new(spec);
     let scratch = engine.scratch()?;
     let state = component_state(spec, &captured, &scratch).map_err(RuntimeError::internal)?;
-    let mut store = engine.store(state);
+    let mut store = engine.store(state, spec)?;
     let outcome = execute(&mut store, pre, &target, spec, started).await;
-    classify(outcome, store.data().limiter.refused(), &captured)
+    engine.settle(&store, spec);
+    let guards = Guards {
+        memory_refused: store.data().limiter.refused(),
+        output_refused: store.data().workload.overflowed,
+        fuel: spec.limits.fuel,
+    };
+    classify(outcome, guards, &captured)
 }
 
 async fn execute(

@@ -5,7 +5,7 @@ use wasmtime::{Func, Instance, InstancePre, Store, Val};
 
 use super::engine::WasmEngine;
 use super::host::{Captured, HostState, host_state};
-use super::outcome::{Failure, Finished, check_arity, classify, is_clean_exit};
+use super::outcome::{Failure, Finished, Guards, check_arity, classify, is_clean_exit};
 use super::{RuntimeError, TaskOutput, TaskSpec, values};
 
 /// Exports tried, in order, when the requested one does not exist (as upstream does).
@@ -19,12 +19,18 @@ pub async fn run(
     spec: &TaskSpec,
     started: Option<oneshot::Sender<()>>,
 ) -> Result<TaskOutput, RuntimeError> {
-    let captured = Captured::new(&spec.limits);
+    let captured = Captured::new(spec);
     let scratch = engine.scratch()?;
     let state = host_state(spec, &captured, &scratch).map_err(RuntimeError::internal)?;
-    let mut store = engine.store(state);
+    let mut store = engine.store(state, spec)?;
     let outcome = execute(&mut store, pre, spec, started).await;
-    classify(outcome, store.data().limiter.refused(), &captured)
+    engine.settle(&store, spec);
+    let guards = Guards {
+        memory_refused: store.data().limiter.refused(),
+        output_refused: false,
+        fuel: spec.limits.fuel,
+    };
+    classify(outcome, guards, &captured)
 }
 
 async fn execute(

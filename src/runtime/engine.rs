@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use tokio::sync::OnceCell;
 use wasmtime::component::{self, Component};
-use wasmtime::{Engine, InstancePre, Linker, Module, Store};
+use wasmtime::{Engine, InstancePre, Linker, Module, Store, UpdateDeadline};
 
 use super::host::{ComponentState, HostState};
-use super::{Digest, RuntimeError};
+use super::{Digest, RuntimeError, TaskSpec};
 use crate::sandbox::{MemoryLimiter, Scratch};
 
 /// How often the epoch advances: the granularity of preemption and deadlines.
@@ -61,10 +61,14 @@ impl Drop for EpochTicker {
     }
 }
 
-/// Store state that carries the task's memory limiter.
+/// Store state that carries the task's memory limiter and knows its output budget.
 pub trait Limited: Send + 'static {
     /// The limiter Wasmtime consults on every memory or table growth.
     fn limiter(&mut self) -> &mut MemoryLimiter;
+
+    /// Whether the guest tried to write past its output budget (it is then stopped at the
+    /// next epoch tick, whatever it does with the refused write).
+    fn output_exhausted(&self) -> bool;
 }
 
 /// A compiled, linked module or component, ready to instantiate.
@@ -90,16 +94,19 @@ pub struct WasmEngine {
     capacity: usize,
     clock: AtomicU64,
     compiles: AtomicU64,
+    /// Whether stores meter fuel (`consume_fuel` is an engine-wide setting).
+    fuel: bool,
     /// Parent of every task's private scratch directory; removed with the engine.
     scratch_root: tempfile::TempDir,
     _ticker: EpochTicker,
 }
 
 impl WasmEngine {
-    /// Builds the engine with epoch interruption and a cache of `capacity` modules.
-    pub fn new(capacity: usize) -> Result<Self, RuntimeError> {
+    /// Builds the engine with epoch interruption, fuel metering when `fuel` is set, and a
+    /// cache of `capacity` modules.
+    pub fn new(capacity: usize, fuel: bool) -> Result<Self, RuntimeError> {
         let mut config = wasmtime::Config::new();
-        config.epoch_interruption(true);
+        config.epoch_interruption(true).consume_fuel(fuel);
         let engine = Engine::new(&config).map_err(RuntimeError::internal)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut HostState| &mut s.wasi)
@@ -121,6 +128,7 @@ impl WasmEngine {
             capacity: capacity.max(1),
             clock: AtomicU64::new(0),
             compiles: AtomicU64::new(0),
+            fuel,
             scratch_root,
             _ticker: ticker,
         })
@@ -133,13 +141,38 @@ impl WasmEngine {
 
     /// A store for one task that always has the memory limiter installed and yields to the
     /// async runtime at every epoch tick, so a guest cannot starve other tasks and dropping
-    /// the call's future (stop, timeout, shutdown) really stops it.
-    pub fn store<T: Limited>(&self, state: T) -> Store<T> {
+    /// the call's future (stop, timeout, shutdown) really stops it. A guest past its output
+    /// budget is stopped at the next tick. With metering on, the store gets the task's fuel
+    /// (unmetered tasks get all there is) and every tick records the fuel used so far.
+    pub fn store<T: Limited>(&self, state: T, spec: &TaskSpec) -> Result<Store<T>, RuntimeError> {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s.limiter());
+        let budget = spec.limits.fuel.filter(|_| self.fuel);
+        if self.fuel {
+            store
+                .set_fuel(budget.unwrap_or(u64::MAX))
+                .map_err(RuntimeError::internal)?;
+        }
+        let meter = spec.meter.clone();
         store.set_epoch_deadline(1);
-        store.epoch_deadline_async_yield_and_update(1);
-        store
+        store.epoch_deadline_callback(move |ctx| {
+            if let (Some(budget), Ok(left)) = (budget, ctx.get_fuel()) {
+                meter.fuel(budget.saturating_sub(left));
+            }
+            if ctx.data().output_exhausted() {
+                wasmtime::bail!("the output budget is exhausted");
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
+        Ok(store)
+    }
+
+    /// Records the final fuel reading of a finished run.
+    pub fn settle<T>(&self, store: &Store<T>, spec: &TaskSpec) {
+        let budget = spec.limits.fuel.filter(|_| self.fuel);
+        if let (Some(budget), Ok(left)) = (budget, store.get_fuel()) {
+            spec.meter.fuel(budget.saturating_sub(left));
+        }
     }
 
     /// A fresh private scratch directory for one task.
@@ -232,7 +265,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_module_is_compiled_once_per_digest() {
-        let engine = Arc::new(WasmEngine::new(4).expect("engine"));
+        let engine = Arc::new(WasmEngine::new(4, false).expect("engine"));
         let bytes: Arc<[u8]> = wat::parse_str(ADD).expect("wat").into();
         let digest = Digest::of(&bytes);
         let racers: Vec<_> = (0..8)
@@ -249,7 +282,7 @@ mod tests {
 
     #[tokio::test]
     async fn failures_are_not_cached_and_the_cache_is_bounded() {
-        let engine = WasmEngine::new(2).expect("engine");
+        let engine = WasmEngine::new(2, true).expect("engine");
         let junk: Arc<[u8]> = Arc::from(&b"not wasm"[..]);
         let junk_digest = Digest::of(&junk);
         assert!(matches!(

@@ -59,8 +59,8 @@ impl ExternalRuntime {
         if let Some(tx) = started {
             tx.send(()).ok();
         }
-        let stdout = CappedOutput::new(spec.limits.output_bytes);
-        let stderr = CappedOutput::new(spec.limits.output_bytes);
+        let stdout = CappedOutput::new(spec.limits.output_bytes, spec.meter.clone());
+        let stderr = CappedOutput::new(spec.limits.output_bytes, spec.meter.clone());
         let out_pipe = child.stdout.take();
         let err_pipe = child.stderr.take();
         let drains = async { tokio::join!(drain(out_pipe, &stdout), drain(err_pipe, &stderr)) };
@@ -134,7 +134,42 @@ impl ExternalRuntime {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        let limits = OsLimits::of(spec);
+        // SAFETY: the closure runs in the forked child before exec and only calls
+        // setrlimit(2), which is async-signal-safe and allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || limits.apply());
+        }
         cmd
+    }
+}
+
+/// Room for the external runtime's own code and compiler on top of the guest's memory.
+const RUNTIME_ALLOWANCE: u64 = 64 << 20;
+
+/// Kernel limits for the runtime process (inherited by anything it starts): a data segment
+/// of the task's memory budget plus [`RUNTIME_ALLOWANCE`], and CPU seconds just past the
+/// deadline as a second wall behind the kill at the deadline.
+#[derive(Debug, Clone, Copy)]
+struct OsLimits {
+    data: u64,
+    cpu_secs: Option<u64>,
+}
+
+impl OsLimits {
+    fn of(spec: &TaskSpec) -> Self {
+        OsLimits {
+            data: spec.limits.memory_bytes.saturating_add(RUNTIME_ALLOWANCE),
+            cpu_secs: spec.limits.timeout.map(|t| t.as_secs() + 2),
+        }
+    }
+
+    fn apply(self) -> std::io::Result<()> {
+        rlimit::setrlimit(rlimit::Resource::DATA, self.data, self.data)?;
+        if let Some(secs) = self.cpu_secs {
+            rlimit::setrlimit(rlimit::Resource::CPU, secs, secs + 1)?;
+        }
+        Ok(())
     }
 }
 
@@ -213,6 +248,7 @@ mod tests {
             limits: Limits::default(),
             mounts: vec![],
             network: Vec::new().into(),
+            meter: Default::default(),
         }
     }
 

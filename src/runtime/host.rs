@@ -4,7 +4,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::sandbox::{CappedOutput, Limits, MemoryLimiter, SCRATCH_PATH, Scratch, network};
+use crate::sandbox::{CappedOutput, MemoryLimiter, SCRATCH_PATH, Scratch, network};
 
 use super::TaskSpec;
 use super::engine::Limited;
@@ -16,6 +16,8 @@ pub struct HostState {
     pub wasi: WasiP1Ctx,
     /// Memory and table budget; records the peak and any refusal.
     pub limiter: MemoryLimiter,
+    /// The guest's stdout and stderr.
+    pub output: Captured,
 }
 
 /// What a component's `Store` holds.
@@ -26,17 +28,27 @@ pub struct ComponentState {
     pub limiter: MemoryLimiter,
     /// What the proplet's WIT world exposes to the guest, and what it reported.
     pub workload: WorkloadContext,
+    /// The guest's stdout and stderr.
+    pub output: Captured,
 }
 
 impl Limited for HostState {
     fn limiter(&mut self) -> &mut MemoryLimiter {
         &mut self.limiter
     }
+
+    fn output_exhausted(&self) -> bool {
+        self.output.overflowed()
+    }
 }
 
 impl Limited for ComponentState {
     fn limiter(&mut self) -> &mut MemoryLimiter {
         &mut self.limiter
+    }
+
+    fn output_exhausted(&self) -> bool {
+        self.output.overflowed() || self.workload.overflowed
     }
 }
 
@@ -59,11 +71,12 @@ pub struct Captured {
 }
 
 impl Captured {
-    /// Empty pipes capped at `limits.output_bytes` each.
-    pub fn new(limits: &Limits) -> Self {
+    /// Empty pipes capped at the task's output budget each, counted in its meter.
+    pub fn new(spec: &TaskSpec) -> Self {
+        let cap = spec.limits.output_bytes;
         Captured {
-            stdout: CappedOutput::new(limits.output_bytes),
-            stderr: CappedOutput::new(limits.output_bytes),
+            stdout: CappedOutput::new(cap, spec.meter.clone()),
+            stderr: CappedOutput::new(cap, spec.meter.clone()),
         }
     }
 
@@ -121,7 +134,8 @@ pub fn host_state(
 ) -> wasmtime::Result<HostState> {
     Ok(HostState {
         wasi: wasi_builder(spec, captured, scratch)?.build_p1(),
-        limiter: MemoryLimiter::new(&spec.limits),
+        limiter: MemoryLimiter::new(&spec.limits, spec.meter.clone()),
+        output: captured.clone(),
     })
 }
 
@@ -134,7 +148,7 @@ pub fn component_state(
     Ok(ComponentState {
         ctx: wasi_builder(spec, captured, scratch)?.build(),
         table: ResourceTable::new(),
-        limiter: MemoryLimiter::new(&spec.limits),
+        limiter: MemoryLimiter::new(&spec.limits, spec.meter.clone()),
         workload: WorkloadContext {
             id: spec.id.clone(),
             name: spec.name.clone(),
@@ -146,8 +160,10 @@ pub fn component_state(
                 .collect(),
             inputs: spec.inputs.clone(),
             budget: spec.limits.output_bytes,
+            meter: spec.meter.clone(),
             ..WorkloadContext::default()
         },
+        output: captured.clone(),
     })
 }
 

@@ -28,7 +28,7 @@ pub use external::ExternalRuntime;
 pub use inspect::{Inspection, inspect};
 
 use crate::protocol::ErrorKind;
-use crate::sandbox::{Limits, Mount, NetRule};
+use crate::sandbox::{Limits, Meter, Mount, NetRule};
 
 /// A sha256 content digest, shown as `sha256:<hex>`.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -99,6 +99,8 @@ pub struct TaskSpec {
     pub mounts: Vec<Mount>,
     /// Where the guest may connect; empty means no network.
     pub network: Arc<[NetRule]>,
+    /// Where the run records what it used (memory peak, output, fuel) as it goes.
+    pub meter: Arc<Meter>,
 }
 
 impl TaskSpec {
@@ -146,6 +148,9 @@ pub enum RuntimeError {
     /// Memory budget exceeded.
     #[error("{0}")]
     Memory(String),
+    /// Fuel budget exhausted.
+    #[error("fuel budget of {0} exhausted")]
+    Fuel(u64),
     /// Output budget exceeded.
     #[error("output limit of {0} bytes exceeded")]
     OutputLimit(usize),
@@ -172,6 +177,7 @@ impl RuntimeError {
             RuntimeError::Exit { .. } | RuntimeError::Failed(_) => ErrorKind::Exit,
             RuntimeError::Timeout(_) => ErrorKind::Timeout,
             RuntimeError::Memory(_) => ErrorKind::Memory,
+            RuntimeError::Fuel(_) => ErrorKind::Fuel,
             RuntimeError::OutputLimit(_) => ErrorKind::OutputLimit,
             RuntimeError::Internal(_) => ErrorKind::Internal,
         }
@@ -210,9 +216,13 @@ pub enum Runtime {
 }
 
 impl Runtime {
-    /// In-process Wasmtime with a cache of `cache_entries` compiled modules.
-    pub fn wasmtime(cache_entries: usize) -> Result<Self, RuntimeError> {
-        Ok(Runtime::Wasmtime(Arc::new(WasmEngine::new(cache_entries)?)))
+    /// In-process Wasmtime with a cache of `cache_entries` compiled modules, metering fuel
+    /// when `fuel` is set.
+    pub fn wasmtime(cache_entries: usize, fuel: bool) -> Result<Self, RuntimeError> {
+        Ok(Runtime::Wasmtime(Arc::new(WasmEngine::new(
+            cache_entries,
+            fuel,
+        )?)))
     }
 
     /// An external runtime binary, with temp files under `workdir`.

@@ -1,5 +1,6 @@
 //! How a guest run ended, and its classification into a result or a [`RuntimeError`].
 
+use wasmtime::Trap;
 use wasmtime_wasi::I32Exit;
 
 use super::host::Captured;
@@ -27,16 +28,27 @@ pub enum Finished {
     Text(String),
 }
 
+/// What the store saw of the budgets during a run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Guards {
+    /// A memory or table growth was refused.
+    pub memory_refused: bool,
+    /// A log line or a reported result did not fit the output budget.
+    pub output_refused: bool,
+    /// The fuel the guest had, when metered.
+    pub fuel: Option<u64>,
+}
+
 /// Maps the outcome to a result, checking the budgets first: a guest that hit a limit is
 /// reported as such whatever error it then ran into.
 pub fn classify(
     outcome: Result<Finished, Failure>,
-    memory_refused: bool,
+    guards: Guards,
     captured: &Captured,
 ) -> Result<TaskOutput, RuntimeError> {
     let stderr = captured.stderr.text();
     let failure = match outcome {
-        Ok(_) | Err(_) if captured.overflowed() => {
+        Ok(_) | Err(_) if captured.overflowed() || guards.output_refused => {
             return Err(RuntimeError::OutputLimit(captured.stdout.capacity()));
         }
         Ok(Finished::Command) => {
@@ -48,8 +60,13 @@ pub fn classify(
         Ok(Finished::Text(result)) => return Ok(TaskOutput { result, stderr }),
         Err(failure) => failure,
     };
-    if memory_refused {
+    if guards.memory_refused {
         return Err(RuntimeError::Memory(describe(failure)));
+    }
+    if let (Failure::Call(e), Some(fuel)) = (&failure, guards.fuel)
+        && e.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel)
+    {
+        return Err(RuntimeError::Fuel(fuel));
     }
     Err(match failure {
         Failure::Invalid(msg) => RuntimeError::Invalid(msg),

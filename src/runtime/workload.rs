@@ -1,11 +1,14 @@
 //! The host side of the proplet's WIT world (`wit/proplet.wit`): task context, result
 //! reporting and logging, checked against the task's budgets on every call.
 
+use std::sync::Arc;
+
 use base64::Engine as _;
 use tracing::{Level, event};
 use wasmtime::component::HasSelf;
 
 use super::host::ComponentState;
+use crate::sandbox::Meter;
 
 wasmtime::component::bindgen!({
     path: "wit",
@@ -36,6 +39,10 @@ pub struct WorkloadContext {
     pub reported: Option<String>,
     /// Bytes of output budget left for the result and log lines.
     pub budget: usize,
+    /// Set when a log line or the result did not fit the budget (an `output_limit` failure).
+    pub overflowed: bool,
+    /// Where written bytes are counted.
+    pub meter: Arc<Meter>,
     /// Log lines written, for the local runner.
     pub log: Vec<(String, String)>,
 }
@@ -45,9 +52,13 @@ impl WorkloadContext {
         match self.budget.checked_sub(bytes) {
             Some(left) => {
                 self.budget = left;
+                self.meter.output(bytes);
                 true
             }
-            None => false,
+            None => {
+                self.overflowed = true;
+                false
+            }
         }
     }
 

@@ -46,8 +46,8 @@ pub enum CapabilityError {
     /// The policy does not allow it.
     #[error("denied: {0}")]
     Denied(String),
-    /// The request itself is malformed.
-    #[error("invalid mount: {0}")]
+    /// The request itself is malformed (a mount or a budget).
+    #[error("invalid request: {0}")]
     Invalid(String),
 }
 

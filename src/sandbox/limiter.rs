@@ -1,31 +1,37 @@
 //! The memory and table budget of one store.
 
+use std::sync::Arc;
+
 use wasmtime::ResourceLimiter;
 
-use super::Limits;
+use super::{Limits, Meter};
 
 /// Largest number of table elements a guest may have.
 const MAX_TABLE_ELEMENTS: usize = 1_000_000;
 /// Instances, memories and tables per store.
 const MAX_INSTANCES: usize = 64;
 
-/// Refuses growth past the task's memory budget (ending the task), and remembers the peak
-/// and whether anything was refused so the failure can be reported as `memory`.
+/// Refuses growth past the task's memory budget (ending the task), records the peak in the
+/// task's [`Meter`], and remembers whether anything was refused so the failure can be
+/// reported as `memory`.
 #[derive(Debug, Clone)]
 pub struct MemoryLimiter {
     limit: usize,
     peak: usize,
     refused: bool,
+    meter: Arc<Meter>,
 }
 
 impl MemoryLimiter {
-    /// A limiter for `limits.memory_bytes`.
-    pub fn new(limits: &Limits) -> Self {
+    /// A limiter for `limits.memory_bytes` that reports to `meter`.
+    pub fn new(limits: &Limits, meter: Arc<Meter>) -> Self {
         let limit = usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX);
+        meter.memory(0);
         MemoryLimiter {
             limit,
             peak: 0,
             refused: false,
+            meter,
         }
     }
 
@@ -58,6 +64,8 @@ impl ResourceLimiter for MemoryLimiter {
             );
         }
         self.peak = self.peak.max(desired);
+        self.meter
+            .memory(u64::try_from(desired).unwrap_or(u64::MAX));
         Ok(true)
     }
 

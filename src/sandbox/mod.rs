@@ -4,16 +4,22 @@
 //! Deny by default: a guest gets no host environment, no preopened directories, no network
 //! and bounded memory, time and output unless the operator says otherwise.
 
+pub mod admission;
+mod budget;
 pub mod capabilities;
 mod limiter;
+mod meter;
 pub mod network;
 mod output;
 mod scratch;
 
 use std::time::Duration;
 
+pub use admission::{Policy, Source};
+pub use budget::{Budgets, LimitRequest};
 pub use capabilities::{CapabilityError, Mount, MountRequest, SCRATCH_PATH, Volume};
 pub use limiter::MemoryLimiter;
+pub use meter::{Meter, Reading};
 pub use network::NetRule;
 pub use output::CappedOutput;
 pub use scratch::Scratch;
@@ -25,8 +31,11 @@ pub struct Limits {
     pub timeout: Option<Duration>,
     /// Linear memory a guest may allocate, in bytes.
     pub memory_bytes: u64,
-    /// Bytes of stdout (and separately of stderr) kept; more is an error.
+    /// Bytes of stdout (and separately of stderr, and of log lines plus the reported
+    /// result) kept; more is an `output_limit` error.
     pub output_bytes: usize,
+    /// Fuel (Wasmtime's instruction budget); `None` runs unmetered.
+    pub fuel: Option<u64>,
 }
 
 impl Default for Limits {
@@ -35,6 +44,7 @@ impl Default for Limits {
             timeout: Some(Duration::from_secs(600)),
             memory_bytes: 256 << 20,
             output_bytes: 1 << 20,
+            fuel: None,
         }
     }
 }

@@ -9,9 +9,11 @@ use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
+use super::Meter;
+
 /// Captures up to `capacity` bytes. A write past the cap is refused with an I/O error and
 /// sets [`CappedOutput::overflowed`], so the task can be failed with `output_limit` whatever
-/// the guest does with the error.
+/// the guest does with the error. Accepted bytes are counted in the task's [`Meter`].
 #[derive(Debug, Clone)]
 pub struct CappedOutput {
     inner: Arc<Inner>,
@@ -22,16 +24,18 @@ struct Inner {
     capacity: usize,
     buffer: Mutex<Vec<u8>>,
     overflowed: AtomicBool,
+    meter: Arc<Meter>,
 }
 
 impl CappedOutput {
-    /// A pipe that keeps at most `capacity` bytes.
-    pub fn new(capacity: usize) -> Self {
+    /// A pipe that keeps at most `capacity` bytes and counts them in `meter`.
+    pub fn new(capacity: usize, meter: Arc<Meter>) -> Self {
         CappedOutput {
             inner: Arc::new(Inner {
                 capacity,
                 buffer: Mutex::new(Vec::new()),
                 overflowed: AtomicBool::new(false),
+                meter,
             }),
         }
     }
@@ -72,6 +76,7 @@ impl CappedOutput {
             )));
         }
         buf.extend_from_slice(bytes);
+        self.inner.meter.output(bytes.len());
         Ok(bytes.len())
     }
 
@@ -118,7 +123,8 @@ mod tests {
 
     #[test]
     fn keeps_output_up_to_the_cap() {
-        let out = CappedOutput::new(5);
+        let meter = Arc::new(Meter::default());
+        let out = CappedOutput::new(5, meter.clone());
         assert_eq!(out.write_bytes(b"abc").ok(), Some(3));
         assert!(!out.overflowed());
         assert!(out.write_bytes(b"def").is_err());
@@ -126,5 +132,6 @@ mod tests {
         assert_eq!(out.text(), "abc");
         assert_eq!(out.write_bytes(b"de").ok(), Some(2));
         assert_eq!(out.len(), 5);
+        assert_eq!(meter.read().output_bytes, 5);
     }
 }

@@ -65,6 +65,21 @@ impl FetchError {
     }
 }
 
+/// The download URL of a start without an inline binary whose `image_url` is HTTP(S);
+/// `None` for a registry reference.
+pub fn http_url(req: &StartRequest) -> Result<Option<url::Url>, FetchError> {
+    let text = req.image_url.as_str();
+    if !req.file.is_empty() || !(text.starts_with("http://") || text.starts_with("https://")) {
+        return Ok(None);
+    }
+    url::Url::parse(text)
+        .map(Some)
+        .map_err(|e| FetchError::Http {
+            url: text.to_owned(),
+            reason: format!("not a valid URL: {e}"),
+        })
+}
+
 /// Obtains binaries from all three sources.
 pub struct Fetcher {
     registry: Registry,
@@ -92,11 +107,10 @@ impl Fetcher {
         if !req.file.is_empty() {
             return self.inline(&req.file);
         }
-        let url = req.image_url.as_str();
-        if url.starts_with("http://") || url.starts_with("https://") {
-            return self.http(url).await;
+        match http_url(req)? {
+            Some(url) => self.http(url.as_str()).await,
+            None => self.registry.fetch(&req.image_url).await,
         }
-        self.registry.fetch(url).await
     }
 
     /// Feeds a chunk from `registry/server`.

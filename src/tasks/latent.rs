@@ -10,6 +10,7 @@ use tracing::{info, warn};
 
 use super::TaskError;
 use super::manager::{Admission, Shared, TaskManager};
+use super::receipt::Receipt;
 use crate::protocol::{ErrorKind, InvokeRequest, StartRequest};
 use crate::runtime::Binary;
 
@@ -25,10 +26,16 @@ pub(super) struct LatentTask {
 
 /// Deploys a latent start: fetch, require a component, precompile, remember it. Publishes
 /// nothing on success (as upstream); an error result otherwise.
-pub(super) async fn deploy(shared: &Arc<Shared>, req: &StartRequest, token: &CancellationToken) {
+pub(super) async fn deploy(
+    shared: &Arc<Shared>,
+    req: &StartRequest,
+    token: &CancellationToken,
+    receipt: &Receipt,
+) {
     let work = async {
         shared.grant(req)?;
-        let binary = shared.fetcher.fetch(req).await?;
+        shared.budget(req, receipt)?;
+        let binary = shared.obtain(req, receipt).await?;
         if !binary.is_component() {
             let why = format!(
                 "latent tasks require a WASM component; task {} is not a component",
@@ -58,7 +65,7 @@ pub(super) async fn deploy(shared: &Arc<Shared>, req: &StartRequest, token: &Can
                 previous.token.cancel();
             }
         }
-        Err(e) => shared.publish_result(&req.id, Err(e)).await,
+        Err(e) => shared.publish_result(&req.id, Err(e), receipt).await,
     }
 }
 
@@ -123,8 +130,10 @@ impl Invocation {
             shared: &shared,
             id: &self.call.id,
         };
+        let receipt = Receipt::new();
+        receipt.digest(&self.binary.digest);
         let run = async {
-            let spec = shared.spec(&self.call, self.binary)?;
+            let spec = shared.spec(&self.call, self.binary, &receipt)?;
             shared.run_spec(spec, None).await
         };
         let outcome = tokio::select! {
@@ -132,7 +141,7 @@ impl Invocation {
             _ = token.cancelled() => Err(TaskError::Cancelled(shared.cancel_reason())),
             outcome = run => outcome,
         };
-        let outcome = Shared::invoke_outcome(&self.call.id, outcome);
+        let outcome = Shared::invoke_outcome(&self.call.id, outcome, &receipt);
         shared
             .publish_invoke(self.task_id, self.invocation_id, outcome)
             .await;

@@ -11,13 +11,16 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::latent::{self, LatentTask};
-use super::{Fetcher, TaskError};
+use super::receipt::Receipt;
+use super::{Fetcher, TaskError, fetch};
 use crate::config::TaskSettings;
 use crate::protocol::{
     ErrorKind, Inbound, InvokeResult, Outbound, Outcome, Rejected, StartRequest, TaskResult, Topic,
 };
 use crate::runtime::{Binary, Runtime, TaskOutput, TaskSpec};
-use crate::sandbox::{CapabilityError, Limits, Mount, MountRequest, capabilities};
+use crate::sandbox::{
+    Budgets, CapabilityError, LimitRequest, Mount, MountRequest, Policy, Source, capabilities,
+};
 use crate::transport::Publisher;
 
 /// What the manager is built from.
@@ -30,8 +33,10 @@ pub struct ManagerParts {
     pub runtime: Runtime,
     /// Where binaries come from.
     pub fetcher: Fetcher,
-    /// Node default limits.
-    pub limits: Limits,
+    /// Node default and maximum budgets.
+    pub budgets: Budgets,
+    /// Which binaries are accepted.
+    pub policy: Policy,
     /// Concurrency and queue sizes.
     pub settings: TaskSettings,
 }
@@ -47,7 +52,8 @@ pub(super) struct Shared {
     pub(super) publisher: Publisher,
     pub(super) runtime: Runtime,
     pub(super) fetcher: Fetcher,
-    pub(super) limits: Limits,
+    pub(super) budgets: Budgets,
+    pub(super) policy: Policy,
     /// Admitted tasks (queued, fetching or running) by id, with their stop switch.
     pub(super) tasks: Mutex<HashMap<String, CancellationToken>>,
     /// Execution slots: `PROPLET_MAX_CONCURRENT_TASKS`.
@@ -90,7 +96,8 @@ impl TaskManager {
             publisher: parts.publisher,
             runtime: parts.runtime,
             fetcher: parts.fetcher,
-            limits: parts.limits,
+            budgets: parts.budgets,
+            policy: parts.policy,
             tasks: Mutex::new(HashMap::new()),
             slots: Semaphore::new(max),
             capacity: max + parts.settings.queue_capacity,
@@ -115,7 +122,7 @@ impl TaskManager {
     /// Handles one inbound message without blocking: work is spawned.
     pub fn handle(&self, msg: Result<Inbound, Rejected>) {
         match msg {
-            Ok(Inbound::Start(req)) => self.start(req),
+            Ok(Inbound::Start(req)) => self.start(*req),
             Ok(Inbound::Stop(req)) => self.stop(&req.id),
             Ok(Inbound::Invoke(req)) => self.invoke(req),
             Ok(Inbound::Chunk(chunk)) => self.shared.fetcher.on_chunk(chunk),
@@ -128,18 +135,20 @@ impl TaskManager {
         if !req.target.includes(&s.proplet_id) {
             return debug!(task_id = %req.id, "start is for another proplet");
         }
+        let receipt = Receipt::new();
         if let Err(e) = req.validate() {
-            return self.reply(&req.id, Err(TaskError::Invalid(e.to_string())));
+            return self.reply(&req.id, Err(TaskError::Invalid(e.to_string())), receipt);
         }
         let token = match s.admit(&req.id, &s.shutdown) {
             Ok(token) => token,
             Err(None) => {
                 return info!(task_id = %req.id, "duplicate start of an active task ignored");
             }
-            Err(Some(e)) => return self.reply(&req.id, Err(e)),
+            Err(Some(e)) => return self.reply(&req.id, Err(e), receipt),
         };
         info!(task_id = %req.id, name = %req.name, daemon = req.daemon, "task admitted");
-        s.tracker.spawn(run_task(self.shared.clone(), req, token));
+        s.tracker
+            .spawn(run_task(self.shared.clone(), req, token, receipt));
     }
 
     fn stop(&self, id: &str) {
@@ -165,9 +174,11 @@ impl TaskManager {
             return;
         }
         match (r.topic, r.id, r.invocation_id) {
-            (Topic::Start, Some(id), _) => {
-                self.reply(&id, Err(TaskError::Invalid(r.error.to_string())))
-            }
+            (Topic::Start, Some(id), _) => self.reply(
+                &id,
+                Err(TaskError::Invalid(r.error.to_string())),
+                Receipt::new(),
+            ),
             (Topic::Invoke, Some(id), Some(inv)) => {
                 self.reply_invoke(id, inv, ErrorKind::Invalid, r.error.to_string())
             }
@@ -176,7 +187,7 @@ impl TaskManager {
     }
 
     /// Publishes a result in the background (no task is running for it).
-    fn reply(&self, id: &str, outcome: Result<TaskOutput, TaskError>) {
+    fn reply(&self, id: &str, outcome: Result<TaskOutput, TaskError>, receipt: Receipt) {
         if id.is_empty() {
             return;
         }
@@ -184,7 +195,7 @@ impl TaskManager {
         let id = id.to_owned();
         self.shared
             .tracker
-            .spawn(async move { shared.publish_result(&id, outcome).await });
+            .spawn(async move { shared.publish_result(&id, outcome, &receipt).await });
     }
 
     pub(super) fn reply_invoke(
@@ -195,7 +206,7 @@ impl TaskManager {
         error: String,
     ) {
         let shared = self.shared.clone();
-        let outcome = Outcome::failed(kind, error);
+        let outcome = Receipt::new().seal(Outcome::failed(kind, error));
         self.shared
             .tracker
             .spawn(async move { shared.publish_invoke(task_id, invocation_id, outcome).await });
@@ -267,8 +278,13 @@ impl Shared {
         }
     }
 
-    pub(super) async fn publish_result(&self, id: &str, outcome: Result<TaskOutput, TaskError>) {
-        let outcome = Self::outcome(id, outcome);
+    pub(super) async fn publish_result(
+        &self,
+        id: &str,
+        outcome: Result<TaskOutput, TaskError>,
+        receipt: &Receipt,
+    ) {
+        let outcome = receipt.seal(Self::outcome(id, outcome));
         let msg = TaskResult {
             task_id: id.to_owned(),
             proplet_id: self.proplet_id.clone(),
@@ -301,8 +317,12 @@ impl Shared {
         }
     }
 
-    pub(super) fn invoke_outcome(id: &str, outcome: Result<TaskOutput, TaskError>) -> Outcome {
-        Self::outcome(id, outcome)
+    pub(super) fn invoke_outcome(
+        id: &str,
+        outcome: Result<TaskOutput, TaskError>,
+        receipt: &Receipt,
+    ) -> Outcome {
+        receipt.seal(Self::outcome(id, outcome))
     }
 
     pub(super) fn cancel_reason(&self) -> &'static str {
@@ -317,27 +337,72 @@ impl Shared {
         &self,
         req: &StartRequest,
         started: Option<oneshot::Sender<()>>,
+        receipt: &Receipt,
     ) -> Result<TaskOutput, TaskError> {
         self.grant(req)?;
-        let binary = self.fetcher.fetch(req).await?;
-        debug!(task_id = %req.id, digest = %binary.digest, bytes = binary.bytes.len(), "binary ready");
-        self.run_spec(self.spec(req, binary)?, started).await
+        self.budget(req, receipt)?;
+        let binary = self.obtain(req, receipt).await?;
+        self.run_spec(self.spec(req, binary, receipt)?, started)
+            .await
     }
 
-    /// The runtime's view of a start: env with `PROPLET_ID`, node limits (no deadline for
-    /// daemons).
-    pub(super) fn spec(&self, req: &StartRequest, binary: Binary) -> Result<TaskSpec, TaskError> {
+    /// Fetches a task's binary and admits it: an allowed source, the pinned digest, a
+    /// trusted signature when one is given or required — all before anything is compiled.
+    pub(super) async fn obtain(
+        &self,
+        req: &StartRequest,
+        receipt: &Receipt,
+    ) -> Result<Binary, TaskError> {
+        let url = fetch::http_url(req)?;
+        let source = match &url {
+            _ if !req.file.is_empty() => Source::Inline,
+            Some(url) => Source::Http(url),
+            None => Source::Registry,
+        };
+        self.policy.check_source(source)?;
+        let binary = self.fetcher.fetch(req).await?;
+        receipt.digest(&binary.digest);
+        let digest = binary.digest.to_string();
+        info!(task_id = %req.id, %digest, bytes = binary.bytes.len(), "binary fetched");
+        self.policy
+            .check_binary(&digest, req.digest.as_deref(), req.signature.as_deref())?;
+        Ok(binary)
+    }
+
+    /// The task's budgets: its request within the node maximums.
+    pub(super) fn budget(
+        &self,
+        req: &StartRequest,
+        receipt: &Receipt,
+    ) -> Result<crate::sandbox::Limits, TaskError> {
+        let asked = LimitRequest {
+            timeout_ms: req.limits.timeout_ms,
+            memory_bytes: req.limits.memory_bytes,
+            fuel: req.limits.fuel,
+            output_bytes: req.limits.output_bytes,
+        };
+        let limits = self.budgets.grant(&asked, req.daemon)?;
+        if limits.fuel.is_some() && matches!(self.runtime, Runtime::External(_)) {
+            return Err(CapabilityError::Denied(
+                "fuel metering is not available with the external runtime".into(),
+            )
+            .into());
+        }
+        receipt.limits(limits);
+        Ok(limits)
+    }
+
+    /// The runtime's view of a start: env with `PROPLET_ID`, granted budgets and mounts.
+    pub(super) fn spec(
+        &self,
+        req: &StartRequest,
+        binary: Binary,
+        receipt: &Receipt,
+    ) -> Result<TaskSpec, TaskError> {
         let mut env = req.env.clone();
         env.entry("PROPLET_ID".into())
             .or_insert_with(|| self.proplet_id.clone());
-        let limits = if req.daemon {
-            Limits {
-                timeout: None,
-                ..self.limits
-            }
-        } else {
-            self.limits
-        };
+        let limits = self.budget(req, receipt)?;
         Ok(TaskSpec {
             id: req.id.clone(),
             name: req.name.clone(),
@@ -348,6 +413,7 @@ impl Shared {
             limits,
             mounts: self.grant(req)?,
             network: self.network.clone(),
+            meter: receipt.meter(),
         })
     }
 
@@ -389,29 +455,37 @@ impl Shared {
     }
 
     /// For a daemon: publishes the empty success result once the guest is running.
-    async fn ack_when_started(&self, id: &str, started: oneshot::Receiver<()>, acked: &AtomicBool) {
+    async fn ack_when_started(
+        &self,
+        id: &str,
+        started: oneshot::Receiver<()>,
+        acked: &AtomicBool,
+        receipt: &Receipt,
+    ) {
         if started.await.is_ok() {
-            self.publish_result(
-                id,
-                Ok(TaskOutput {
-                    result: String::new(),
-                    stderr: String::new(),
-                }),
-            )
-            .await;
+            let running = TaskOutput {
+                result: String::new(),
+                stderr: String::new(),
+            };
+            self.publish_result(id, Ok(running), receipt).await;
             acked.store(true, Ordering::Relaxed);
         }
     }
 }
 
 /// One task from admission to its result.
-async fn run_task(shared: Arc<Shared>, req: StartRequest, token: CancellationToken) {
+async fn run_task(
+    shared: Arc<Shared>,
+    req: StartRequest,
+    token: CancellationToken,
+    receipt: Receipt,
+) {
     let _admission = Admission {
         shared: &shared,
         id: &req.id,
     };
     if req.latent {
-        return latent::deploy(&shared, &req, &token).await;
+        return latent::deploy(&shared, &req, &token, &receipt).await;
     }
     let acked = AtomicBool::new(false);
     let (started_tx, started_rx) = oneshot::channel();
@@ -419,10 +493,12 @@ async fn run_task(shared: Arc<Shared>, req: StartRequest, token: CancellationTok
         let started = req.daemon.then_some(started_tx);
         let ack = async {
             if req.daemon {
-                shared.ack_when_started(&req.id, started_rx, &acked).await;
+                shared
+                    .ack_when_started(&req.id, started_rx, &acked, &receipt)
+                    .await;
             }
         };
-        tokio::join!(shared.execute(&req, started), ack).0
+        tokio::join!(shared.execute(&req, started, &receipt), ack).0
     };
     let outcome = tokio::select! {
         biased;
@@ -436,5 +512,5 @@ async fn run_task(shared: Arc<Shared>, req: StartRequest, token: CancellationTok
             Err(e) => info!(task_id = %req.id, "daemon task ended: {e}"),
         };
     }
-    shared.publish_result(&req.id, outcome).await;
+    shared.publish_result(&req.id, outcome, &receipt).await;
 }

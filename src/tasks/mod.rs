@@ -10,6 +10,7 @@ mod fetch;
 pub mod heartbeat;
 mod latent;
 mod manager;
+mod receipt;
 
 pub use chunks::{Assembler, ChunkError};
 pub use error::TaskError;

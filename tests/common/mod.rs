@@ -306,7 +306,31 @@ pub fn merge(base: &mut Value, overrides: Value) {
 }
 
 /// Asserts a successful result with `results`.
+/// A result without its extension fields (`usage`, `digest`, `error_kind`), after checking
+/// that the receipt is there: what an upstream manager reads.
+pub fn upstream_fields(result: &Value) -> Value {
+    assert_receipt(result);
+    let mut v = result.clone();
+    if let Some(map) = v.as_object_mut() {
+        for key in ["usage", "digest", "error_kind"] {
+            map.remove(key);
+        }
+    }
+    v
+}
+
+/// Every result carries a usage receipt.
+pub fn assert_receipt(result: &Value) {
+    let usage = &result["usage"];
+    assert!(usage["wall_ms"].is_u64(), "no usage receipt: {result}");
+    assert!(usage["output_bytes"].is_u64(), "{result}");
+    for key in ["fuel", "memory_peak_bytes", "limit"] {
+        assert!(usage.get(key).is_some(), "usage.{key} missing: {result}");
+    }
+}
+
 pub fn assert_ok(result: &Value, results: &str) {
+    assert_receipt(result);
     assert_eq!(result["error"], Value::Null, "{result}");
     assert_eq!(result["results"], results, "{result}");
     assert_eq!(result["proplet_id"], P, "{result}");
@@ -314,6 +338,7 @@ pub fn assert_ok(result: &Value, results: &str) {
 
 /// Asserts an error result of `kind`, whose text contains `text`.
 pub fn assert_err(result: &Value, kind: &str, text: &str) {
+    assert_receipt(result);
     assert_eq!(result["results"], "", "{result}");
     assert_eq!(result["error_kind"], kind, "{result}");
     let error = result["error"]

@@ -3,7 +3,8 @@
 //!
 //! It sums its inputs and reports `sum=<n>`. Arguments (the task's `cli_args`) change what
 //! it does, for tests: `fail` returns an error, `twice` tries to report a second time,
-//! `env` reports the environment it sees, `big` reports a result of 2 MiB.
+//! `env` reports the environment it sees, `big` reports a result of 2 MiB, `chatty` logs
+//! without end.
 
 wit_bindgen::generate!({ path: "../../wit", world: "workload" });
 
@@ -24,6 +25,12 @@ impl Guest for Workload {
         if has("env") {
             let env: Vec<String> = task::env().into_iter().map(|(k, v)| format!("{k}={v}")).collect();
             return report::text(&env.join(",")).map_err(|e| format!("{e:?}"));
+        }
+        if has("chatty") {
+            let line = "x".repeat(1024);
+            loop {
+                log::write(Level::Debug, &line);
+            }
         }
         if has("big") {
             return report::bytes(&vec![7u8; 2 << 20]).map_err(|e| format!("report refused: {e:?}"));

@@ -1,0 +1,82 @@
+//! Live resource accounting for one task.
+//!
+//! The runtime writes to a [`Meter`] while the guest runs (memory growth, output, fuel at
+//! every epoch tick); the task layer reads it when the result goes out. Because it is shared
+//! and updated as the guest goes, the reading is right even when the run was cut short by a
+//! deadline, a stop or a shutdown.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Counters of one task. All methods are lock-free.
+#[derive(Debug, Default)]
+pub struct Meter {
+    memory_peak: AtomicU64,
+    memory_tracked: AtomicBool,
+    output: AtomicU64,
+    fuel_used: AtomicU64,
+    fuel_metered: AtomicBool,
+}
+
+/// A snapshot of a [`Meter`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reading {
+    /// Largest linear memory the guest reached; `None` when the runtime cannot tell
+    /// (external runtime) or nothing ran.
+    pub memory_peak_bytes: Option<u64>,
+    /// Bytes of stdout, stderr, log lines and reported result the guest produced.
+    pub output_bytes: u64,
+    /// Fuel consumed; `None` unless the task ran with fuel metering.
+    pub fuel: Option<u64>,
+}
+
+impl Meter {
+    /// Records a linear memory size the guest grew to.
+    pub fn memory(&self, bytes: u64) {
+        self.memory_tracked.store(true, Ordering::Relaxed);
+        self.memory_peak.fetch_max(bytes, Ordering::Relaxed);
+    }
+
+    /// Adds `bytes` of guest output.
+    pub fn output(&self, bytes: usize) {
+        self.output
+            .fetch_add(u64::try_from(bytes).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Records the fuel consumed so far by a metered guest.
+    pub fn fuel(&self, used: u64) {
+        self.fuel_metered.store(true, Ordering::Relaxed);
+        self.fuel_used.store(used, Ordering::Relaxed);
+    }
+
+    /// The counters now.
+    pub fn read(&self) -> Reading {
+        let tracked = self.memory_tracked.load(Ordering::Relaxed);
+        let metered = self.fuel_metered.load(Ordering::Relaxed);
+        Reading {
+            memory_peak_bytes: tracked.then(|| self.memory_peak.load(Ordering::Relaxed)),
+            output_bytes: self.output.load(Ordering::Relaxed),
+            fuel: metered.then(|| self.fuel_used.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unset_counters_read_as_unknown() {
+        let meter = Meter::default();
+        assert_eq!(meter.read(), Reading::default());
+        meter.memory(65_536);
+        meter.memory(1024);
+        meter.output(3);
+        meter.output(4);
+        meter.fuel(10);
+        meter.fuel(25);
+        let r = meter.read();
+        assert_eq!(r.memory_peak_bytes, Some(65_536));
+        assert_eq!(r.output_bytes, 7);
+        assert_eq!(r.fuel, Some(25));
+    }
+}
