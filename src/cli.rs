@@ -43,6 +43,20 @@ pub enum Cmd {
         /// The module or component.
         file: std::path::PathBuf,
     },
+    /// Create an ed25519 signing key (file mode 0600) and print its public key for
+    /// PROPLET_TRUSTED_KEYS.
+    Keygen {
+        /// Where to write the secret key; an existing file is never overwritten.
+        secret: std::path::PathBuf,
+    },
+    /// Print a binary's digest and signature, as the start fields `digest` and `signature`.
+    Sign {
+        /// The secret key made by `proplet keygen`.
+        #[arg(long)]
+        key: std::path::PathBuf,
+        /// The module or component.
+        file: std::path::PathBuf,
+    },
 }
 
 /// The `--<setting>` flags that were given.

@@ -11,7 +11,8 @@
 //! - [`transport`] — the MQTT session — the only rumqttc user — and the [`transport::Publisher`].
 //! - [`tasks`] — admission, concurrency, fetching binaries, stop, drain, heartbeat.
 //! - [`runtime`] — running one task — the only Wasmtime user, with [`sandbox`].
-//! - [`sandbox`] — limits and capped output.
+//! - [`sandbox`] — budgets, admission policy, capabilities, limits and capped output.
+//! - [`keys`] — `proplet keygen` / `proplet sign`, the operator's side of signatures.
 //! - [`telemetry`] — logging.
 //! - [`worker`] — wires the parts together and runs them until shutdown.
 //! - [`local`] — `proplet run`, a task run locally.
@@ -21,6 +22,7 @@
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod keys;
 pub mod local;
 pub mod protocol;
 pub mod runtime;

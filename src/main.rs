@@ -13,6 +13,8 @@ async fn main() -> ExitCode {
         Cmd::Demo => report(demo::run().await),
         Cmd::Run(args) => run_local(args).await,
         Cmd::Inspect { file } => report(inspect(&file)),
+        Cmd::Keygen { secret } => report(keygen(&secret)),
+        Cmd::Sign { key, file } => report(sign(&key, &file)),
         Cmd::Config => match Config::from_process_env(cli.config.as_deref(), cli.settings.0) {
             Ok(config) => {
                 print!("{}", config.render());
@@ -67,6 +69,20 @@ fn inspect(file: &std::path::Path) -> anyhow::Result<()> {
     let bytes =
         std::fs::read(file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
     print!("{}", proplet::runtime::inspect(&bytes)?);
+    Ok(())
+}
+
+/// `proplet keygen`: the public key on stdout.
+fn keygen(secret: &std::path::Path) -> anyhow::Result<()> {
+    println!("{}", proplet::keys::keygen(secret)?);
+    Ok(())
+}
+
+/// `proplet sign`: the start fields as JSON on stdout.
+fn sign(key: &std::path::Path, file: &std::path::Path) -> anyhow::Result<()> {
+    let signed = proplet::keys::sign(key, file)?;
+    let fields = serde_json::json!({"digest": signed.digest, "signature": signed.signature});
+    println!("{fields}");
     Ok(())
 }
 
