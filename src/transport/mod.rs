@@ -7,6 +7,7 @@
 
 mod backoff;
 mod mqtt;
+mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

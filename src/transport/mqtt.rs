@@ -183,21 +183,10 @@ fn network_options(cfg: &MqttConfig) -> NetworkOptions {
 }
 
 fn tls_transport(cfg: &MqttConfig) -> Result<Transport, TransportError> {
-    let read = |p: &std::path::Path| {
-        std::fs::read(p).map_err(|e| TransportError::Tls(format!("{}: {e}", p.display())))
-    };
-    let Some(ca) = &cfg.tls.ca_cert else {
-        return Ok(Transport::tls_with_default_config());
-    };
-    let client_auth = match &cfg.tls.client {
-        Some((cert, key)) => Some((read(cert)?, read(key)?)),
-        None => None,
-    };
-    Ok(Transport::tls_with_config(TlsConfiguration::Simple {
-        ca: read(ca)?,
-        alpn: None,
-        client_auth,
-    }))
+    Ok(match super::tls::client_config(&cfg.tls)? {
+        Some(config) => Transport::tls_with_config(TlsConfiguration::Rustls(config)),
+        None => Transport::tls_with_default_config(),
+    })
 }
 
 /// Takes queued messages and hands them to the client, in order.

@@ -8,8 +8,19 @@ use std::time::{Duration, Instant};
 /// A running mosquitto.
 pub struct Broker {
     pub port: u16,
+    /// The TLS listener, when started with [`Broker::start_tls`].
+    pub tls_port: Option<u16>,
+    tls: Option<TlsListener>,
     dir: tempfile::TempDir,
     child: Option<Child>,
+}
+
+/// A TLS listener's files and whether it demands client certificates.
+pub struct TlsListener {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub require_client_cert: bool,
 }
 
 fn mosquitto() -> PathBuf {
@@ -40,6 +51,8 @@ impl Broker {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut broker = Broker {
             port: free_port(),
+            tls_port: None,
+            tls: None,
             dir,
             child: None,
         };
@@ -47,13 +60,40 @@ impl Broker {
         broker
     }
 
-    fn spawn(&mut self) {
-        let conf = self.dir.path().join("mosquitto.conf");
-        let text = format!(
+    /// Starts mosquitto with a plain listener and a TLS listener.
+    pub fn start_tls(tls: TlsListener) -> Broker {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut broker = Broker {
+            port: free_port(),
+            tls_port: Some(free_port()),
+            tls: Some(tls),
+            dir,
+            child: None,
+        };
+        broker.spawn();
+        broker
+    }
+
+    fn config(&self) -> String {
+        let mut text = format!(
             "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 20\nset_tcp_nodelay true\nmax_queued_messages 0\n",
             self.port
         );
-        std::fs::write(&conf, text).expect("write mosquitto.conf");
+        if let (Some(port), Some(tls)) = (self.tls_port, &self.tls) {
+            text += &format!(
+                "listener {port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate {}\n",
+                tls.ca.display(),
+                tls.cert.display(),
+                tls.key.display(),
+                tls.require_client_cert
+            );
+        }
+        text
+    }
+
+    fn spawn(&mut self) {
+        let conf = self.dir.path().join("mosquitto.conf");
+        std::fs::write(&conf, self.config()).expect("write mosquitto.conf");
         let log = std::fs::File::create(self.dir.path().join("mosquitto.log")).expect("log file");
         let child = Command::new(mosquitto())
             .arg("-c")
@@ -64,13 +104,16 @@ impl Broker {
             .expect("spawn mosquitto");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto did not start on port {}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        for port in std::iter::once(self.port).chain(self.tls_port) {
+            while TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "mosquitto did not start on port {port}: {}",
+                    std::fs::read_to_string(self.dir.path().join("mosquitto.log"))
+                        .unwrap_or_default()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     }
 

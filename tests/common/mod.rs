@@ -4,6 +4,7 @@
 pub mod broker;
 pub mod guests;
 pub mod http;
+pub mod pki;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
