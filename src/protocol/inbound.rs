@@ -236,20 +236,23 @@ fn from_json<T: for<'de> Deserialize<'de>>(payload: &[u8]) -> Result<T, Protocol
     serde_json::from_slice(payload).map_err(|e| ProtocolError::Json(e.to_string()))
 }
 
-/// Reads `id`, `invocation_id` and targeting from a payload whose typed decode failed.
+/// Reads `id`, `invocation_id` and targeting from a payload whose typed decode failed;
+/// when it is not even JSON a serde value can hold (too deep, truncated), a shallow scan
+/// still finds the top-level strings.
 fn salvage(topic: Topic, payload: &[u8], error: ProtocolError) -> Rejected {
-    let value: Value = serde_json::from_slice(payload).unwrap_or(Value::Null);
+    let value: Option<Value> = serde_json::from_slice(payload).ok();
     let text = |key: &str| {
-        value
-            .get(key)
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
+        let found = match &value {
+            Some(v) => v.get(key).and_then(Value::as_str).map(str::to_owned),
+            None => super::salvage::top_level_string(payload, key),
+        };
+        found.filter(|s| !s.is_empty())
     };
     let target = Target {
         proplet_id: text("proplet_id"),
         broadcast: value
-            .get("broadcast")
+            .as_ref()
+            .and_then(|v| v.get("broadcast"))
             .and_then(Value::as_bool)
             .unwrap_or(false),
     };

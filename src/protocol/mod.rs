@@ -7,6 +7,7 @@
 mod inbound;
 mod lenient;
 mod outbound;
+mod salvage;
 mod topics;
 
 pub use inbound::{
@@ -28,6 +29,17 @@ pub enum ProtocolError {
     /// Decoded, but a required field is missing or inconsistent.
     #[error("invalid message: {0}")]
     Invalid(String),
+}
+
+impl ProtocolError {
+    /// The error for logs: decoder messages quote the offending values, so only the class
+    /// of the problem is logged (the full text goes to the manager).
+    pub fn log_text(&self) -> &'static str {
+        match self {
+            ProtocolError::Json(_) => "undecodable JSON or a field of the wrong type",
+            ProtocolError::Invalid(_) => "a required field is missing or inconsistent",
+        }
+    }
 }
 
 #[cfg(test)]

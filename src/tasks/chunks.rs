@@ -2,9 +2,13 @@
 //!
 //! Assemblies are keyed by `app_name`. The first chunk fixes `total_chunks`; a chunk that
 //! disagrees is rejected, duplicates are ignored, chunks may arrive in any order. The
-//! number of concurrent assemblies and the size of each are capped.
+//! number of concurrent assemblies, the size of each and its number of chunks are capped
+//! (so a flood of empty chunks cannot grow memory either).
 
 use std::collections::{BTreeMap, HashMap};
+
+/// Most chunks one transfer may have.
+pub const MAX_CHUNKS: u64 = 1 << 16;
 
 /// Why a chunk or an assembly was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,8 +27,8 @@ pub enum ChunkError {
         /// This chunk's total.
         got: u64,
     },
-    /// Index out of range or zero total.
-    #[error("chunk {idx} of {total} for {app_name} is out of range")]
+    /// Index out of range, zero total, or more than [`MAX_CHUNKS`].
+    #[error("chunk {idx} of {total} for {app_name} is out of range (at most {MAX_CHUNKS} chunks)")]
     OutOfRange {
         /// Transfer key.
         app_name: String,
@@ -109,7 +113,7 @@ impl Assembler {
         let Some(asm) = self.assemblies.get_mut(app_name) else {
             return Ok(None);
         };
-        if total == 0 || idx >= total {
+        if total == 0 || idx >= total || total > MAX_CHUNKS {
             return Err(ChunkError::OutOfRange {
                 app_name: app_name.into(),
                 idx,

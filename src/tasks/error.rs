@@ -29,6 +29,28 @@ pub enum TaskError {
 }
 
 impl TaskError {
+    /// The failure as it may appear in logs: never payload content (inputs, env, binary
+    /// bytes or names from it, guest output) and never URL credentials. The full text goes
+    /// to the manager in the result.
+    pub fn log_text(&self) -> String {
+        match self {
+            TaskError::Invalid(_) => "invalid request (details in the result)".into(),
+            TaskError::Runtime(RuntimeError::Invalid(_)) => {
+                "the task does not fit the binary (details in the result)".into()
+            }
+            TaskError::Runtime(RuntimeError::Exit { code, .. }) => {
+                format!("the guest exited with status {code}")
+            }
+            TaskError::Runtime(RuntimeError::Failed(_)) => "the workload reported failure".into(),
+            TaskError::Runtime(RuntimeError::Trap(_)) => "the guest trapped".into(),
+            TaskError::Runtime(RuntimeError::Compile(_)) => {
+                "the binary does not compile or link (details in the result)".into()
+            }
+            TaskError::Fetch(e) => e.log_text(),
+            other => other.to_string(),
+        }
+    }
+
     /// The wire classification.
     pub fn kind(&self) -> ErrorKind {
         match self {

@@ -55,6 +55,20 @@ pub enum FetchError {
 }
 
 impl FetchError {
+    /// The error for logs: URLs without credentials or query.
+    pub fn log_text(&self) -> String {
+        match self {
+            FetchError::Http { url, reason } => {
+                let shown = redact_url(url);
+                format!(
+                    "HTTP fetch of {shown} failed: {}",
+                    reason.replace(url.as_str(), &shown)
+                )
+            }
+            other => other.to_string(),
+        }
+    }
+
     /// The wire classification.
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -135,7 +149,7 @@ impl Fetcher {
             .get(url)
             .send()
             .await
-            .map_err(|e| fail(error_chain(&e)))?;
+            .map_err(|e| fail(error_chain(&e.without_url())))?;
         let status = resp.status();
         if !status.is_success() {
             return Err(fail(format!("status {status}")));
@@ -160,12 +174,27 @@ impl Fetcher {
         let mut body = Vec::new();
         let mut stream = resp.bytes_stream();
         while let Some(piece) = stream.next().await {
-            body.extend_from_slice(&piece.map_err(|e| fail(error_chain(&e)))?);
+            body.extend_from_slice(&piece.map_err(|e| fail(error_chain(&e.without_url())))?);
             if body.len() as u64 > self.max_bytes {
                 return Err(FetchError::TooLarge(self.max_bytes));
             }
         }
         Ok(Binary::new(body))
+    }
+}
+
+/// `url` without user info, query or fragment (they may carry secrets).
+fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            // Both setters only fail for URLs that cannot have credentials.
+            u.set_username("").ok();
+            u.set_password(None).ok();
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => "<unparsable URL>".into(),
     }
 }
 

@@ -168,7 +168,7 @@ impl TaskManager {
             topic = r.topic.suffix(),
             task_id = r.id.as_deref().unwrap_or(""),
             "rejected message: {}",
-            r.error
+            r.error.log_text()
         );
         if !r.target.includes(&self.shared.proplet_id) {
             return;
@@ -272,7 +272,7 @@ impl Shared {
             Ok(out) => Outcome::ok(out.result),
             Err(e) => {
                 let kind = e.kind();
-                warn!(task_id = %id, kind = kind.as_str(), "task failed: {e}");
+                warn!(task_id = %id, kind = kind.as_str(), "task failed: {}", e.log_text());
                 Outcome::failed(kind, e.to_string())
             }
         }
@@ -509,7 +509,7 @@ async fn run_task(
         // A daemon's one result was its start acknowledgement (PROTOCOL.md §5.5).
         return match outcome {
             Ok(_) => info!(task_id = %req.id, "daemon task finished"),
-            Err(e) => info!(task_id = %req.id, "daemon task ended: {e}"),
+            Err(e) => info!(task_id = %req.id, "daemon task ended: {}", e.log_text()),
         };
     }
     shared.publish_result(&req.id, outcome, &receipt).await;
