@@ -41,3 +41,7 @@ broker:
 # Everything CI does.
 ci:
     bash .ci/run
+
+# A long property-based fuzzing run of message decoding and chunk assembly.
+fuzz cases="200000":
+    PROPTEST_CASES={{cases}} cargo test --release --test fuzz
