@@ -115,6 +115,6 @@ pub async fn run(args: RunArgs) -> Result<TaskOutput, LocalError> {
         network: Vec::new().into(),
         meter: Default::default(),
     };
-    let runtime = Runtime::wasmtime(1, false)?;
+    let runtime = Runtime::wasmtime(1, false, Default::default())?;
     Ok(runtime.run(spec, None).await?)
 }

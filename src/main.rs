@@ -27,12 +27,14 @@ async fn main() -> ExitCode {
                 Ok(config) => config,
                 Err(e) => return report(Err(e.into())),
             };
-            telemetry::init(&config.log);
-            report(
-                proplet::run(config, shutdown_signal())
-                    .await
-                    .map_err(Into::into),
-            )
+            let proplet_id = config.identity.proplet_id.clone();
+            let telemetry = match telemetry::init(&config.log, &config.otel, &proplet_id) {
+                Ok(telemetry) => telemetry,
+                Err(e) => return report(Err(e.into())),
+            };
+            let outcome = proplet::run(config, shutdown_signal()).await;
+            telemetry.shutdown().await;
+            report(outcome.map_err(Into::into))
         }
     }
 }
@@ -46,7 +48,9 @@ async fn run_local(args: proplet::local::RunArgs) -> ExitCode {
         level: "warn,guest=trace".into(),
         json: false,
     };
-    telemetry::init(&log);
+    if let Err(e) = telemetry::init(&log, &proplet::config::OtelSettings::default(), "local") {
+        return report(Err(e.into()));
+    }
     match proplet::local::run(args).await {
         Ok(out) => {
             eprint!("{}", out.stderr);

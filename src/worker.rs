@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::protocol::{Discovery, Liveliness, Metadata, Outbound};
 use crate::runtime::{Runtime, RuntimeError};
 use crate::tasks::{FetchError, Fetcher, ManagerParts, TaskManager, heartbeat};
+use crate::telemetry::{self, Metrics};
 use crate::transport::{MqttSession, Publisher, SessionEvents, TransportError};
 
 /// Messages that may wait for the MQTT client.
@@ -33,6 +34,14 @@ pub enum WorkerError {
     /// The scratch directory for the external runtime could not be created.
     #[error("cannot create a working directory: {0}")]
     Workdir(std::io::Error),
+    /// The health and metrics endpoint could not listen.
+    #[error("cannot serve PROPLET_METRICS_ADDR {addr}: {source}")]
+    Metrics {
+        /// The configured address.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
 }
 
 /// Runs a proplet until `shutdown` resolves, then drains and disconnects:
@@ -43,9 +52,26 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .prefix("proplet-")
         .tempdir()
         .map_err(WorkerError::Workdir)?;
-    let running = Running::start(&config, workdir.path())?;
+    let metrics = Metrics::new();
+    let http_stop = CancellationToken::new();
+    let http = match config.metrics_addr {
+        Some(addr) => Some(
+            telemetry::http::serve(addr, metrics.clone(), http_stop.clone())
+                .await
+                .map_err(|source| WorkerError::Metrics { addr, source })?,
+        ),
+        None => None,
+    };
+    let running = Running::start(&config, workdir.path(), metrics)?;
     shutdown.await;
     running.stop(config.tasks.drain_timeout).await;
+    http_stop.cancel();
+    if let Some(Err(e)) = match http {
+        Some(task) => Some(task.await),
+        None => None,
+    } {
+        warn!(error = %e, "the health and metrics endpoint task failed");
+    }
     Ok(())
 }
 
@@ -60,12 +86,14 @@ struct Running {
 }
 
 impl Running {
-    fn start(config: &Config, workdir: &Path) -> Result<Running, WorkerError> {
+    fn start(config: &Config, workdir: &Path, metrics: Metrics) -> Result<Running, WorkerError> {
         let runtime = match &config.tasks.external_runtime {
             Some(program) => Runtime::external(program.clone(), workdir.to_path_buf()),
-            None => {
-                Runtime::wasmtime(config.tasks.module_cache_entries, config.budgets.metering())?
-            }
+            None => Runtime::wasmtime(
+                config.tasks.module_cache_entries,
+                config.budgets.metering(),
+                metrics.clone(),
+            )?,
         };
         let id = &config.identity;
         let discovery = Outbound::Discovery(Discovery {
@@ -75,8 +103,14 @@ impl Running {
         });
         let (publisher, outbound) = Publisher::channel(OUTBOUND_CAPACITY);
         let offline = liveliness(config, "offline");
-        let (session, events) =
-            MqttSession::start(&config.mqtt, id, discovery, offline.clone(), outbound)?;
+        let (session, events) = MqttSession::start(
+            &config.mqtt,
+            id,
+            discovery,
+            offline.clone(),
+            outbound,
+            metrics.clone(),
+        )?;
         info!(proplet_id = %id.proplet_id, broker = %config.mqtt.address, runtime = %runtime.describe(), "proplet starting");
         let manager = TaskManager::new(ManagerParts {
             proplet_id: id.proplet_id.clone(),
@@ -86,6 +120,7 @@ impl Running {
             budgets: config.budgets,
             policy: config.admission.clone(),
             settings: config.tasks.clone(),
+            metrics: metrics.clone(),
         });
         let stop = CancellationToken::new();
         let beat = liveliness(config, "alive");
@@ -96,6 +131,7 @@ impl Running {
             every,
             events.ready.clone(),
             stop.clone(),
+            metrics,
         ));
         let dispatcher = tokio::spawn(dispatch(manager.clone(), events, stop.clone()));
         Ok(Running {
@@ -154,10 +190,7 @@ fn metadata(config: &Config, runtime: &Runtime) -> Metadata {
         location: config.metadata.location.clone(),
         os: std::env::consts::OS.into(),
         cpu_arch: std::env::consts::ARCH.into(),
-        hostname: std::fs::read_to_string("/etc/hostname")
-            .ok()
-            .map(|h| h.trim().to_owned())
-            .filter(|h| !h.is_empty()),
+        hostname: telemetry::hostname(),
         proplet_version: env!("CARGO_PKG_VERSION").into(),
         wasm_runtime: runtime.describe(),
     }

@@ -138,7 +138,11 @@ async fn worker_survives_malformed_input_and_answers_where_it_can() {
         "{inv}"
     );
 
-    assert_err(&m.result("deep").await, "invalid", "recursion limit exceeded");
+    assert_err(
+        &m.result("deep").await,
+        "invalid",
+        "recursion limit exceeded",
+    );
     // Still alive and still working.
     m.expect("control/proplet/alive", Duration::from_secs(5), |_| true)
         .await;

@@ -173,6 +173,60 @@ pub struct LogSettings {
     pub json: bool,
 }
 
+/// OTLP transport of trace export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// `http/protobuf` (port 4318).
+    HttpProtobuf,
+    /// `grpc` (port 4317).
+    Grpc,
+}
+
+/// The sampler of root spans (`OTEL_TRACES_SAMPLER`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RootSampler {
+    /// Sample everything.
+    AlwaysOn,
+    /// Sample nothing.
+    AlwaysOff,
+    /// Sample this fraction of trace ids.
+    Ratio(f64),
+}
+
+/// Trace export settings (the standard `OTEL_*` variables).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtelSettings {
+    /// The full traces URL; `None` means no export at all.
+    pub traces_endpoint: Option<String>,
+    /// How to talk to the collector.
+    pub protocol: OtlpProtocol,
+    /// Extra request headers (or gRPC metadata).
+    pub headers: Vec<(String, String)>,
+    /// `service.name`.
+    pub service_name: String,
+    /// Extra resource attributes.
+    pub resource: Vec<(String, String)>,
+    /// Sampler for spans without a sampled parent decision.
+    pub sampler: RootSampler,
+    /// Whether a remote parent's sampling decision is followed (`parentbased_*`).
+    pub parent_based: bool,
+}
+
+impl Default for OtelSettings {
+    /// No export.
+    fn default() -> Self {
+        OtelSettings {
+            traces_endpoint: None,
+            protocol: OtlpProtocol::HttpProtobuf,
+            headers: Vec::new(),
+            service_name: "proplet".into(),
+            resource: Vec::new(),
+            sampler: RootSampler::AlwaysOn,
+            parent_based: true,
+        }
+    }
+}
+
 /// The validated configuration of one proplet.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -194,9 +248,14 @@ pub struct Config {
     pub metadata: MetadataSettings,
     /// Logging.
     pub log: LogSettings,
+    /// Trace export.
+    pub otel: OtelSettings,
+    /// Where the health and metrics endpoint listens; `None` = off.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     layers: Layers,
 }
 
+mod otel;
 mod resolve;
 
 impl Config {

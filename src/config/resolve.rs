@@ -9,16 +9,16 @@ use super::*;
 use crate::sandbox::Limits;
 
 /// Reads typed values out of the merged layers, naming the source on error.
-struct Reader<'a> {
+pub(super) struct Reader<'a> {
     layers: &'a Layers,
 }
 
 impl Reader<'_> {
-    fn text(&self, key: &str) -> Option<String> {
+    pub(super) fn text(&self, key: &str) -> Option<String> {
         self.layers.get(key).map(|r| r.text.clone())
     }
 
-    fn opt<T>(
+    pub(super) fn opt<T>(
         &self,
         key: &'static str,
         parse: impl Fn(&str) -> Result<T, String>,
@@ -40,7 +40,7 @@ impl Reader<'_> {
             })
     }
 
-    fn req<T>(
+    pub(super) fn req<T>(
         &self,
         key: &'static str,
         parse: impl Fn(&str) -> Result<T, String>,
@@ -119,6 +119,8 @@ pub fn from_layers(layers: Layers) -> Result<Config, ConfigError> {
             level: r.req("log_level", text)?,
             json: r.req("log_format", log_format)?,
         },
+        otel: super::otel::settings(&r)?,
+        metrics_addr: r.opt("metrics_addr", socket_addr)?,
         layers: layers.clone(),
     };
     Ok(config)
@@ -132,6 +134,14 @@ fn positive_duration(t: &str) -> Result<std::time::Duration, String> {
             Ok(d)
         }
     })
+}
+
+fn socket_addr(t: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs as _;
+    t.to_socket_addrs()
+        .map_err(|e| format!("expected host:port: {e}"))?
+        .next()
+        .ok_or_else(|| "the name has no address".to_owned())
 }
 
 fn log_format(t: &str) -> Result<bool, String> {

@@ -355,7 +355,80 @@ pub const SETTINGS: &[Setting] = &[
         "log-format",
         &["PROPLET_LOG_FORMAT"],
         Some("text"),
-        "Log format: text or json.",
+        "Log format: text or json (JSON lines carry trace_id and span_id).",
+    ),
+    s(
+        "otel_endpoint",
+        "otel-endpoint",
+        &["OTEL_EXPORTER_OTLP_ENDPOINT", "PROPLET_OTEL_URL"],
+        None,
+        "OTLP collector base URL (http/protobuf appends /v1/traces); unset = no trace export.",
+    ),
+    s(
+        "otel_traces_endpoint",
+        "otel-traces-endpoint",
+        &["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"],
+        None,
+        "Full OTLP traces URL; wins over OTEL_EXPORTER_OTLP_ENDPOINT.",
+    ),
+    s(
+        "otel_protocol",
+        "otel-protocol",
+        &["OTEL_EXPORTER_OTLP_PROTOCOL"],
+        Some("http/protobuf"),
+        "OTLP transport: http/protobuf or grpc.",
+    ),
+    Setting {
+        secret: true,
+        ..s(
+            "otel_headers",
+            "otel-headers",
+            &["OTEL_EXPORTER_OTLP_HEADERS"],
+            None,
+            "Headers sent to the collector: key=value,key2=value2 (e.g. an API key).",
+        )
+    },
+    s(
+        "otel_service_name",
+        "otel-service-name",
+        &["OTEL_SERVICE_NAME"],
+        Some("proplet"),
+        "service.name of exported spans.",
+    ),
+    s(
+        "otel_resource_attributes",
+        "otel-resource-attributes",
+        &["OTEL_RESOURCE_ATTRIBUTES"],
+        None,
+        "Extra resource attributes: key=value,key2=value2.",
+    ),
+    s(
+        "otel_traces_sampler",
+        "otel-traces-sampler",
+        &["OTEL_TRACES_SAMPLER"],
+        Some("parentbased_always_on"),
+        "always_on, always_off, traceidratio, or parentbased_ of any of them.",
+    ),
+    s(
+        "otel_traces_sampler_arg",
+        "otel-traces-sampler-arg",
+        &["OTEL_TRACES_SAMPLER_ARG"],
+        None,
+        "The ratio for the traceidratio samplers (0 to 1; default 1).",
+    ),
+    s(
+        "otel_sdk_disabled",
+        "otel-sdk-disabled",
+        &["OTEL_SDK_DISABLED"],
+        Some("false"),
+        "true turns trace export off whatever else is set.",
+    ),
+    s(
+        "metrics_addr",
+        "metrics-addr",
+        &["PROPLET_METRICS_ADDR"],
+        None,
+        "host:port of the HTTP endpoint with /healthz, /readyz and Prometheus /metrics (unset = off).",
     ),
 ];
 
@@ -386,7 +459,8 @@ mod tests {
             assert!(seen.insert(s.key), "duplicate key {}", s.key);
             assert_eq!(s.flag, s.key.replace('_', "-"));
             for e in s.env {
-                assert!(e.starts_with("PROPLET_") && seen.insert(e), "bad env {e}");
+                let named = e.starts_with("PROPLET_") || e.starts_with("OTEL_");
+                assert!(named && seen.insert(e), "bad env {e}");
             }
         }
     }

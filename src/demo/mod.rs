@@ -26,10 +26,48 @@ const EXTERNAL: &str = "demo-external";
 
 /// Runs the demo and prints what happens.
 pub async fn run() -> anyhow::Result<()> {
-    crate::telemetry::init(&crate::config::LogSettings {
+    let otel = Config::load(None, &otel_env(&[]), vec![])
+        .map(|c| c.otel)
+        .unwrap_or_default();
+    let log = crate::config::LogSettings {
         level: "error,rumqttd=off".into(),
         json: false,
-    });
+    };
+    let telemetry = crate::telemetry::init(&log, &otel, "demo")?;
+    if let Some(endpoint) = &otel.traces_endpoint {
+        println!("proplet demo: exporting traces to {endpoint}");
+    }
+    let outcome = scenario().await;
+    telemetry.shutdown().await;
+    outcome
+}
+
+/// The demo's settings, with the standard `OTEL_*` variables taken from the environment.
+fn otel_env(vars: &[(&'static str, String)]) -> impl Fn(&str) -> Option<String> + use<> {
+    let vars = vars.to_vec();
+    let base = [
+        ("PROPLET_TENANT_ID", TENANT),
+        ("PROPLET_CHANNEL_ID", CHANNEL),
+        ("PROPLET_ENTITY_ID", IN_PROCESS),
+    ];
+    move |k: &str| {
+        vars.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.clone())
+            .or_else(|| {
+                base.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| (*v).to_owned())
+            })
+            .or_else(|| {
+                k.starts_with("OTEL_")
+                    .then(|| std::env::var(k).ok())
+                    .flatten()
+            })
+    }
+}
+
+async fn scenario() -> anyhow::Result<()> {
     let port = broker::start()?;
     println!("proplet demo: embedded MQTT broker on 127.0.0.1:{port}");
     let external = match std::env::var("PROPLET_EXTERNAL_WASM_RUNTIME") {
@@ -67,8 +105,6 @@ type WorkerHandle = (
 fn start_worker(port: u16, id: &str, external: Option<&str>) -> anyhow::Result<WorkerHandle> {
     let address = format!("tcp://127.0.0.1:{port}");
     let mut vars = vec![
-        ("PROPLET_TENANT_ID", TENANT.to_owned()),
-        ("PROPLET_CHANNEL_ID", CHANNEL.to_owned()),
         ("PROPLET_ENTITY_ID", id.to_owned()),
         ("PROPLET_MQTT_ADDRESS", address),
         ("PROPLET_MQTT_QOS", "1".to_owned()),
@@ -77,11 +113,7 @@ fn start_worker(port: u16, id: &str, external: Option<&str>) -> anyhow::Result<W
     if let Some(path) = external {
         vars.push(("PROPLET_EXTERNAL_WASM_RUNTIME", path.to_owned()));
     }
-    let config = Config::load(
-        None,
-        &move |k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()),
-        vec![],
-    )?;
+    let config = Config::load(None, &otel_env(&vars), vec![])?;
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(crate::run(config, async move {
         rx.await.ok();

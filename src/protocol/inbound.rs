@@ -93,6 +93,9 @@ pub struct StartRequest {
     /// Base64 ed25519 signature over the binary's digest text `sha256:<hex>` (an extension).
     #[serde(default, deserialize_with = "or_default")]
     pub signature: Option<String>,
+    /// W3C trace context of the caller (an extension).
+    #[serde(flatten)]
+    pub trace: TraceFields,
     /// Targeting.
     #[serde(flatten)]
     pub target: Target,
@@ -108,6 +111,17 @@ pub struct MountSpec {
     /// `ro` (default) or `rw`.
     #[serde(default)]
     pub mode: Option<String>,
+}
+
+/// W3C trace context carried as top-level message fields (an extension).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct TraceFields {
+    /// `00-<trace id>-<parent span id>-<flags>`.
+    #[serde(default, deserialize_with = "or_default")]
+    pub traceparent: Option<String>,
+    /// Vendor trace state.
+    #[serde(default, deserialize_with = "or_default")]
+    pub tracestate: Option<String>,
 }
 
 /// Requested budgets: `{"timeout_ms":5000,"memory_bytes":67108864,"fuel":null,
@@ -184,6 +198,9 @@ pub struct InvokeRequest {
     /// Environment merged over the deploy-time env.
     #[serde(default, deserialize_with = "text_map")]
     pub env: BTreeMap<String, String>,
+    /// W3C trace context of the caller (an extension).
+    #[serde(flatten)]
+    pub trace: TraceFields,
     /// Targeting.
     #[serde(flatten)]
     pub target: Target,

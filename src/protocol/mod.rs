@@ -12,7 +12,7 @@ mod topics;
 
 pub use inbound::{
     Chunk, Inbound, InvokeRequest, LimitsSpec, MountSpec, Rejected, StartRequest, StopRequest,
-    Target, decode,
+    Target, TraceFields, decode,
 };
 pub use outbound::{
     BinaryRequest, Budget, Discovery, ErrorKind, InvokeResult, Liveliness, Metadata, Outbound,

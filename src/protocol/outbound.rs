@@ -123,6 +123,9 @@ pub struct Outcome {
     /// What the task used (an extension); the proplet always sets it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// W3C trace context of the task's span, for the manager to link to (an extension).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// The usage receipt of one task or invocation.

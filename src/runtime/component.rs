@@ -3,13 +3,14 @@
 //! result. Which one a component is, is read from its type, never from its bytes.
 
 use tokio::sync::oneshot;
+use tracing::{Instrument as _, Span};
 use wasmtime::component::types::{Component, ComponentItem};
 use wasmtime::component::{Func, Instance, InstancePre, Val};
 use wasmtime::{Engine, Store};
 
 use super::engine::WasmEngine;
 use super::host::{Captured, ComponentState, component_state};
-use super::outcome::{Failure, Finished, Guards, check_arity, classify, is_clean_exit};
+use super::outcome::{self, Failure, Finished, Guards, check_arity, classify, is_clean_exit};
 use super::workload::HANDLER_INTERFACE;
 use super::{RuntimeError, TaskOutput, TaskSpec};
 
@@ -30,6 +31,24 @@ pub enum Target {
         /// The function name.
         name: String,
     },
+}
+
+impl Target {
+    /// The called function as `interface#name` (for traces).
+    pub fn describe(&self) -> String {
+        match self {
+            Target::Workload => format!("{HANDLER_INTERFACE}#run"),
+            Target::Command { interface } => format!("{interface}#run"),
+            Target::Function {
+                interface: Some(i),
+                name,
+            } => format!("{i}#{name}"),
+            Target::Function {
+                interface: None,
+                name,
+            } => name.clone(),
+        }
+    }
 }
 
 /// Resolves what `spec` asks for against the component's exported types: a workload's
@@ -102,14 +121,17 @@ pub async fn run(
     let scratch = engine.scratch()?;
     let state = component_state(spec, &captured, &scratch).map_err(RuntimeError::internal)?;
     let mut store = engine.store(state, spec)?;
-    let outcome = execute(&mut store, pre, &target, spec, started).await;
+    let span = outcome::execute_span();
+    let outcome = execute(&mut store, pre, &target, spec, started, &span).await;
     engine.settle(&store, spec);
     let guards = Guards {
         memory_refused: store.data().limiter.refused(),
         output_refused: store.data().workload.overflowed,
         fuel: spec.limits.fuel,
     };
-    classify(outcome, guards, &captured)
+    let result = classify(outcome, guards, &captured);
+    outcome::record(&span, &result, &spec.meter);
+    result
 }
 
 async fn execute(
@@ -118,12 +140,15 @@ async fn execute(
     target: &Target,
     spec: &TaskSpec,
     started: Option<oneshot::Sender<()>>,
+    span: &Span,
 ) -> Result<Finished, Failure> {
     let instance = pre
         .instantiate_async(&mut *store)
+        .instrument(tracing::info_span!("instantiate"))
         .await
         .map_err(Failure::Instantiate)?;
     let func = lookup(&instance, store, target)?;
+    span.record("code.function", target.describe().as_str());
     let params = match target {
         Target::Command { .. } | Target::Workload => Vec::new(),
         Target::Function { name, .. } => arguments(store, &func, name, &spec.inputs)?,
@@ -134,7 +159,8 @@ async fn execute(
     }
     let mut results = vec![Val::Bool(false); func.ty(&*store).results().len()];
     let command = matches!(target, Target::Command { .. });
-    match func.call_async(&mut *store, &params, &mut results).await {
+    let call = func.call_async(&mut *store, &params, &mut results);
+    match call.instrument(span.clone()).await {
         Ok(()) => {}
         Err(e) if command && is_clean_exit(&e) => return Ok(Finished::Command),
         Err(e) => return Err(Failure::Call(e)),

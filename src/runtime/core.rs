@@ -1,11 +1,12 @@
 //! Core modules (WASI preview 1) in-process (PROTOCOL.md §5.3, "H, Wasmtime").
 
 use tokio::sync::oneshot;
+use tracing::{Instrument as _, Span};
 use wasmtime::{Func, Instance, InstancePre, Store, Val};
 
 use super::engine::WasmEngine;
 use super::host::{Captured, HostState, host_state};
-use super::outcome::{Failure, Finished, Guards, check_arity, classify, is_clean_exit};
+use super::outcome::{self, Failure, Finished, Guards, check_arity, classify, is_clean_exit};
 use super::{RuntimeError, TaskOutput, TaskSpec, values};
 
 /// Exports tried, in order, when the requested one does not exist (as upstream does).
@@ -23,14 +24,17 @@ pub async fn run(
     let scratch = engine.scratch()?;
     let state = host_state(spec, &captured, &scratch).map_err(RuntimeError::internal)?;
     let mut store = engine.store(state, spec)?;
-    let outcome = execute(&mut store, pre, spec, started).await;
+    let span = outcome::execute_span();
+    let outcome = execute(&mut store, pre, spec, started, &span).await;
     engine.settle(&store, spec);
     let guards = Guards {
         memory_refused: store.data().limiter.refused(),
         output_refused: false,
         fuel: spec.limits.fuel,
     };
-    classify(outcome, guards, &captured)
+    let result = classify(outcome, guards, &captured);
+    outcome::record(&span, &result, &spec.meter);
+    result
 }
 
 async fn execute(
@@ -38,15 +42,19 @@ async fn execute(
     pre: &InstancePre<HostState>,
     spec: &TaskSpec,
     started: Option<oneshot::Sender<()>>,
+    span: &Span,
 ) -> Result<Finished, Failure> {
     let instance = pre
         .instantiate_async(&mut *store)
+        .instrument(tracing::info_span!("instantiate"))
         .await
         .map_err(Failure::Instantiate)?;
     let (entry, func) = resolve(&instance, store, spec)?;
+    span.record("code.function", entry.as_str());
     let command = entry == "_start";
     if !command && let Some(init) = instance.get_func(&mut *store, "_initialize") {
         init.call_async(&mut *store, &[], &mut [])
+            .instrument(span.clone())
             .await
             .map_err(Failure::Call)?;
     }
@@ -60,7 +68,8 @@ async fn execute(
         tx.send(()).ok();
     }
     let mut results = vec![Val::I32(0); func.ty(&*store).results().len()];
-    match func.call_async(&mut *store, &args, &mut results).await {
+    let call = func.call_async(&mut *store, &args, &mut results);
+    match call.instrument(span.clone()).await {
         Ok(()) if command => Ok(Finished::Command),
         Ok(()) => Ok(Finished::Text(values::render(&results))),
         Err(e) if command && is_clean_exit(&e) => Ok(Finished::Command),

@@ -12,12 +12,14 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tokio::sync::OnceCell;
+use tracing::Instrument as _;
 use wasmtime::component::{self, Component};
 use wasmtime::{Engine, InstancePre, Linker, Module, Store, UpdateDeadline};
 
 use super::host::{ComponentState, HostState};
 use super::{Digest, RuntimeError, TaskSpec};
 use crate::sandbox::{MemoryLimiter, Scratch};
+use crate::telemetry::Metrics;
 
 /// How often the epoch advances: the granularity of preemption and deadlines.
 pub const TICK: Duration = Duration::from_millis(10);
@@ -96,6 +98,8 @@ pub struct WasmEngine {
     compiles: AtomicU64,
     /// Whether stores meter fuel (`consume_fuel` is an engine-wide setting).
     fuel: bool,
+    /// Cache hits and misses are counted here.
+    metrics: Metrics,
     /// Parent of every task's private scratch directory; removed with the engine.
     scratch_root: tempfile::TempDir,
     _ticker: EpochTicker,
@@ -104,7 +108,7 @@ pub struct WasmEngine {
 impl WasmEngine {
     /// Builds the engine with epoch interruption, fuel metering when `fuel` is set, and a
     /// cache of `capacity` modules.
-    pub fn new(capacity: usize, fuel: bool) -> Result<Self, RuntimeError> {
+    pub fn new(capacity: usize, fuel: bool, metrics: Metrics) -> Result<Self, RuntimeError> {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true).consume_fuel(fuel);
         let engine = Engine::new(&config).map_err(RuntimeError::internal)?;
@@ -129,6 +133,7 @@ impl WasmEngine {
             clock: AtomicU64::new(0),
             compiles: AtomicU64::new(0),
             fuel,
+            metrics,
             scratch_root,
             _ticker: ticker,
         })
@@ -187,15 +192,24 @@ impl WasmEngine {
     }
 
     /// The prepared module for `bytes`, compiling it on the blocking pool on a cache miss.
-    /// Concurrent requests for one digest share a single compilation.
+    /// Concurrent requests for one digest share a single compilation. Traced as `compile`
+    /// with `cache.hit`.
     pub async fn prepare(
         &self,
         digest: &Digest,
         bytes: Arc<[u8]>,
     ) -> Result<Prepared, RuntimeError> {
         let cell = self.cache_cell(digest);
-        let result = cell.get_or_try_init(|| self.compile(bytes)).await.cloned();
-        if result.is_err() {
+        let hit = cell.initialized();
+        self.metrics.cache(hit);
+        let span = tracing::info_span!("compile", cache.hit = hit, binary.digest = %digest);
+        let result = cell
+            .get_or_try_init(|| self.compile(bytes))
+            .instrument(span.clone())
+            .await
+            .cloned();
+        if let Err(e) = &result {
+            crate::telemetry::trace::fail(&span, e.kind().as_str(), "the binary does not compile");
             self.lock_cache().remove(digest);
         }
         result
@@ -265,7 +279,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_module_is_compiled_once_per_digest() {
-        let engine = Arc::new(WasmEngine::new(4, false).expect("engine"));
+        let engine = Arc::new(WasmEngine::new(4, false, Metrics::default()).expect("engine"));
         let bytes: Arc<[u8]> = wat::parse_str(ADD).expect("wat").into();
         let digest = Digest::of(&bytes);
         let racers: Vec<_> = (0..8)
@@ -282,7 +296,7 @@ mod tests {
 
     #[tokio::test]
     async fn failures_are_not_cached_and_the_cache_is_bounded() {
-        let engine = WasmEngine::new(2, true).expect("engine");
+        let engine = WasmEngine::new(2, true, Metrics::default()).expect("engine");
         let junk: Arc<[u8]> = Arc::from(&b"not wasm"[..]);
         let junk_digest = Digest::of(&junk);
         assert!(matches!(

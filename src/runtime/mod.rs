@@ -218,11 +218,13 @@ pub enum Runtime {
 impl Runtime {
     /// In-process Wasmtime with a cache of `cache_entries` compiled modules, metering fuel
     /// when `fuel` is set.
-    pub fn wasmtime(cache_entries: usize, fuel: bool) -> Result<Self, RuntimeError> {
-        Ok(Runtime::Wasmtime(Arc::new(WasmEngine::new(
-            cache_entries,
-            fuel,
-        )?)))
+    pub fn wasmtime(
+        cache_entries: usize,
+        fuel: bool,
+        metrics: crate::telemetry::Metrics,
+    ) -> Result<Self, RuntimeError> {
+        let engine = WasmEngine::new(cache_entries, fuel, metrics)?;
+        Ok(Runtime::Wasmtime(Arc::new(engine)))
     }
 
     /// An external runtime binary, with temp files under `workdir`.

@@ -3,8 +3,12 @@
 use wasmtime::Trap;
 use wasmtime_wasi::I32Exit;
 
+use tracing::Span;
+use tracing::field::Empty;
+
 use super::host::Captured;
 use super::{RuntimeError, TaskOutput};
+use crate::sandbox::Meter;
 
 /// How a run went wrong, before classification.
 pub enum Failure {
@@ -104,4 +108,39 @@ pub fn check_arity(name: &str, expected: usize, got: usize) -> Result<(), Failur
     Err(Failure::Invalid(format!(
         "Argument count mismatch for function '{name}': expected {expected} arguments but got {got}"
     )))
+}
+
+/// The span of a guest's call: created before instantiation (which gets its own sibling
+/// span), entered for the call, and completed by [`record`].
+pub fn execute_span() -> Span {
+    tracing::info_span!(
+        "execute",
+        code.function = Empty,
+        outcome = Empty,
+        usage.memory_peak_bytes = Empty,
+        usage.output_bytes = Empty,
+        usage.fuel = Empty
+    )
+}
+
+/// Records how the call ended (`ok`, or the `error_kind`) and what it used.
+pub fn record(span: &Span, result: &Result<TaskOutput, RuntimeError>, meter: &Meter) {
+    let reading = meter.read();
+    if let Some(peak) = reading.memory_peak_bytes {
+        span.record("usage.memory_peak_bytes", peak);
+    }
+    if let Some(fuel) = reading.fuel {
+        span.record("usage.fuel", fuel);
+    }
+    span.record("usage.output_bytes", reading.output_bytes);
+    match result {
+        Ok(_) => {
+            span.record("outcome", "ok");
+        }
+        Err(e) => {
+            let kind = e.kind().as_str();
+            span.record("outcome", kind);
+            crate::telemetry::trace::fail(span, kind, &format!("the guest run ended: {kind}"));
+        }
+    }
 }

@@ -101,6 +101,14 @@ impl task::Host for ComponentState {
     async fn inputs(&mut self) -> Vec<String> {
         self.workload.inputs.clone()
     }
+
+    async fn traceparent(&mut self) -> Option<String> {
+        self.workload
+            .env
+            .iter()
+            .find(|(k, _)| k == "TRACEPARENT")
+            .map(|(_, v)| v.clone())
+    }
 }
 
 impl report::Host for ComponentState {

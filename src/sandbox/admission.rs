@@ -23,6 +23,17 @@ pub enum Source<'a> {
     Http(&'a url::Url),
 }
 
+impl Source<'_> {
+    /// `inline`, `registry` or `http` (for logs, traces and metrics).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Source::Inline => "inline",
+            Source::Registry => "registry",
+            Source::Http(_) => "http",
+        }
+    }
+}
+
 /// One allowed source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Allowed {

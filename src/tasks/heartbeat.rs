@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::protocol::Outbound;
+use crate::telemetry::Metrics;
 use crate::transport::Publisher;
 
 /// Runs until `cancel` fires or the session goes away. Publishing never blocks a tick: a
@@ -19,6 +20,7 @@ pub async fn run(
     every: Duration,
     mut ready: watch::Receiver<u64>,
     cancel: CancellationToken,
+    metrics: Metrics,
 ) {
     tokio::select! {
         _ = cancel.cancelled() => return,
@@ -34,8 +36,9 @@ pub async fn run(
                 Err(_) => return,
             },
             _ = ticker.tick() => {
-                if let Err(e) = publisher.try_send(beat.clone()) {
-                    debug!(error = %e, "heartbeat dropped");
+                match publisher.try_send(beat.clone()) {
+                    Ok(()) => metrics.heartbeat(),
+                    Err(e) => debug!(error = %e, "heartbeat dropped"),
                 }
             }
         }
@@ -66,6 +69,7 @@ mod tests {
             Duration::from_secs(5),
             ready,
             cancel.clone(),
+            Metrics::default(),
         ));
         tokio::time::sleep(Duration::from_secs(12)).await;
         assert!(

@@ -11,8 +11,11 @@ use tracing::{info, warn};
 use super::TaskError;
 use super::manager::{Admission, Shared, TaskManager};
 use super::receipt::Receipt;
+use super::spans;
 use crate::protocol::{ErrorKind, InvokeRequest, StartRequest};
 use crate::runtime::Binary;
+use crate::telemetry::{TraceHeaders, trace};
+use tracing::Instrument as _;
 
 /// A deployed latent task.
 pub(super) struct LatentTask {
@@ -22,6 +25,8 @@ pub(super) struct LatentTask {
     pub(super) binary: Binary,
     /// Parent of every invocation's token: a stop of the task cancels them all.
     pub(super) token: CancellationToken,
+    /// The deploy's span, which every invocation's trace links to.
+    pub(super) deploy: Option<opentelemetry::trace::SpanContext>,
 }
 
 /// Deploys a latent start: fetch, require a component, precompile, remember it. Publishes
@@ -60,6 +65,7 @@ pub(super) async fn deploy(
                 req: template,
                 binary,
                 token: shared.shutdown.child_token(),
+                deploy: trace::span_context(&tracing::Span::current()),
             };
             if let Some(previous) = shared.lock_latent().insert(req.id.clone(), latent) {
                 previous.token.cancel();
@@ -79,11 +85,11 @@ impl TaskManager {
         if req.invocation_id.is_empty() {
             return warn!(task_id = %req.id, "invoke without invocation_id ignored");
         }
-        let found = s
-            .lock_latent()
-            .get(&req.id)
-            .map(|l| (l.req.clone(), l.binary.clone(), l.token.clone()));
-        let Some((mut call, binary, parent)) = found else {
+        let found = s.lock_latent().get(&req.id).map(|l| {
+            let span = spans::invoke(&req, &l.req.name, &s.proplet_id, l.deploy.clone());
+            (l.req.clone(), l.binary.clone(), l.token.clone(), span)
+        });
+        let Some((mut call, binary, parent, span)) = found else {
             let why = format!(
                 "task {} has not been precompiled; deploy it as a latent task first",
                 req.id
@@ -106,13 +112,16 @@ impl TaskManager {
         if let Some(inputs) = req.inputs.filter(|i| !i.is_empty()) {
             call.inputs = inputs;
         }
+        let incoming = spans::headers(&req.trace);
         let invocation = Invocation {
             call,
             binary,
             task_id: req.id,
             invocation_id: req.invocation_id,
+            incoming,
         };
-        s.tracker.spawn(invocation.run(self.shared.clone(), token));
+        let run = invocation.run(self.shared.clone(), token);
+        s.tracker.spawn(run.instrument(span));
     }
 }
 
@@ -122,6 +131,8 @@ struct Invocation {
     binary: Binary,
     task_id: String,
     invocation_id: String,
+    /// The invoke's trace context.
+    incoming: TraceHeaders,
 }
 
 impl Invocation {
@@ -130,7 +141,7 @@ impl Invocation {
             shared: &shared,
             id: &self.call.id,
         };
-        let receipt = Receipt::new();
+        let receipt = Receipt::new(self.incoming);
         receipt.digest(&self.binary.digest);
         let run = async {
             let spec = shared.spec(&self.call, self.binary, &receipt)?;
@@ -141,7 +152,7 @@ impl Invocation {
             _ = token.cancelled() => Err(TaskError::Cancelled(shared.cancel_reason())),
             outcome = run => outcome,
         };
-        let outcome = Shared::invoke_outcome(&self.call.id, outcome, &receipt);
+        let outcome = shared.invoke_outcome(&self.call.id, outcome, &receipt);
         shared
             .publish_invoke(self.task_id, self.invocation_id, outcome)
             .await;

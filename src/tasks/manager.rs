@@ -8,11 +8,12 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::field::Empty;
+use tracing::{Instrument as _, Span, debug, info, warn};
 
 use super::latent::{self, LatentTask};
 use super::receipt::Receipt;
-use super::{Fetcher, TaskError, fetch};
+use super::{Fetcher, TaskError, fetch, spans};
 use crate::config::TaskSettings;
 use crate::protocol::{
     ErrorKind, Inbound, InvokeResult, Outbound, Outcome, Rejected, StartRequest, TaskResult, Topic,
@@ -21,6 +22,7 @@ use crate::runtime::{Binary, Runtime, TaskOutput, TaskSpec};
 use crate::sandbox::{
     Budgets, CapabilityError, LimitRequest, Mount, MountRequest, Policy, Source, capabilities,
 };
+use crate::telemetry::{Metrics, TraceHeaders, trace};
 use crate::transport::Publisher;
 
 /// What the manager is built from.
@@ -39,6 +41,8 @@ pub struct ManagerParts {
     pub policy: Policy,
     /// Concurrency and queue sizes.
     pub settings: TaskSettings,
+    /// Where task outcomes, occupancy and fetched bytes are counted.
+    pub metrics: Metrics,
 }
 
 /// Owns every task from admission to its one result. Cheap to clone.
@@ -61,6 +65,9 @@ pub(super) struct Shared {
     /// Running plus waiting tasks may not exceed this.
     pub(super) capacity: usize,
     pub(super) admitted: AtomicUsize,
+    /// Tasks holding an execution slot.
+    pub(super) running: AtomicUsize,
+    pub(super) metrics: Metrics,
     /// Every task and every reply, so shutdown can wait for them.
     pub(super) tracker: TaskTracker,
     /// Parent of every task's token; fired when the drain deadline passes.
@@ -84,6 +91,25 @@ impl Drop for Admission<'_> {
     fn drop(&mut self) {
         self.shared.lock_tasks().remove(self.id);
         self.shared.admitted.fetch_sub(1, Ordering::Relaxed);
+        self.shared.occupancy();
+    }
+}
+
+/// Counts a task as running while it holds an execution slot.
+struct Running<'a>(&'a Shared);
+
+impl<'a> Running<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        shared.running.fetch_add(1, Ordering::Relaxed);
+        shared.occupancy();
+        Running(shared)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::Relaxed);
+        self.0.occupancy();
     }
 }
 
@@ -102,6 +128,8 @@ impl TaskManager {
             slots: Semaphore::new(max),
             capacity: max + parts.settings.queue_capacity,
             admitted: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
+            metrics: parts.metrics,
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             draining: AtomicBool::new(false),
@@ -135,20 +163,32 @@ impl TaskManager {
         if !req.target.includes(&s.proplet_id) {
             return debug!(task_id = %req.id, "start is for another proplet");
         }
-        let receipt = Receipt::new();
-        if let Err(e) = req.validate() {
-            return self.reply(&req.id, Err(TaskError::Invalid(e.to_string())), receipt);
+        let span = spans::task(&req, &s.proplet_id);
+        let receipt = Receipt::new(spans::headers(&req.trace));
+        let valid = span.in_scope(|| {
+            let decode = tracing::info_span!("decode").entered();
+            let valid = req.validate();
+            if let Err(e) = &valid {
+                trace::fail(&decode, "invalid", e.log_text());
+            }
+            valid
+        });
+        if let Err(e) = valid {
+            let outcome = Err(TaskError::Invalid(e.to_string()));
+            return self.reply(&req.id, outcome, receipt, span);
         }
         let token = match s.admit(&req.id, &s.shutdown) {
             Ok(token) => token,
             Err(None) => {
                 return info!(task_id = %req.id, "duplicate start of an active task ignored");
             }
-            Err(Some(e)) => return self.reply(&req.id, Err(e), receipt),
+            Err(Some(e)) => return self.reply(&req.id, Err(e), receipt, span),
         };
-        info!(task_id = %req.id, name = %req.name, daemon = req.daemon, "task admitted");
-        s.tracker
-            .spawn(run_task(self.shared.clone(), req, token, receipt));
+        span.in_scope(
+            || info!(task_id = %req.id, name = %req.name, daemon = req.daemon, "task admitted"),
+        );
+        let task = run_task(self.shared.clone(), req, token, receipt);
+        s.tracker.spawn(task.instrument(span));
     }
 
     fn stop(&self, id: &str) {
@@ -174,11 +214,15 @@ impl TaskManager {
             return;
         }
         match (r.topic, r.id, r.invocation_id) {
-            (Topic::Start, Some(id), _) => self.reply(
-                &id,
-                Err(TaskError::Invalid(r.error.to_string())),
-                Receipt::new(),
-            ),
+            (Topic::Start, Some(id), _) => {
+                let span = spans::rejected(r.topic, &id, &self.shared.proplet_id);
+                span.in_scope(|| {
+                    let decode = tracing::info_span!("decode");
+                    trace::fail(&decode, "invalid", r.error.log_text());
+                });
+                let outcome = Err(TaskError::Invalid(r.error.to_string()));
+                self.reply(&id, outcome, Receipt::new(TraceHeaders::default()), span)
+            }
             (Topic::Invoke, Some(id), Some(inv)) => {
                 self.reply_invoke(id, inv, ErrorKind::Invalid, r.error.to_string())
             }
@@ -187,15 +231,20 @@ impl TaskManager {
     }
 
     /// Publishes a result in the background (no task is running for it).
-    fn reply(&self, id: &str, outcome: Result<TaskOutput, TaskError>, receipt: Receipt) {
+    fn reply(
+        &self,
+        id: &str,
+        outcome: Result<TaskOutput, TaskError>,
+        receipt: Receipt,
+        span: Span,
+    ) {
         if id.is_empty() {
             return;
         }
         let shared = self.shared.clone();
         let id = id.to_owned();
-        self.shared
-            .tracker
-            .spawn(async move { shared.publish_result(&id, outcome, &receipt).await });
+        let reply = async move { shared.publish_result(&id, outcome, &receipt).await };
+        self.shared.tracker.spawn(reply.instrument(span));
     }
 
     pub(super) fn reply_invoke(
@@ -206,7 +255,7 @@ impl TaskManager {
         error: String,
     ) {
         let shared = self.shared.clone();
-        let outcome = Receipt::new().seal(Outcome::failed(kind, error));
+        let outcome = Receipt::new(TraceHeaders::default()).seal(Outcome::failed(kind, error));
         self.shared
             .tracker
             .spawn(async move { shared.publish_invoke(task_id, invocation_id, outcome).await });
@@ -217,6 +266,7 @@ impl TaskManager {
     pub async fn shutdown(&self, drain: Duration) {
         let s = &self.shared;
         s.draining.store(true, Ordering::Relaxed);
+        s.metrics.draining();
         s.tracker.close();
         if tokio::time::timeout(drain, s.tracker.wait()).await.is_err() {
             warn!(
@@ -263,16 +313,28 @@ impl Shared {
         let token = parent.child_token();
         tasks.insert(key.to_owned(), token.clone());
         self.admitted.fetch_add(1, Ordering::Relaxed);
+        drop(tasks);
+        self.occupancy();
         Ok(token)
     }
 
-    /// Logs a failure and turns the run's outcome into wire fields.
+    /// Publishes the admitted and running counts to the metrics.
+    fn occupancy(&self) {
+        let admitted = self.admitted.load(Ordering::Relaxed);
+        let running = self.running.load(Ordering::Relaxed);
+        self.metrics.occupancy(admitted, running);
+    }
+
+    /// Logs a failure (and marks the current task span failed) and turns the run's outcome
+    /// into wire fields.
     fn outcome(id: &str, outcome: Result<TaskOutput, TaskError>) -> Outcome {
         match outcome {
             Ok(out) => Outcome::ok(out.result),
             Err(e) => {
                 let kind = e.kind();
-                warn!(task_id = %id, kind = kind.as_str(), "task failed: {}", e.log_text());
+                let text = e.log_text();
+                warn!(task_id = %id, kind = kind.as_str(), "task failed: {text}");
+                trace::fail(&Span::current(), kind.as_str(), &text);
                 Outcome::failed(kind, e.to_string())
             }
         }
@@ -285,12 +347,16 @@ impl Shared {
         receipt: &Receipt,
     ) {
         let outcome = receipt.seal(Self::outcome(id, outcome));
+        let kind = outcome.error_kind.map(ErrorKind::as_str);
+        self.metrics.task_finished(kind, receipt.elapsed());
         let msg = TaskResult {
             task_id: id.to_owned(),
             proplet_id: self.proplet_id.clone(),
             outcome,
         };
-        if self.publisher.send(Outbound::Result(msg)).await.is_err() {
+        let publish = publish_span(Topic::Results);
+        let sent = self.publisher.send(Outbound::Result(msg));
+        if sent.instrument(publish).await.is_err() {
             warn!(task_id = %id, "result lost: the MQTT session is closed");
         }
     }
@@ -307,9 +373,9 @@ impl Shared {
             proplet_id: self.proplet_id.clone(),
             outcome,
         };
-        if self
-            .publisher
-            .send(Outbound::InvokeResult(msg))
+        let sent = self.publisher.send(Outbound::InvokeResult(msg));
+        if sent
+            .instrument(publish_span(Topic::InvokeResults))
             .await
             .is_err()
         {
@@ -318,11 +384,15 @@ impl Shared {
     }
 
     pub(super) fn invoke_outcome(
+        &self,
         id: &str,
         outcome: Result<TaskOutput, TaskError>,
         receipt: &Receipt,
     ) -> Outcome {
-        receipt.seal(Self::outcome(id, outcome))
+        let outcome = receipt.seal(Self::outcome(id, outcome));
+        let kind = outcome.error_kind.map(ErrorKind::as_str);
+        self.metrics.task_finished(kind, receipt.elapsed());
+        outcome
     }
 
     pub(super) fn cancel_reason(&self) -> &'static str {
@@ -360,9 +430,20 @@ impl Shared {
             None => Source::Registry,
         };
         self.policy.check_source(source)?;
-        let binary = self.fetcher.fetch(req).await?;
+        let span = tracing::info_span!(
+            "fetch",
+            binary.source = source.name(),
+            binary.size = Empty,
+            binary.digest = Empty
+        );
+        let fetched = self.fetcher.fetch(req).instrument(span.clone()).await;
+        let binary =
+            fetched.inspect_err(|e| trace::fail(&span, e.kind().as_str(), &e.log_text()))?;
         receipt.digest(&binary.digest);
         let digest = binary.digest.to_string();
+        span.record("binary.size", binary.bytes.len());
+        span.record("binary.digest", digest.as_str());
+        self.metrics.fetched(source.name(), binary.bytes.len());
         info!(task_id = %req.id, %digest, bytes = binary.bytes.len(), "binary fetched");
         self.policy
             .check_binary(&digest, req.digest.as_deref(), req.signature.as_deref())?;
@@ -402,6 +483,15 @@ impl Shared {
         let mut env = req.env.clone();
         env.entry("PROPLET_ID".into())
             .or_insert_with(|| self.proplet_id.clone());
+        let trace = receipt.outgoing_trace();
+        for (name, value) in [
+            ("TRACEPARENT", trace.traceparent),
+            ("TRACESTATE", trace.tracestate),
+        ] {
+            if let Some(value) = value {
+                env.entry(name.into()).or_insert(value);
+            }
+        }
         let limits = self.budget(req, receipt)?;
         Ok(TaskSpec {
             id: req.id.clone(),
@@ -451,6 +541,7 @@ impl Shared {
             .acquire()
             .await
             .map_err(|_| TaskError::Cancelled("the proplet is shutting down"))?;
+        let _running = Running::new(self);
         Ok(self.runtime.run(spec, started).await?)
     }
 
@@ -471,6 +562,17 @@ impl Shared {
             acked.store(true, Ordering::Relaxed);
         }
     }
+}
+
+/// The span of publishing a result.
+fn publish_span(topic: Topic) -> Span {
+    tracing::info_span!(
+        "publish",
+        otel.kind = "producer",
+        messaging.system = "mqtt",
+        messaging.operation.type = "send",
+        messaging.destination.name = topic.suffix()
+    )
 }
 
 /// One task from admission to its result.

@@ -11,6 +11,7 @@ pub mod heartbeat;
 mod latent;
 mod manager;
 mod receipt;
+mod spans;
 
 pub use chunks::{Assembler, ChunkError};
 pub use error::TaskError;

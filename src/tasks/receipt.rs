@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use crate::protocol::{Budget, ErrorKind, Outcome, Usage};
 use crate::runtime::Digest;
 use crate::sandbox::{Limits, Meter};
+use crate::telemetry::{TraceHeaders, trace};
 
 /// Collects what a task used from its arrival to its result. Shared with the runtime
 /// through the [`Meter`]; the budgets and digest are set once they are known.
@@ -16,17 +17,31 @@ pub(super) struct Receipt {
     meter: Arc<Meter>,
     limits: OnceLock<Limits>,
     digest: OnceLock<Digest>,
+    /// The caller's trace context, from the message.
+    incoming: TraceHeaders,
 }
 
 impl Receipt {
-    /// A receipt whose clock starts now.
-    pub(super) fn new() -> Self {
+    /// A receipt whose clock starts now, for a message that carried `incoming`.
+    pub(super) fn new(incoming: TraceHeaders) -> Self {
         Receipt {
             started: Instant::now(),
             meter: Arc::default(),
             limits: OnceLock::new(),
             digest: OnceLock::new(),
+            incoming,
         }
+    }
+
+    /// The trace context to hand on from the current (task) span: its own when traces are
+    /// exported, else the caller's.
+    pub(super) fn outgoing_trace(&self) -> TraceHeaders {
+        trace::outgoing(&tracing::Span::current(), &self.incoming)
+    }
+
+    /// Time since the message arrived.
+    pub(super) fn elapsed(&self) -> Duration {
+        self.started.elapsed()
     }
 
     /// The meter the runtime writes to.
@@ -56,6 +71,7 @@ impl Receipt {
             )
         });
         outcome.digest = self.digest.get().map(ToString::to_string);
+        outcome.traceparent = self.outgoing_trace().traceparent;
         outcome.usage = Some(Usage {
             wall_ms: millis(self.started.elapsed()),
             fuel: reading.fuel,
@@ -87,7 +103,7 @@ mod tests {
 
     #[test]
     fn a_receipt_names_the_budget_that_tripped() {
-        let receipt = Receipt::new();
+        let receipt = Receipt::new(TraceHeaders::default());
         receipt.limits(Limits::default());
         receipt.digest(&Digest::of(b"x"));
         receipt.meter().output(12);
@@ -98,9 +114,10 @@ mod tests {
         assert_eq!(usage.memory_peak_bytes, None);
         assert_eq!(usage.limits.map(|b| b.memory_bytes), Some(256 << 20));
         assert!(out.digest.is_some_and(|d| d.starts_with("sha256:")));
-        let ok = Receipt::new().seal(Outcome::ok("3".into()));
+        let ok = Receipt::new(TraceHeaders::default()).seal(Outcome::ok("3".into()));
         assert_eq!(ok.usage.map(|u| u.limit), Some(None));
-        let trap = Receipt::new().seal(Outcome::failed(ErrorKind::Trap, "x".into()));
+        let trap = Receipt::new(TraceHeaders::default())
+            .seal(Outcome::failed(ErrorKind::Trap, "x".into()));
         assert_eq!(trap.usage.map(|u| u.limit), Some(None));
     }
 }

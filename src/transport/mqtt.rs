@@ -27,6 +27,7 @@ use tracing::{debug, info, warn};
 use super::{Backoff, TransportError};
 use crate::config::{Identity, MqttConfig};
 use crate::protocol::{self, Inbound, Outbound, Rejected, Topic, Topics};
+use crate::telemetry::Metrics;
 
 /// Decoded inbound messages waiting for the task manager.
 const INBOUND_CAPACITY: usize = 4096;
@@ -64,6 +65,7 @@ impl MqttSession {
         discovery: Outbound,
         offline: Outbound,
         outbound: mpsc::Receiver<Outbound>,
+        metrics: Metrics,
     ) -> Result<(MqttSession, SessionEvents), TransportError> {
         let topics = Topics::new(&identity.tenant_id, &identity.channel_id);
         let qos = qos(cfg.qos);
@@ -89,6 +91,7 @@ impl MqttSession {
             saved: Vec::new(),
             published: 0,
             flush: flush.clone(),
+            metrics,
         };
         let event_loop = tokio::spawn(run_loop(eventloop, state, finish_rx, cfg.timeout));
         let fwd = Forwarder {
@@ -264,6 +267,8 @@ struct LoopState {
     /// Publishes written to the network (for the shutdown flush).
     published: u64,
     flush: Arc<Flush>,
+    /// Connection state and reconnects, for `/readyz` and `/metrics`.
+    metrics: Metrics,
 }
 
 mod event_loop;

@@ -4,7 +4,7 @@
 //! It sums its inputs and reports `sum=<n>`. Arguments (the task's `cli_args`) change what
 //! it does, for tests: `fail` returns an error, `twice` tries to report a second time,
 //! `env` reports the environment it sees, `big` reports a result of 2 MiB, `chatty` logs
-//! without end.
+//! without end, `trace` reports its trace context.
 
 wit_bindgen::generate!({ path: "../../wit", world: "workload" });
 
@@ -25,6 +25,10 @@ impl Guest for Workload {
         if has("env") {
             let env: Vec<String> = task::env().into_iter().map(|(k, v)| format!("{k}={v}")).collect();
             return report::text(&env.join(",")).map_err(|e| format!("{e:?}"));
+        }
+        if has("trace") {
+            log::write(Level::Info, "reporting the trace context");
+            return report::text(&task::traceparent().unwrap_or_default()).map_err(|e| format!("{e:?}"));
         }
         if has("chatty") {
             let line = "x".repeat(1024);

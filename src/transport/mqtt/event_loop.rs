@@ -109,6 +109,7 @@ impl LoopState {
     /// Replays what a lost session dropped, then subscribes (announcing on the SUBACK).
     fn on_connected(&mut self, session_present: bool, el: &mut EventLoop) {
         self.announced = false;
+        self.metrics.connected(true);
         el.mqtt_options.set_clean_session(self.clean_session);
         let saved = std::mem::take(&mut self.saved);
         if !session_present && !saved.is_empty() {
@@ -176,6 +177,7 @@ impl LoopState {
     }
 
     fn on_error(&mut self, el: &mut EventLoop, e: &ConnectionError) {
+        self.metrics.connected(false);
         warn!(error = %e, "MQTT connection error; reconnecting");
         if is_oversized(e) {
             // The broker would redeliver the oversized message on every resumed session and

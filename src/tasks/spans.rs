@@ -1,0 +1,92 @@
+//! The root spans of tasks and invocations (messaging consumer spans, one trace per task),
+//! continuing the caller's trace when the message carries one.
+
+use tracing::Span;
+
+use crate::protocol::{InvokeRequest, StartRequest, Topic, TraceFields};
+use crate::telemetry::TraceHeaders;
+use crate::telemetry::trace;
+
+/// The trace headers of a message.
+pub(super) fn headers(fields: &TraceFields) -> TraceHeaders {
+    TraceHeaders {
+        traceparent: fields.traceparent.clone(),
+        tracestate: fields.tracestate.clone(),
+    }
+}
+
+/// `seed` for starts without targeting (seed-era managers), `latest` otherwise.
+fn generation(req: &StartRequest) -> &'static str {
+    if req.target.proplet_id.is_some() {
+        "latest"
+    } else {
+        "seed"
+    }
+}
+
+/// The root span of a start.
+pub(super) fn task(req: &StartRequest, proplet_id: &str) -> Span {
+    let span = tracing::info_span!(
+        "task",
+        otel.name = %display_name("task", &req.name),
+        otel.kind = "consumer",
+        messaging.system = "mqtt",
+        messaging.operation.type = "process",
+        messaging.destination.name = Topic::Start.suffix(),
+        messaging.message.id = %req.id,
+        task.id = %req.id,
+        task.name = %req.name,
+        task.daemon = req.daemon,
+        task.latent = req.latent,
+        proplet.id = %proplet_id,
+        manager.generation = generation(req),
+    );
+    trace::continue_trace(&span, &headers(&req.trace));
+    span
+}
+
+/// The root span of a message that could not be decoded but names a task.
+pub(super) fn rejected(topic: Topic, id: &str, proplet_id: &str) -> Span {
+    tracing::info_span!(
+        "task",
+        otel.name = "task (undecodable)",
+        otel.kind = "consumer",
+        messaging.system = "mqtt",
+        messaging.operation.type = "process",
+        messaging.destination.name = topic.suffix(),
+        task.id = %id,
+        proplet.id = %proplet_id,
+    )
+}
+
+/// The root span of an invocation, linked to the span of its latent task's deploy.
+pub(super) fn invoke(
+    req: &InvokeRequest,
+    name: &str,
+    proplet_id: &str,
+    deploy: Option<opentelemetry::trace::SpanContext>,
+) -> Span {
+    let span = tracing::info_span!(
+        "invoke",
+        otel.name = %display_name("invoke", name),
+        otel.kind = "consumer",
+        messaging.system = "mqtt",
+        messaging.operation.type = "process",
+        messaging.destination.name = Topic::Invoke.suffix(),
+        messaging.message.id = %req.invocation_id,
+        task.id = %req.id,
+        invocation.id = %req.invocation_id,
+        proplet.id = %proplet_id,
+    );
+    trace::continue_trace(&span, &headers(&req.trace));
+    trace::link(&span, deploy);
+    span
+}
+
+fn display_name(kind: &str, name: &str) -> String {
+    if name.is_empty() {
+        kind.to_owned()
+    } else {
+        format!("{kind} {name}")
+    }
+}
