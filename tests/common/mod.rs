@@ -5,6 +5,7 @@ pub mod broker;
 pub mod daemon;
 pub mod guests;
 pub mod http;
+pub mod otlp;
 pub mod pki;
 
 use std::collections::HashMap;
