@@ -34,6 +34,19 @@ guests:
 bench: guests
     RUST_LOG=error cargo bench --bench roundtrip
 
+# Jaeger (all-in-one) with docker or podman: OTLP on 4317 (gRPC) and 4318 (HTTP), the UI
+# on http://localhost:16686. Ctrl-C stops it.
+jaeger image="docker.io/jaegertracing/jaeger:latest":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    engine="$(command -v docker || command -v podman || true)"
+    if [ -z "$engine" ]; then
+        echo "just jaeger needs docker or podman" >&2
+        exit 1
+    fi
+    echo "Jaeger UI: http://localhost:16686  (then: OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 cargo run -- demo)"
+    exec "$engine" run --rm --name proplet-jaeger -p 16686:16686 -p 4317:4317 -p 4318:4318 "{{image}}"
+
 # A local mosquitto on port 1883 for manual runs (Ctrl-C to stop).
 broker:
     mosquitto -p 1883 -v

@@ -13,7 +13,7 @@
 //! - [`runtime`] — running one task — the only Wasmtime user, with [`sandbox`].
 //! - [`sandbox`] — budgets, admission policy, capabilities, limits and capped output.
 //! - [`keys`] — `proplet keygen` / `proplet sign`, the operator's side of signatures.
-//! - [`telemetry`] — logging.
+//! - [`telemetry`] — logs, OpenTelemetry traces, trace context, metrics and health.
 //! - [`worker`] — wires the parts together and runs them until shutdown.
 //! - [`local`] — `proplet run`, a task run locally.
 //! - [`demo`] — an embedded broker, a worker and a submitter in one process.
