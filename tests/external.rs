@@ -158,3 +158,26 @@ async fn stop_kills_the_process_and_output_is_capped() {
     assert_err(&m.result("flood").await, "output_limit", "65536 bytes");
     w.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runtime_process_runs_under_the_memory_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    // `tail -c N` holds N bytes: 150 MB is over a 16 MiB budget (+ 64 MiB for the runtime).
+    let hungry = script(
+        dir.path(),
+        "hungry",
+        "head -c 200000000 /dev/zero | tail -c 150000000 > /dev/null && echo fine",
+    );
+    let (_b, w, mut m) = setup_external(&hungry, &[]).await;
+    let small = json!({"limits": {"memory_bytes": 16 << 20}});
+    m.send_json("control/manager/start", &start("small", small))
+        .await;
+    let roomy = json!({"limits": {"memory_bytes": 512 << 20}});
+    m.send_json("control/manager/start", &start("roomy", roomy))
+        .await;
+    let small = m.result("small").await;
+    assert_err(&small, "exit", "exited with status");
+    assert_eq!(small["usage"]["memory_peak_bytes"], serde_json::Value::Null);
+    assert_ok(&m.result("roomy").await, "fine\n");
+    w.stop().await;
+}

@@ -8,20 +8,15 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::field::Empty;
 use tracing::{Instrument as _, Span, debug, info, warn};
 
 use super::latent::{self, LatentTask};
 use super::receipt::Receipt;
-use super::{Fetcher, TaskError, fetch, spans};
+use super::{Fetcher, TaskError, spans};
 use crate::config::TaskSettings;
-use crate::protocol::{
-    ErrorKind, Inbound, InvokeResult, Outbound, Outcome, Rejected, StartRequest, TaskResult, Topic,
-};
-use crate::runtime::{Binary, Runtime, TaskOutput, TaskSpec};
-use crate::sandbox::{
-    Budgets, CapabilityError, LimitRequest, Mount, MountRequest, Policy, Source, capabilities,
-};
+use crate::protocol::{ErrorKind, Inbound, Outcome, Rejected, StartRequest, Topic};
+use crate::runtime::{Runtime, TaskOutput};
+use crate::sandbox::{Budgets, Policy};
 use crate::telemetry::{Metrics, TraceHeaders, trace};
 use crate::transport::Publisher;
 
@@ -92,24 +87,6 @@ impl Drop for Admission<'_> {
         self.shared.lock_tasks().remove(self.id);
         self.shared.admitted.fetch_sub(1, Ordering::Relaxed);
         self.shared.occupancy();
-    }
-}
-
-/// Counts a task as running while it holds an execution slot.
-struct Running<'a>(&'a Shared);
-
-impl<'a> Running<'a> {
-    fn new(shared: &'a Shared) -> Self {
-        shared.running.fetch_add(1, Ordering::Relaxed);
-        shared.occupancy();
-        Running(shared)
-    }
-}
-
-impl Drop for Running<'_> {
-    fn drop(&mut self) {
-        self.0.running.fetch_sub(1, Ordering::Relaxed);
-        self.0.occupancy();
     }
 }
 
@@ -319,80 +296,10 @@ impl Shared {
     }
 
     /// Publishes the admitted and running counts to the metrics.
-    fn occupancy(&self) {
+    pub(super) fn occupancy(&self) {
         let admitted = self.admitted.load(Ordering::Relaxed);
         let running = self.running.load(Ordering::Relaxed);
         self.metrics.occupancy(admitted, running);
-    }
-
-    /// Logs a failure (and marks the current task span failed) and turns the run's outcome
-    /// into wire fields.
-    fn outcome(id: &str, outcome: Result<TaskOutput, TaskError>) -> Outcome {
-        match outcome {
-            Ok(out) => Outcome::ok(out.result),
-            Err(e) => {
-                let kind = e.kind();
-                let text = e.log_text();
-                warn!(task_id = %id, kind = kind.as_str(), "task failed: {text}");
-                trace::fail(&Span::current(), kind.as_str(), &text);
-                Outcome::failed(kind, e.to_string())
-            }
-        }
-    }
-
-    pub(super) async fn publish_result(
-        &self,
-        id: &str,
-        outcome: Result<TaskOutput, TaskError>,
-        receipt: &Receipt,
-    ) {
-        let outcome = receipt.seal(Self::outcome(id, outcome));
-        let kind = outcome.error_kind.map(ErrorKind::as_str);
-        self.metrics.task_finished(kind, receipt.elapsed());
-        let msg = TaskResult {
-            task_id: id.to_owned(),
-            proplet_id: self.proplet_id.clone(),
-            outcome,
-        };
-        let publish = publish_span(Topic::Results);
-        let sent = self.publisher.send(Outbound::Result(msg));
-        if sent.instrument(publish).await.is_err() {
-            warn!(task_id = %id, "result lost: the MQTT session is closed");
-        }
-    }
-
-    pub(super) async fn publish_invoke(
-        &self,
-        task_id: String,
-        invocation_id: String,
-        outcome: Outcome,
-    ) {
-        let msg = InvokeResult {
-            task_id,
-            invocation_id,
-            proplet_id: self.proplet_id.clone(),
-            outcome,
-        };
-        let sent = self.publisher.send(Outbound::InvokeResult(msg));
-        if sent
-            .instrument(publish_span(Topic::InvokeResults))
-            .await
-            .is_err()
-        {
-            warn!("invoke result lost: the MQTT session is closed");
-        }
-    }
-
-    pub(super) fn invoke_outcome(
-        &self,
-        id: &str,
-        outcome: Result<TaskOutput, TaskError>,
-        receipt: &Receipt,
-    ) -> Outcome {
-        let outcome = receipt.seal(Self::outcome(id, outcome));
-        let kind = outcome.error_kind.map(ErrorKind::as_str);
-        self.metrics.task_finished(kind, receipt.elapsed());
-        outcome
     }
 
     pub(super) fn cancel_reason(&self) -> &'static str {
@@ -402,177 +309,6 @@ impl Shared {
             "stopped by the manager"
         }
     }
-
-    async fn execute(
-        &self,
-        req: &StartRequest,
-        started: Option<oneshot::Sender<()>>,
-        receipt: &Receipt,
-    ) -> Result<TaskOutput, TaskError> {
-        self.grant(req)?;
-        self.budget(req, receipt)?;
-        let binary = self.obtain(req, receipt).await?;
-        self.run_spec(self.spec(req, binary, receipt)?, started)
-            .await
-    }
-
-    /// Fetches a task's binary and admits it: an allowed source, the pinned digest, a
-    /// trusted signature when one is given or required — all before anything is compiled.
-    pub(super) async fn obtain(
-        &self,
-        req: &StartRequest,
-        receipt: &Receipt,
-    ) -> Result<Binary, TaskError> {
-        let url = fetch::http_url(req)?;
-        let source = match &url {
-            _ if !req.file.is_empty() => Source::Inline,
-            Some(url) => Source::Http(url),
-            None => Source::Registry,
-        };
-        self.policy.check_source(source)?;
-        let span = tracing::info_span!(
-            "fetch",
-            binary.source = source.name(),
-            binary.size = Empty,
-            binary.digest = Empty
-        );
-        let fetched = self.fetcher.fetch(req).instrument(span.clone()).await;
-        let binary =
-            fetched.inspect_err(|e| trace::fail(&span, e.kind().as_str(), &e.log_text()))?;
-        receipt.digest(&binary.digest);
-        let digest = binary.digest.to_string();
-        span.record("binary.size", binary.bytes.len());
-        span.record("binary.digest", digest.as_str());
-        self.metrics.fetched(source.name(), binary.bytes.len());
-        info!(task_id = %req.id, %digest, bytes = binary.bytes.len(), "binary fetched");
-        self.policy
-            .check_binary(&digest, req.digest.as_deref(), req.signature.as_deref())?;
-        Ok(binary)
-    }
-
-    /// The task's budgets: its request within the node maximums.
-    pub(super) fn budget(
-        &self,
-        req: &StartRequest,
-        receipt: &Receipt,
-    ) -> Result<crate::sandbox::Limits, TaskError> {
-        let asked = LimitRequest {
-            timeout_ms: req.limits.timeout_ms,
-            memory_bytes: req.limits.memory_bytes,
-            fuel: req.limits.fuel,
-            output_bytes: req.limits.output_bytes,
-        };
-        let limits = self.budgets.grant(&asked, req.daemon)?;
-        if limits.fuel.is_some() && matches!(self.runtime, Runtime::External(_)) {
-            return Err(CapabilityError::Denied(
-                "fuel metering is not available with the external runtime".into(),
-            )
-            .into());
-        }
-        receipt.limits(limits);
-        Ok(limits)
-    }
-
-    /// The runtime's view of a start: env with `PROPLET_ID`, granted budgets and mounts.
-    pub(super) fn spec(
-        &self,
-        req: &StartRequest,
-        binary: Binary,
-        receipt: &Receipt,
-    ) -> Result<TaskSpec, TaskError> {
-        let mut env = req.env.clone();
-        env.entry("PROPLET_ID".into())
-            .or_insert_with(|| self.proplet_id.clone());
-        let trace = receipt.outgoing_trace();
-        for (name, value) in [
-            ("TRACEPARENT", trace.traceparent),
-            ("TRACESTATE", trace.tracestate),
-        ] {
-            if let Some(value) = value {
-                env.entry(name.into()).or_insert(value);
-            }
-        }
-        let limits = self.budget(req, receipt)?;
-        Ok(TaskSpec {
-            id: req.id.clone(),
-            name: req.name.clone(),
-            binary,
-            inputs: req.inputs.clone(),
-            args: req.cli_args.clone(),
-            env,
-            limits,
-            mounts: self.grant(req)?,
-            network: self.network.clone(),
-            meter: receipt.meter(),
-        })
-    }
-
-    /// The task's mounts: its request intersected with the node's volumes.
-    pub(super) fn grant(&self, req: &StartRequest) -> Result<Vec<Mount>, TaskError> {
-        if req.mounts.is_empty() {
-            return Ok(Vec::new());
-        }
-        if matches!(self.runtime, Runtime::External(_)) {
-            return Err(CapabilityError::Denied(
-                "mounts are not supported with the external runtime".into(),
-            )
-            .into());
-        }
-        let requests: Vec<MountRequest> = req
-            .mounts
-            .iter()
-            .map(|m| MountRequest {
-                volume: m.volume.clone(),
-                path: m.path.clone(),
-                mode: m.mode.clone(),
-            })
-            .collect();
-        Ok(capabilities::grant(&self.volumes, &requests)?)
-    }
-
-    /// Waits for an execution slot, then runs.
-    pub(super) async fn run_spec(
-        &self,
-        spec: TaskSpec,
-        started: Option<oneshot::Sender<()>>,
-    ) -> Result<TaskOutput, TaskError> {
-        let _slot = self
-            .slots
-            .acquire()
-            .await
-            .map_err(|_| TaskError::Cancelled("the proplet is shutting down"))?;
-        let _running = Running::new(self);
-        Ok(self.runtime.run(spec, started).await?)
-    }
-
-    /// For a daemon: publishes the empty success result once the guest is running.
-    async fn ack_when_started(
-        &self,
-        id: &str,
-        started: oneshot::Receiver<()>,
-        acked: &AtomicBool,
-        receipt: &Receipt,
-    ) {
-        if started.await.is_ok() {
-            let running = TaskOutput {
-                result: String::new(),
-                stderr: String::new(),
-            };
-            self.publish_result(id, Ok(running), receipt).await;
-            acked.store(true, Ordering::Relaxed);
-        }
-    }
-}
-
-/// The span of publishing a result.
-fn publish_span(topic: Topic) -> Span {
-    tracing::info_span!(
-        "publish",
-        otel.kind = "producer",
-        messaging.system = "mqtt",
-        messaging.operation.type = "send",
-        messaging.destination.name = topic.suffix()
-    )
 }
 
 /// One task from admission to its result.

@@ -6,10 +6,12 @@
 
 mod chunks;
 mod error;
+mod execute;
 mod fetch;
 pub mod heartbeat;
 mod latent;
 mod manager;
+mod publish;
 mod receipt;
 mod spans;
 

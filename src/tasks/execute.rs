@@ -1,0 +1,197 @@
+//! Running one start: budgets, admission of the binary, the runtime's task spec, an
+//! execution slot, and the daemon's acknowledgement.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::oneshot;
+use tracing::field::Empty;
+use tracing::{Instrument as _, info};
+
+use super::TaskError;
+use super::fetch;
+use super::manager::Shared;
+use super::receipt::Receipt;
+use crate::protocol::StartRequest;
+use crate::runtime::{Binary, Runtime, TaskOutput, TaskSpec};
+use crate::sandbox::{CapabilityError, LimitRequest, Mount, MountRequest, Source, capabilities};
+use crate::telemetry::trace;
+
+/// Counts a task as running while it holds an execution slot.
+struct Running<'a>(&'a Shared);
+
+impl<'a> Running<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        shared.running.fetch_add(1, Ordering::Relaxed);
+        shared.occupancy();
+        Running(shared)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::Relaxed);
+        self.0.occupancy();
+    }
+}
+
+impl Shared {
+    pub(super) async fn execute(
+        &self,
+        req: &StartRequest,
+        started: Option<oneshot::Sender<()>>,
+        receipt: &Receipt,
+    ) -> Result<TaskOutput, TaskError> {
+        self.grant(req)?;
+        self.budget(req, receipt)?;
+        let binary = self.obtain(req, receipt).await?;
+        self.run_spec(self.spec(req, binary, receipt)?, started)
+            .await
+    }
+
+    /// Fetches a task's binary and admits it: an allowed source, the pinned digest, a
+    /// trusted signature when one is given or required — all before anything is compiled.
+    pub(super) async fn obtain(
+        &self,
+        req: &StartRequest,
+        receipt: &Receipt,
+    ) -> Result<Binary, TaskError> {
+        let url = fetch::http_url(req)?;
+        let source = match &url {
+            _ if !req.file.is_empty() => Source::Inline,
+            Some(url) => Source::Http(url),
+            None => Source::Registry,
+        };
+        self.policy.check_source(source)?;
+        let span = tracing::info_span!(
+            "fetch",
+            binary.source = source.name(),
+            binary.size = Empty,
+            binary.digest = Empty
+        );
+        let fetched = self.fetcher.fetch(req).instrument(span.clone()).await;
+        let binary =
+            fetched.inspect_err(|e| trace::fail(&span, e.kind().as_str(), &e.log_text()))?;
+        receipt.digest(&binary.digest);
+        let digest = binary.digest.to_string();
+        span.record("binary.size", binary.bytes.len());
+        span.record("binary.digest", digest.as_str());
+        self.metrics.fetched(source.name(), binary.bytes.len());
+        info!(task_id = %req.id, %digest, bytes = binary.bytes.len(), "binary fetched");
+        self.policy
+            .check_binary(&digest, req.digest.as_deref(), req.signature.as_deref())?;
+        Ok(binary)
+    }
+
+    /// The task's budgets: its request within the node maximums.
+    pub(super) fn budget(
+        &self,
+        req: &StartRequest,
+        receipt: &Receipt,
+    ) -> Result<crate::sandbox::Limits, TaskError> {
+        let asked = LimitRequest {
+            timeout_ms: req.limits.timeout_ms,
+            memory_bytes: req.limits.memory_bytes,
+            fuel: req.limits.fuel,
+            output_bytes: req.limits.output_bytes,
+        };
+        let limits = self.budgets.grant(&asked, req.daemon)?;
+        if limits.fuel.is_some() && matches!(self.runtime, Runtime::External(_)) {
+            return Err(CapabilityError::Denied(
+                "fuel metering is not available with the external runtime".into(),
+            )
+            .into());
+        }
+        receipt.limits(limits);
+        Ok(limits)
+    }
+
+    /// The runtime's view of a start: env with `PROPLET_ID`, granted budgets and mounts.
+    pub(super) fn spec(
+        &self,
+        req: &StartRequest,
+        binary: Binary,
+        receipt: &Receipt,
+    ) -> Result<TaskSpec, TaskError> {
+        let mut env = req.env.clone();
+        env.entry("PROPLET_ID".into())
+            .or_insert_with(|| self.proplet_id.clone());
+        let trace = receipt.outgoing_trace();
+        for (name, value) in [
+            ("TRACEPARENT", trace.traceparent),
+            ("TRACESTATE", trace.tracestate),
+        ] {
+            if let Some(value) = value {
+                env.entry(name.into()).or_insert(value);
+            }
+        }
+        let limits = self.budget(req, receipt)?;
+        Ok(TaskSpec {
+            id: req.id.clone(),
+            name: req.name.clone(),
+            binary,
+            inputs: req.inputs.clone(),
+            args: req.cli_args.clone(),
+            env,
+            limits,
+            mounts: self.grant(req)?,
+            network: self.network.clone(),
+            meter: receipt.meter(),
+        })
+    }
+
+    /// The task's mounts: its request intersected with the node's volumes.
+    pub(super) fn grant(&self, req: &StartRequest) -> Result<Vec<Mount>, TaskError> {
+        if req.mounts.is_empty() {
+            return Ok(Vec::new());
+        }
+        if matches!(self.runtime, Runtime::External(_)) {
+            return Err(CapabilityError::Denied(
+                "mounts are not supported with the external runtime".into(),
+            )
+            .into());
+        }
+        let requests: Vec<MountRequest> = req
+            .mounts
+            .iter()
+            .map(|m| MountRequest {
+                volume: m.volume.clone(),
+                path: m.path.clone(),
+                mode: m.mode.clone(),
+            })
+            .collect();
+        Ok(capabilities::grant(&self.volumes, &requests)?)
+    }
+
+    /// Waits for an execution slot, then runs.
+    pub(super) async fn run_spec(
+        &self,
+        spec: TaskSpec,
+        started: Option<oneshot::Sender<()>>,
+    ) -> Result<TaskOutput, TaskError> {
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| TaskError::Cancelled("the proplet is shutting down"))?;
+        let _running = Running::new(self);
+        Ok(self.runtime.run(spec, started).await?)
+    }
+
+    /// For a daemon: publishes the empty success result once the guest is running.
+    pub(super) async fn ack_when_started(
+        &self,
+        id: &str,
+        started: oneshot::Receiver<()>,
+        acked: &AtomicBool,
+        receipt: &Receipt,
+    ) {
+        if started.await.is_ok() {
+            let running = TaskOutput {
+                result: String::new(),
+                stderr: String::new(),
+            };
+            self.publish_result(id, Ok(running), receipt).await;
+            acked.store(true, Ordering::Relaxed);
+        }
+    }
+}
