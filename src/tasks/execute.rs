@@ -13,6 +13,7 @@ use super::manager::Shared;
 use super::receipt::Receipt;
 use crate::protocol::StartRequest;
 use crate::runtime::{Binary, Runtime, TaskOutput, TaskSpec};
+use crate::sandbox::Limits;
 use crate::sandbox::{CapabilityError, LimitRequest, Mount, MountRequest, Source, capabilities};
 use crate::telemetry::trace;
 
@@ -34,18 +35,37 @@ impl Drop for Running<'_> {
     }
 }
 
+/// What a start is granted, decided before its binary is fetched.
+pub(super) struct Grants {
+    /// Its budgets.
+    pub(super) limits: Limits,
+    /// Its mounts.
+    pub(super) mounts: Vec<Mount>,
+}
+
 impl Shared {
+    /// Runs a start: grants, binary, slot, guest.
     pub(super) async fn execute(
         &self,
         req: &StartRequest,
         started: Option<oneshot::Sender<()>>,
         receipt: &Receipt,
     ) -> Result<TaskOutput, TaskError> {
-        self.grant(req)?;
-        self.budget(req, receipt)?;
+        let grants = self.grants(req, receipt)?;
         let binary = self.obtain(req, receipt).await?;
-        self.run_spec(self.spec(req, binary, receipt)?, started)
+        self.run_spec(self.spec(req, binary, receipt, grants), started)
             .await
+    }
+
+    /// The budgets and mounts of a start (recorded in its receipt), or why it gets none.
+    pub(super) fn grants(
+        &self,
+        req: &StartRequest,
+        receipt: &Receipt,
+    ) -> Result<Grants, TaskError> {
+        let mounts = self.grant(req)?;
+        let limits = self.budget(req, receipt)?;
+        Ok(Grants { limits, mounts })
     }
 
     /// Fetches a task's binary and admits it: an allowed source, the pinned digest, a
@@ -83,11 +103,7 @@ impl Shared {
     }
 
     /// The task's budgets: its request within the node maximums.
-    pub(super) fn budget(
-        &self,
-        req: &StartRequest,
-        receipt: &Receipt,
-    ) -> Result<crate::sandbox::Limits, TaskError> {
+    fn budget(&self, req: &StartRequest, receipt: &Receipt) -> Result<Limits, TaskError> {
         let asked = LimitRequest {
             timeout_ms: req.limits.timeout_ms,
             memory_bytes: req.limits.memory_bytes,
@@ -105,13 +121,15 @@ impl Shared {
         Ok(limits)
     }
 
-    /// The runtime's view of a start: env with `PROPLET_ID`, granted budgets and mounts.
+    /// The runtime's view of a start: env with `PROPLET_ID` and the trace context, granted
+    /// budgets and mounts.
     pub(super) fn spec(
         &self,
         req: &StartRequest,
         binary: Binary,
         receipt: &Receipt,
-    ) -> Result<TaskSpec, TaskError> {
+        grants: Grants,
+    ) -> TaskSpec {
         let mut env = req.env.clone();
         env.entry("PROPLET_ID".into())
             .or_insert_with(|| self.proplet_id.clone());
@@ -124,23 +142,22 @@ impl Shared {
                 env.entry(name.into()).or_insert(value);
             }
         }
-        let limits = self.budget(req, receipt)?;
-        Ok(TaskSpec {
+        TaskSpec {
             id: req.id.clone(),
             name: req.name.clone(),
             binary,
             inputs: req.inputs.clone(),
             args: req.cli_args.clone(),
             env,
-            limits,
-            mounts: self.grant(req)?,
+            limits: grants.limits,
+            mounts: grants.mounts,
             network: self.network.clone(),
             meter: receipt.meter(),
-        })
+        }
     }
 
     /// The task's mounts: its request intersected with the node's volumes.
-    pub(super) fn grant(&self, req: &StartRequest) -> Result<Vec<Mount>, TaskError> {
+    fn grant(&self, req: &StartRequest) -> Result<Vec<Mount>, TaskError> {
         if req.mounts.is_empty() {
             return Ok(Vec::new());
         }

@@ -38,8 +38,7 @@ pub(super) async fn deploy(
     receipt: &Receipt,
 ) {
     let work = async {
-        shared.grant(req)?;
-        shared.budget(req, receipt)?;
+        shared.grants(req, receipt)?;
         let binary = shared.obtain(req, receipt).await?;
         if !binary.is_component() {
             let why = format!(
@@ -144,7 +143,8 @@ impl Invocation {
         let receipt = Receipt::new(self.incoming);
         receipt.digest(&self.binary.digest);
         let run = async {
-            let spec = shared.spec(&self.call, self.binary, &receipt)?;
+            let grants = shared.grants(&self.call, &receipt)?;
+            let spec = shared.spec(&self.call, self.binary, &receipt, grants);
             shared.run_spec(spec, None).await
         };
         let outcome = tokio::select! {
