@@ -21,8 +21,7 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --all-targets -- -D warnings
 
-# Build the sample guests in guest-examples/: core modules (wasm32-wasip1), Rust components
-# (wasm32-wasip2) and the Python workload (componentize-py).
+# Build the sample guests: core modules, Rust components, the Python workload.
 guests:
     bash scripts/setup.sh
     cargo build --manifest-path guest-examples/Cargo.toml --release --locked --target wasm32-wasip1 -p add -p hello -p spin -p alloc
@@ -34,8 +33,7 @@ guests:
 bench: guests
     RUST_LOG=error cargo bench --bench roundtrip
 
-# Jaeger (all-in-one) with docker or podman: OTLP on 4317 (gRPC) and 4318 (HTTP), the UI
-# on http://localhost:16686. Ctrl-C stops it.
+# Jaeger all-in-one (docker or podman): OTLP on 4317/4318, UI on http://localhost:16686.
 jaeger image="docker.io/jaegertracing/jaeger:latest":
     #!/usr/bin/env bash
     set -euo pipefail

@@ -233,6 +233,9 @@ impl TaskManager {
     ) {
         let shared = self.shared.clone();
         let outcome = Receipt::new(TraceHeaders::default()).seal(Outcome::failed(kind, error));
+        shared
+            .metrics
+            .task_finished(Some(kind.as_str()), Duration::ZERO);
         self.shared
             .tracker
             .spawn(async move { shared.publish_invoke(task_id, invocation_id, outcome).await });
