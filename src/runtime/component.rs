@@ -10,7 +10,7 @@ use wasmtime::{Engine, Store};
 
 use super::engine::WasmEngine;
 use super::host::{Captured, ComponentState, component_state};
-use super::outcome::{self, Failure, Finished, Guards, check_arity, classify, is_clean_exit};
+use super::outcome::{self, Failure, Finished, check_arity, is_clean_exit};
 use super::workload::HANDLER_INTERFACE;
 use super::{RuntimeError, TaskOutput, TaskSpec};
 
@@ -123,15 +123,7 @@ pub async fn run(
     let mut store = engine.store(state, spec)?;
     let span = outcome::execute_span();
     let outcome = execute(&mut store, pre, &target, spec, started, &span).await;
-    engine.settle(&store, spec);
-    let guards = Guards {
-        memory_refused: store.data().limiter.refused(),
-        output_refused: store.data().workload.overflowed,
-        fuel: spec.limits.fuel,
-    };
-    let result = classify(outcome, guards, &captured);
-    outcome::record(&span, &result, &spec.meter);
-    result
+    outcome::conclude(engine, &mut store, spec, outcome, &captured, &span)
 }
 
 async fn execute(

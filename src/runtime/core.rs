@@ -6,7 +6,7 @@ use wasmtime::{Func, Instance, InstancePre, Store, Val};
 
 use super::engine::WasmEngine;
 use super::host::{Captured, HostState, host_state};
-use super::outcome::{self, Failure, Finished, Guards, check_arity, classify, is_clean_exit};
+use super::outcome::{self, Failure, Finished, check_arity, is_clean_exit};
 use super::{RuntimeError, TaskOutput, TaskSpec, values};
 
 /// Exports tried, in order, when the requested one does not exist (as upstream does).
@@ -26,15 +26,7 @@ pub async fn run(
     let mut store = engine.store(state, spec)?;
     let span = outcome::execute_span();
     let outcome = execute(&mut store, pre, spec, started, &span).await;
-    engine.settle(&store, spec);
-    let guards = Guards {
-        memory_refused: store.data().limiter.refused(),
-        output_refused: false,
-        fuel: spec.limits.fuel,
-    };
-    let result = classify(outcome, guards, &captured);
-    outcome::record(&span, &result, &spec.meter);
-    result
+    outcome::conclude(engine, &mut store, spec, outcome, &captured, &span)
 }
 
 async fn execute(

@@ -6,8 +6,11 @@ use wasmtime_wasi::I32Exit;
 use tracing::Span;
 use tracing::field::Empty;
 
+use wasmtime::Store;
+
+use super::engine::{Limited, WasmEngine};
 use super::host::Captured;
-use super::{RuntimeError, TaskOutput};
+use super::{RuntimeError, TaskOutput, TaskSpec};
 use crate::sandbox::Meter;
 
 /// How a run went wrong, before classification.
@@ -30,6 +33,27 @@ pub enum Finished {
     Command,
     /// An export returned; the result is this text.
     Text(String),
+}
+
+/// Ends a run: records the final fuel reading, classifies the outcome against the budgets
+/// the store saw, and completes the `execute` span.
+pub fn conclude<T: Limited>(
+    engine: &WasmEngine,
+    store: &mut Store<T>,
+    spec: &TaskSpec,
+    outcome: Result<Finished, Failure>,
+    captured: &Captured,
+    span: &Span,
+) -> Result<TaskOutput, RuntimeError> {
+    engine.settle(store, spec);
+    let guards = Guards {
+        memory_refused: store.data_mut().limiter().refused(),
+        output_refused: store.data().output_exhausted(),
+        fuel: spec.limits.fuel,
+    };
+    let result = classify(outcome, guards, captured);
+    record(span, &result, &spec.meter);
+    result
 }
 
 /// What the store saw of the budgets during a run.
