@@ -18,7 +18,7 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TaskLabels {
     outcome: &'static str,
-    error_kind: String,
+    error_kind: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -134,10 +134,10 @@ impl Metrics {
     }
 
     /// A task (or invocation) ended: `error_kind` is `None` on success.
-    pub fn task_finished(&self, error_kind: Option<&str>, took: Duration) {
+    pub fn task_finished(&self, error_kind: Option<&'static str>, took: Duration) {
         let labels = TaskLabels {
             outcome: if error_kind.is_some() { "error" } else { "ok" },
-            error_kind: error_kind.unwrap_or("").to_owned(),
+            error_kind: error_kind.unwrap_or(""),
         };
         self.inner.tasks.get_or_create(&labels).inc();
         self.inner.duration.observe(took.as_secs_f64());
