@@ -90,8 +90,12 @@ impl Running {
         let runtime = match &config.tasks.external_runtime {
             Some(program) => Runtime::external(program.clone(), workdir.to_path_buf()),
             None => Runtime::wasmtime(
-                config.tasks.module_cache_entries,
+                crate::runtime::CacheLimits {
+                    entries: config.tasks.module_cache_entries,
+                    bytes: config.tasks.module_cache_bytes,
+                },
                 config.budgets.metering(),
+                sandbox_limits(config),
                 metrics.clone(),
             )?,
         };
@@ -115,7 +119,7 @@ impl Running {
         let manager = TaskManager::new(ManagerParts {
             proplet_id: id.proplet_id.clone(),
             publisher: publisher.clone(),
-            fetcher: Fetcher::new(&config.fetch, publisher.clone())?,
+            fetcher: Fetcher::new(&config.fetch, publisher.clone(), config.admission.clone())?,
             runtime,
             budgets: config.budgets,
             policy: config.admission.clone(),
@@ -158,6 +162,19 @@ impl Running {
         }
         self.session.close(self.offline).await;
         info!("proplet stopped");
+    }
+}
+
+/// The sandbox of every in-process task: its share of the process's file descriptors and
+/// its scratch quota.
+fn sandbox_limits(config: &Config) -> crate::sandbox::SandboxLimits {
+    let concurrent = config.tasks.max_concurrent.get();
+    crate::sandbox::SandboxLimits {
+        handles: crate::sandbox::descriptors::handles_per_task(concurrent),
+        scratch: crate::sandbox::ScratchQuota {
+            bytes: config.tasks.scratch_bytes,
+            ..Default::default()
+        },
     }
 }
 

@@ -247,7 +247,11 @@ async fn workloads_use_the_wit_task_context_and_report_once() {
         &workload("big", json!(["big"]), json!([])),
     )
     .await;
+    let mut named = workload("named", json!([]), json!(["40", "2"]));
+    named["name"] = json!("propeller:proplet/handler@0.1.0#run");
+    m.send_json("control/manager/start", &named).await;
     assert_ok(&m.result("sum").await, "sum=42");
+    assert_ok(&m.result("named").await, "sum=42");
     assert_ok(&m.result("env").await, &format!("PROPLET_ID={P},X=1"));
     assert_ok(&m.result("twice").await, "sum=5");
     assert_err(

@@ -200,8 +200,16 @@ fn tasks(r: &Reader<'_>) -> Result<TaskSettings, ConfigError> {
     Ok(TaskSettings {
         max_concurrent: NonZeroUsize::new(max).unwrap_or(NonZeroUsize::MIN),
         queue_capacity: r.req("task_queue_capacity", usize_in(0, 1 << 20))?,
+        queue_bytes: r.req("task_queue_bytes", |t| values::bytes(t).and_then(nonzero))?,
+        scratch_bytes: r.req("scratch_limit", |t| values::bytes(t).and_then(nonzero))?,
         drain_timeout: r.req("drain_timeout", values::duration)?,
         module_cache_entries: r.req("module_cache_entries", usize_in(1, 1 << 16))?,
+        latent_max_bytes: r.req("latent_max_bytes", |t| values::bytes(t).and_then(nonzero))?,
+        module_cache_bytes: r.req("module_cache_bytes", |t| {
+            values::bytes(t)
+                .and_then(nonzero)
+                .map(|b| usize::try_from(b).unwrap_or(usize::MAX))
+        })?,
         external_runtime: r.opt("external_wasm_runtime", |t| Ok(PathBuf::from(t)))?,
         volumes: r
             .opt("volumes", crate::sandbox::capabilities::parse_volumes)?

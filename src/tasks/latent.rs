@@ -38,7 +38,7 @@ pub(super) async fn deploy(
     receipt: &Receipt,
 ) {
     let work = async {
-        shared.grants(req, receipt)?;
+        let grants = shared.grants(req, receipt)?;
         let binary = shared.obtain(req, receipt).await?;
         if !binary.is_component() {
             let why = format!(
@@ -47,7 +47,7 @@ pub(super) async fn deploy(
             );
             return Err(TaskError::Invalid(why));
         }
-        shared.runtime.precompile(&binary).await?;
+        shared.precompile(&binary, grants.limits.timeout).await?;
         Ok(binary)
     };
     let outcome = tokio::select! {
@@ -66,12 +66,32 @@ pub(super) async fn deploy(
                 token: shared.shutdown.child_token(),
                 deploy: trace::span_context(&tracing::Span::current()),
             };
-            if let Some(previous) = shared.lock_latent().insert(req.id.clone(), latent) {
-                previous.token.cancel();
+            if let Err(e) = keep(shared, &req.id, latent) {
+                shared.publish_result(&req.id, Err(e), receipt).await;
             }
         }
         Err(e) => shared.publish_result(&req.id, Err(e), receipt).await,
     }
+}
+
+/// Remembers a deployed latent task (replacing one with the same id), within the limits on
+/// how many may be deployed and how many bytes of binaries they hold.
+fn keep(shared: &Shared, id: &str, latent: LatentTask) -> Result<(), TaskError> {
+    let (max_tasks, max_bytes) = shared.latent_limits;
+    let mut map = shared.lock_latent();
+    let others = map.iter().filter(|(k, _)| k.as_str() != id);
+    let (count, bytes) = others.fold((0usize, 0u64), |(n, b), (_, l)| {
+        (n + 1, b + l.binary.bytes.len() as u64)
+    });
+    if count >= max_tasks || bytes + latent.binary.bytes.len() as u64 > max_bytes {
+        return Err(TaskError::Overloaded(format!(
+            "{count} latent tasks hold {bytes} bytes; at most {max_tasks} tasks and {max_bytes} bytes (PROPLET_LATENT_MAX_BYTES); stop one first"
+        )));
+    }
+    if let Some(previous) = map.insert(id.to_owned(), latent) {
+        previous.token.cancel();
+    }
+    Ok(())
 }
 
 impl TaskManager {
@@ -145,7 +165,7 @@ impl Invocation {
         let run = async {
             let grants = shared.grants(&self.call, &receipt)?;
             let spec = shared.spec(&self.call, self.binary, &receipt, grants);
-            shared.run_spec(spec, None).await
+            shared.run_spec(spec, None, None).await
         };
         let outcome = tokio::select! {
             biased;
