@@ -11,7 +11,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument as _, Span, debug, info, warn};
 
 use super::held::{ByteBudget, Held};
-use super::latent::{self, LatentTask};
+use super::latent::{self, Deploying, LatentTask};
 use super::receipt::Receipt;
 use super::{Fetcher, TaskError, spans};
 use crate::config::TaskSettings;
@@ -79,6 +79,10 @@ pub(super) struct Shared {
     pub(super) latent: Mutex<HashMap<String, LatentTask>>,
     /// Most latent tasks deployed at once, and bytes of their binaries.
     pub(super) latent_limits: (usize, u64),
+    /// Latent tasks being fetched and compiled, by task id.
+    pub(super) deploying: Mutex<std::collections::HashSet<String>>,
+    /// Bumped whenever a deploy ends (ready or failed), for invokes waiting on one.
+    pub(super) deployed: tokio::sync::watch::Sender<u64>,
 }
 
 /// Removes a task from the table when its future ends, whichever way.
@@ -117,6 +121,8 @@ impl TaskManager {
             shutdown: CancellationToken::new(),
             draining: AtomicBool::new(false),
             latent: Mutex::new(HashMap::new()),
+            deploying: Mutex::new(std::collections::HashSet::new()),
+            deployed: tokio::sync::watch::Sender::new(0),
             latent_limits: (
                 parts.settings.module_cache_entries,
                 parts.settings.latent_max_bytes,
@@ -174,6 +180,9 @@ impl TaskManager {
         span.in_scope(
             || info!(task_id = %req.id, name = %req.name, daemon = req.daemon, "task admitted"),
         );
+        if req.latent {
+            s.deploying_from_now(&req.id);
+        }
         let task = run_task(self.shared.clone(), req, token, receipt);
         s.tracker.spawn(task.instrument(span));
     }
@@ -351,6 +360,7 @@ async fn run_task(
         shared: &shared,
         id: &id,
     };
+    let _deploying = req.latent.then(|| Deploying::adopt(&shared, &id));
     let held = match shared.hold_inline(&req) {
         Ok(held) => held,
         Err(e) => return shared.publish_result(&id, Err(e), &receipt).await,
