@@ -43,6 +43,9 @@ pub enum ConfigError {
         /// Its CLI flag.
         flag: &'static str,
     },
+    /// Several required settings have no value (each as [`ConfigError::Missing`] says).
+    #[error("missing required settings: {}", .0.join("; "))]
+    MissingSeveral(Vec<String>),
     /// Two aliases of one setting disagree.
     #[error("{first} and {second} are both set, to different values; set only one")]
     Conflict {

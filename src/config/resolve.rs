@@ -88,9 +88,32 @@ fn usize_in(min: u64, max: u64) -> impl Fn(&str) -> Result<usize, String> {
     move |t| values::bounded(t, min, max).map(|n| n as usize)
 }
 
+/// Settings without which a proplet cannot start.
+const REQUIRED: [&str; 3] = ["tenant_id", "channel_id", "entity_id"];
+
+/// Every missing required setting at once, rather than one per attempt.
+fn check_required(r: &Reader<'_>) -> Result<(), ConfigError> {
+    let mut absent: Vec<ConfigError> = REQUIRED
+        .into_iter()
+        .filter(|key| r.text(key).is_none())
+        .map(missing)
+        .collect();
+    match absent.len() {
+        0 => Ok(()),
+        1 => Err(absent.remove(0)),
+        _ => Err(ConfigError::MissingSeveral(
+            absent
+                .iter()
+                .map(|e| e.to_string().replace("missing required setting ", ""))
+                .collect(),
+        )),
+    }
+}
+
 /// Builds the typed configuration.
 pub fn from_layers(layers: Layers) -> Result<Config, ConfigError> {
     let r = Reader { layers: &layers };
+    check_required(&r)?;
     let proplet_id = r.req("entity_id", topic_segment)?;
     let identity = Identity {
         tenant_id: r.req("tenant_id", topic_segment)?,

@@ -96,7 +96,11 @@ impl Drop for Scratch {
         let name = std::mem::take(&mut self.name);
         let path = std::mem::take(&mut self.path);
         let remove = move || {
-            if let Err(e) = remove_tree(&root, OsStr::new(&name)) {
+            let removed = remove_tree(&root, OsStr::new(&name));
+            // Already gone: the scratch root was removed with the engine first.
+            if let Err(e) = removed
+                && e.kind() != io::ErrorKind::NotFound
+            {
                 warn!(error = %e, dir = %path.display(), "could not remove a scratch directory");
             }
         };
