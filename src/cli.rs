@@ -33,7 +33,8 @@ pub enum Cmd {
     Daemon,
     /// Print the effective configuration, secrets redacted, with where each value came from.
     Config,
-    /// Run a self-contained demo: an embedded broker, a worker and a few sample tasks.
+    /// Run a self-contained demo: an embedded broker, a worker and a few sample tasks
+    /// (builds with the `demo` cargo feature, the default).
     Demo,
     /// Run a module or component locally, as a task would run (wasmtime-CLI compatible).
     Run(crate::local::RunArgs),

@@ -16,11 +16,13 @@
 //! - [`telemetry`] — logs, OpenTelemetry traces, trace context, metrics and health.
 //! - [`worker`] — wires the parts together and runs them until shutdown.
 //! - [`local`] — `proplet run`, a task run locally.
-//! - [`demo`] — an embedded broker, a worker and a submitter in one process.
+//! - `demo` — an embedded broker, a worker and a submitter in one process (cargo feature
+//!   `demo`, on by default; a device build leaves it out with `--no-default-features`).
 #![warn(missing_docs)]
 
 pub mod cli;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod keys;
 pub mod local;

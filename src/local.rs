@@ -1,6 +1,6 @@
 //! `proplet run`: run a module locally with the same runtime and limits as a fleet task.
 //!
-//! The command line follows the wasmtime CLI's `run` (`[--invoke NAME] [--env K=V]... FILE
+//! The command line follows the wasmtime CLI's `run` (`[--invoke NAME] [--env K[=V]]... FILE
 //! [ARGS]...`), so a proplet can serve as another proplet's external runtime.
 
 use std::collections::BTreeMap;
@@ -27,8 +27,10 @@ pub struct RunArgs {
     #[arg(long = "mount", value_name = "SOURCE:PATH[:MODE]", value_parser = parse_mount)]
     pub mounts: Vec<Mount>,
     /// Environment variable for the guest (repeatable); nothing else is visible to it.
-    #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
-    pub envs: Vec<(String, String)>,
+    /// `K` alone passes this process's `K` on (left unset when it is unset), as the
+    /// wasmtime CLI does.
+    #[arg(long = "env", value_name = "K[=V]", value_parser = parse_env)]
+    pub envs: Vec<(String, Option<String>)>,
     /// The module.
     pub file: PathBuf,
     /// Inputs of the export (with --invoke), or the command's arguments.
@@ -68,10 +70,28 @@ fn parse_mount(text: &str) -> Result<Mount, String> {
         .ok_or_else(|| "nothing granted".to_owned())
 }
 
-fn parse_env(text: &str) -> Result<(String, String), String> {
-    text.split_once('=')
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .ok_or_else(|| format!("expected K=V, got {text:?}"))
+fn parse_env(text: &str) -> Result<(String, Option<String>), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), Some(v.to_owned()))),
+        None if !text.is_empty() => Ok((text.to_owned(), None)),
+        _ => Err(format!("expected K=V or K, got {text:?}")),
+    }
+}
+
+/// The guest's env: given values, and inherited ones (`--env K`) that are set here.
+fn guest_env(envs: Vec<(String, Option<String>)>) -> Result<BTreeMap<String, String>, LocalError> {
+    let mut env = BTreeMap::new();
+    for (name, value) in envs {
+        let value = match value {
+            Some(v) => v,
+            None => match std::env::var_os(&name) {
+                Some(v) => v.into_string().map_err(|_| LocalError::Env(name.clone()))?,
+                None => continue,
+            },
+        };
+        env.insert(name, value);
+    }
+    Ok(env)
 }
 
 /// Why a local run failed.
@@ -85,6 +105,9 @@ pub enum LocalError {
         /// The cause.
         source: std::io::Error,
     },
+    /// An inherited (`--env K`) variable is not UTF-8.
+    #[error("environment variable {0} is not valid UTF-8")]
+    Env(String),
     /// The run failed.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
@@ -108,7 +131,7 @@ pub async fn run(args: RunArgs) -> Result<TaskOutput, LocalError> {
         binary: Binary::new(bytes),
         inputs,
         args: argv,
-        env: args.envs.into_iter().collect::<BTreeMap<_, _>>(),
+        env: guest_env(args.envs)?,
         limits: Limits::default(),
         mounts: args.mounts,
         network: Vec::new().into(),

@@ -4,13 +4,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use proplet::cli::{Cli, Cmd};
-use proplet::{Config, demo, telemetry};
+use proplet::{Config, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Cmd::Daemon) {
-        Cmd::Demo => report(demo::run().await),
+        Cmd::Demo => report(demo().await),
         Cmd::Run(args) => run_local(args).await,
         Cmd::Inspect { file } => report(inspect(&file)),
         Cmd::Keygen { secret } => report(keygen(&secret)),
@@ -37,6 +37,21 @@ async fn main() -> ExitCode {
             report(outcome.map_err(Into::into))
         }
     }
+}
+
+/// `proplet demo`: the embedded broker, two proplets and sample tasks.
+#[cfg(feature = "demo")]
+async fn demo() -> anyhow::Result<()> {
+    proplet::demo::run().await
+}
+
+/// `proplet demo` in a build without the `demo` feature (a device build).
+#[cfg(not(feature = "demo"))]
+async fn demo() -> anyhow::Result<()> {
+    anyhow::bail!(
+        "this proplet was built without the demo and its embedded broker (cargo feature \
+         `demo`); run `cargo run -- demo` from the source tree, or rebuild with `--features demo`"
+    )
 }
 
 /// `proplet run`: the result on stdout, guest stderr on stderr, the guest's exit status.

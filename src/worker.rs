@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::protocol::{Discovery, Liveliness, Metadata, Outbound};
-use crate::runtime::{Runtime, RuntimeError};
+use crate::runtime::{ExternalRuntime, Runtime, RuntimeError};
 use crate::tasks::{FetchError, Fetcher, ManagerParts, TaskManager, heartbeat};
 use crate::telemetry::{self, Metrics};
 use crate::transport::{MqttSession, Publisher, SessionEvents, TransportError};
@@ -88,7 +88,11 @@ struct Running {
 impl Running {
     fn start(config: &Config, workdir: &Path, metrics: Metrics) -> Result<Running, WorkerError> {
         let runtime = match &config.tasks.external_runtime {
-            Some(program) => Runtime::external(program.clone(), workdir.to_path_buf()),
+            // A daemon has no deadline: its CPU time is capped at the longest one allowed.
+            Some(program) => Runtime::External(
+                ExternalRuntime::new(program.clone(), workdir.to_path_buf())
+                    .with_cpu_limit(config.budgets.max.timeout),
+            ),
             None => Runtime::wasmtime(
                 crate::runtime::CacheLimits {
                     entries: config.tasks.module_cache_entries,

@@ -2,23 +2,37 @@
 //! PROTOCOL.md §5.3 "H, external").
 //!
 //! The binary is written to a private temp file that is removed when the run ends, however
-//! it ends. The command line is the one upstream uses with the wasmtime CLI:
+//! it ends. The command line is the one upstream uses with the wasmtime CLI, except that
+//! env values travel in the environment rather than on the command line ([`argv`]):
 //!
 //! ```text
-//! <runtime> run [--invoke NAME] <cli_args…> --env K=V… <file> [inputs…]
+//! <runtime> run [--invoke NAME] <cli_args…> --env K… <file> [inputs…]
 //! ```
 //!
 //! Components get `--invoke 'name(in1, in2)'` (WAVE call syntax) and no positional inputs.
-//! The child sees only `PATH` and `HOME` of the proplet's environment; the task's env goes
-//! to the guest through `--env`. Stdout (capped) is the result; a non-zero exit is an error
-//! carrying stderr. The child is killed if the run is dropped (stop, timeout, shutdown).
+//! `cli_args` outside the allow-list of [`argv`] and reserved env names are refused
+//! (`invalid`) before anything starts. The child's environment is `PATH` and `HOME` of the
+//! proplet plus the task's env, nothing else. Stdout (capped) is the result; a non-zero
+//! exit is an error carrying stderr.
+//!
+//! The child leads its own process group, and the whole group is killed when the run ends:
+//! at the deadline, on stop or shutdown (the run is dropped), on an output overflow, and
+//! after a normal exit (a grandchild left behind must not outlive its task). The group
+//! runs under OS limits: a data segment of the memory budget plus an allowance, and CPU
+//! seconds — just past the deadline, or for a task without one (a daemon) the node's
+//! longest deadline ([`ExternalRuntime::with_cpu_limit`]).
 
+mod argv;
+
+use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
+use tracing::warn;
 
 use super::{RuntimeError, TaskOutput, TaskSpec};
 use crate::sandbox::CappedOutput;
@@ -30,12 +44,32 @@ const PASSED_ENV: [&str; 2] = ["PATH", "HOME"];
 pub struct ExternalRuntime {
     program: PathBuf,
     workdir: PathBuf,
+    /// CPU time of a task that has no deadline (daemons); `None`: unlimited.
+    cpu_limit: Option<Duration>,
+}
+
+impl From<argv::Refused> for RuntimeError {
+    fn from(e: argv::Refused) -> Self {
+        RuntimeError::Invalid(format!("refused for the external runtime: {e}"))
+    }
 }
 
 impl ExternalRuntime {
     /// A runtime that executes `program`, with temp files under `workdir`.
     pub fn new(program: PathBuf, workdir: PathBuf) -> Self {
-        ExternalRuntime { program, workdir }
+        ExternalRuntime {
+            program,
+            workdir,
+            cpu_limit: None,
+        }
+    }
+
+    /// Caps the CPU time of tasks that have no deadline (daemons) at `limit`, enforced by
+    /// the kernel (`RLIMIT_CPU`); the worker passes the node's longest deadline
+    /// (`PROPLET_TASK_TIMEOUT_MAX`). `None` leaves them unlimited.
+    pub fn with_cpu_limit(mut self, limit: Option<Duration>) -> Self {
+        self.cpu_limit = limit;
+        self
     }
 
     /// The runtime binary.
@@ -49,53 +83,30 @@ impl ExternalRuntime {
         spec: &TaskSpec,
         started: Option<oneshot::Sender<()>>,
     ) -> Result<TaskOutput, RuntimeError> {
+        argv::check(spec)?;
+        let limits = OsLimits::of(spec, self.cpu_limit);
         let file = self.write_binary(spec).await?;
-        let mut child = self.command(spec, file.path()).spawn().map_err(|e| {
+        let mut cmd = self.command(spec, file.path(), limits);
+        let mut child = cmd.spawn().map_err(|e| {
             RuntimeError::Internal(format!(
                 "cannot start external runtime {}: {e}",
                 self.program.display()
             ))
         })?;
+        // Declared after `child`, so dropped (killing the group) before the child is reaped.
+        let mut group = ProcessGroup::of(&child);
         if let Some(tx) = started {
             tx.send(()).ok();
         }
         let stdout = CappedOutput::new(spec.limits.output_bytes, spec.meter.clone());
         let stderr = CappedOutput::new(spec.limits.output_bytes, spec.meter.clone());
-        let out_pipe = child.stdout.take();
-        let err_pipe = child.stderr.take();
-        let drains = async { tokio::join!(drain(out_pipe, &stdout), drain(err_pipe, &stderr)) };
-        tokio::pin!(drains);
-        let status = tokio::select! {
-            status = child.wait() => {
-                drains.await;
-                status
-            }
-            _ = &mut drains => {
-                if stdout.overflowed() || stderr.overflowed() {
-                    // Over budget: the child would block on a full pipe; end it now.
-                    child.start_kill().ok();
-                }
-                child.wait().await
-            }
-        };
+        let status = supervise(&mut child, &mut group, &stdout, &stderr).await;
         let status = status
             .map_err(|e| RuntimeError::Internal(format!("waiting for external runtime: {e}")))?;
         if stdout.overflowed() || stderr.overflowed() {
             return Err(RuntimeError::OutputLimit(spec.limits.output_bytes));
         }
-        match status.code() {
-            Some(0) => Ok(TaskOutput {
-                result: stdout.text(),
-                stderr: stderr.text(),
-            }),
-            Some(code) => Err(RuntimeError::Exit {
-                code,
-                stderr: stderr.text(),
-            }),
-            None => Err(RuntimeError::Trap(format!(
-                "external runtime killed by a signal ({status})"
-            ))),
-        }
+        outcome(status, &stdout, &stderr, limits)
     }
 
     async fn write_binary(&self, spec: &TaskSpec) -> Result<tempfile::NamedTempFile, RuntimeError> {
@@ -121,20 +132,22 @@ impl ExternalRuntime {
             })
     }
 
-    fn command(&self, spec: &TaskSpec, file: &Path) -> Command {
+    fn command(&self, spec: &TaskSpec, file: &Path, limits: OsLimits) -> Command {
         let mut cmd = Command::new(&self.program);
-        cmd.args(arguments(spec, file, spec.binary.is_component()));
+        cmd.args(argv::arguments(spec, file, spec.binary.is_component()));
         cmd.env_clear();
         for name in PASSED_ENV {
             if let Some(v) = std::env::var_os(name) {
                 cmd.env(name, v);
             }
         }
+        // Read by the runtime through `--env NAME`; never on the command line.
+        cmd.envs(&spec.env);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .process_group(0)
             .kill_on_drop(true);
-        let limits = OsLimits::of(spec);
         // SAFETY: the closure runs in the forked child before exec and only calls
         // setrlimit(2), which is async-signal-safe and allocates nothing.
         unsafe {
@@ -144,12 +157,102 @@ impl ExternalRuntime {
     }
 }
 
+/// Waits for the runtime while draining its output; kills its process group on an output
+/// overflow and once the runtime has exited, so that no grandchild keeps a pipe open.
+async fn supervise(
+    child: &mut Child,
+    group: &mut ProcessGroup,
+    stdout: &CappedOutput,
+    stderr: &CappedOutput,
+) -> std::io::Result<ExitStatus> {
+    let out_pipe = child.stdout.take();
+    let err_pipe = child.stderr.take();
+    let drains = async { tokio::join!(drain(out_pipe, stdout), drain(err_pipe, stderr)) };
+    tokio::pin!(drains);
+    let mut drained = false;
+    let status = tokio::select! {
+        status = child.wait() => status,
+        _ = &mut drains => {
+            drained = true;
+            if stdout.overflowed() || stderr.overflowed() {
+                // Over budget: the child would block on a full pipe; end it now.
+                group.kill();
+            }
+            child.wait().await
+        }
+    };
+    group.kill();
+    if !drained {
+        drains.await;
+    }
+    status
+}
+
+/// The task's result from the runtime's exit status and output.
+fn outcome(
+    status: ExitStatus,
+    stdout: &CappedOutput,
+    stderr: &CappedOutput,
+    limits: OsLimits,
+) -> Result<TaskOutput, RuntimeError> {
+    match (status.code(), status.signal(), limits.cpu_secs) {
+        (Some(0), _, _) => Ok(TaskOutput {
+            result: stdout.text(),
+            stderr: stderr.text(),
+        }),
+        (Some(code), _, _) => Err(RuntimeError::Exit {
+            code,
+            stderr: stderr.text(),
+        }),
+        (None, Some(sig), Some(secs)) if sig == rustix::process::Signal::XCPU.as_raw() => {
+            Err(RuntimeError::Timeout(Duration::from_secs(secs)))
+        }
+        (None, _, _) => Err(RuntimeError::Trap(format!(
+            "external runtime killed by a signal ({status})"
+        ))),
+    }
+}
+
+/// The runtime's process group (the child leads it): killed whole with `SIGKILL` when the
+/// run ends, however it ends. A member that leaves the group on purpose (`setsid`) escapes
+/// this; the service's cgroup (`KillMode=` in the systemd unit) catches it at stop.
+struct ProcessGroup(Option<rustix::process::Pid>);
+
+impl ProcessGroup {
+    fn of(child: &Child) -> Self {
+        let pid = child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .and_then(rustix::process::Pid::from_raw);
+        ProcessGroup(pid)
+    }
+
+    /// Kills every process still in the group; the first call only. While the leader is
+    /// unreaped or any member lives, the kernel keeps the group id from being reused.
+    fn kill(&mut self) {
+        let Some(pgid) = self.0.take() else { return };
+        match rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL) {
+            Ok(()) | Err(rustix::io::Errno::SRCH) => {}
+            Err(e) => {
+                warn!(pgid = pgid.as_raw_pid(), error = %e, "cannot kill the external runtime's process group")
+            }
+        }
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// Room for the external runtime's own code and compiler on top of the guest's memory.
 const RUNTIME_ALLOWANCE: u64 = 64 << 20;
 
 /// Kernel limits for the runtime process (inherited by anything it starts): a data segment
-/// of the task's memory budget plus [`RUNTIME_ALLOWANCE`], and CPU seconds just past the
-/// deadline as a second wall behind the kill at the deadline.
+/// of the task's memory budget plus [`RUNTIME_ALLOWANCE`], and CPU seconds: just past the
+/// deadline as a second wall behind the kill at the deadline, or for a task without a
+/// deadline the runtime's CPU limit.
 #[derive(Debug, Clone, Copy)]
 struct OsLimits {
     data: u64,
@@ -157,10 +260,15 @@ struct OsLimits {
 }
 
 impl OsLimits {
-    fn of(spec: &TaskSpec) -> Self {
+    fn of(spec: &TaskSpec, no_deadline_cpu: Option<Duration>) -> Self {
+        let cpu_secs = match spec.limits.timeout {
+            Some(deadline) => Some(deadline.as_secs() + 2),
+            None => no_deadline_cpu
+                .map(|cpu| (cpu.as_secs() + u64::from(cpu.subsec_nanos() > 0)).max(1)),
+        };
         OsLimits {
             data: spec.limits.memory_bytes.saturating_add(RUNTIME_ALLOWANCE),
-            cpu_secs: spec.limits.timeout.map(|t| t.as_secs() + 2),
+            cpu_secs,
         }
     }
 
@@ -171,34 +279,6 @@ impl OsLimits {
         }
         Ok(())
     }
-}
-
-/// The runtime's argv after the program name.
-fn arguments(spec: &TaskSpec, file: &Path, component: bool) -> Vec<String> {
-    let mut argv = vec!["run".to_owned()];
-    let invoke = !spec.is_command()
-        && !spec
-            .args
-            .iter()
-            .any(|a| a == "--invoke" || a.starts_with("--invoke="));
-    if invoke {
-        argv.push("--invoke".into());
-        argv.push(if component {
-            format!("{}({})", spec.name, spec.inputs.join(", "))
-        } else {
-            spec.name.clone()
-        });
-    }
-    argv.extend(spec.args.iter().cloned());
-    for (k, v) in &spec.env {
-        argv.push("--env".into());
-        argv.push(format!("{k}={v}"));
-    }
-    argv.push(file.display().to_string());
-    if !(invoke && component) {
-        argv.extend(spec.inputs.iter().cloned());
-    }
-    argv
 }
 
 /// Copies a pipe into `sink` until EOF or until the sink refuses more.
@@ -234,69 +314,6 @@ fn sanitize(id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::Binary;
-    use crate::sandbox::Limits;
-
-    fn spec(name: &str, args: &[&str]) -> TaskSpec {
-        TaskSpec {
-            id: "t".into(),
-            name: name.into(),
-            binary: Binary::new(vec![]),
-            inputs: vec!["10".into(), "20".into()],
-            args: args.iter().map(|s| s.to_string()).collect(),
-            env: [("A".to_string(), "1".to_string())].into(),
-            limits: Limits::default(),
-            mounts: vec![],
-            network: Vec::new().into(),
-            meter: Default::default(),
-        }
-    }
-
-    #[test]
-    fn core_export_gets_invoke_and_positional_inputs() {
-        let argv = arguments(&spec("add", &["-W", "x"]), Path::new("/t/f.wasm"), false);
-        assert_eq!(
-            argv,
-            [
-                "run",
-                "--invoke",
-                "add",
-                "-W",
-                "x",
-                "--env",
-                "A=1",
-                "/t/f.wasm",
-                "10",
-                "20"
-            ]
-        );
-    }
-
-    #[test]
-    fn component_export_uses_wave_call_syntax() {
-        let argv = arguments(&spec("add", &[]), Path::new("/f.wasm"), true);
-        assert_eq!(
-            argv,
-            ["run", "--invoke", "add(10, 20)", "--env", "A=1", "/f.wasm"]
-        );
-    }
-
-    #[test]
-    fn commands_and_explicit_invoke_add_nothing() {
-        let argv = arguments(&spec("_start", &[]), Path::new("/f.wasm"), false);
-        assert_eq!(argv, ["run", "--env", "A=1", "/f.wasm", "10", "20"]);
-        let argv = arguments(
-            &spec("add", &["--invoke", "mul"]),
-            Path::new("/f.wasm"),
-            false,
-        );
-        assert_eq!(
-            argv,
-            [
-                "run", "--invoke", "mul", "--env", "A=1", "/f.wasm", "10", "20"
-            ]
-        );
-    }
 
     #[test]
     fn ids_cannot_escape_the_temp_dir() {

@@ -1,0 +1,502 @@
+//! The external runtime's command line, and what a task may put on it.
+//!
+//! The binary that passed admission must be the binary that runs, and the runtime must
+//! grant the guest nothing beyond what proplet itself would. So a task's `cli_args` are
+//! checked against an allow-list of wasmtime CLI options ([`check_cli_args`]): `--invoke`,
+//! and the `-W`/`-S`/`-O` keys that only shape or narrow how the guest runs. Anything else —
+//! another file (`--preload`, `--config`, a positional path, `--`), a directory or network
+//! grant (`--dir`, `-S inherit-network`), an output file (`-D coredump=…`, `--profile`) or
+//! native code (`--allow-precompiled`) — refuses the start.
+//!
+//! The task's env never appears on the command line (other users can read
+//! `/proc/<pid>/cmdline`): the runtime gets `--env NAME` and the value in its own
+//! environment, which the wasmtime CLI passes on to the guest ("`--env FOO` … will cause
+//! the environment variable `FOO` to be inherited"; `src/common.rs`). Because the runtime
+//! process itself now sees those variables, names that its loader, libc, a wrapper script
+//! or the runtime would act on ([`check_env`]) are refused.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::runtime::TaskSpec;
+
+/// Why a task's arguments or environment may not reach the external runtime.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// A `cli_args` entry that is not an allowed option.
+    #[error(
+        "cli_args entry {0:?} is not an allowed runtime option (--invoke NAME, -W/-S/-O KEY[=VAL])"
+    )]
+    Arg(String),
+    /// An option key outside the allow-list of its group.
+    #[error("cli_args: {flag} key {key:?} is not allowed")]
+    Key {
+        /// `-W`, `-S` or `-O`.
+        flag: &'static str,
+        /// The refused key.
+        key: String,
+    },
+    /// An option without its value, or with a value that looks like another option.
+    #[error("cli_args: {0} needs a value that is not an option")]
+    MissingValue(String),
+    /// The export name would be read as an option.
+    #[error("export name {0:?} would be read as an option")]
+    Export(String),
+    /// An env name that is not a portable name (letters, digits, `_`).
+    #[error("env name {0:?} is not a portable name ([A-Za-z_][A-Za-z0-9_]*)")]
+    EnvName(String),
+    /// An env name the runtime process, its loader or libc would act on.
+    #[error("env name {0:?} is reserved: the runtime process itself would read it")]
+    EnvReserved(String),
+    /// An env value that no process environment can hold.
+    #[error("env value of {0} contains a NUL byte")]
+    EnvValue(String),
+}
+
+/// An option group of the wasmtime CLI (`-W KEY[=VAL][,…]`) and the keys a task may set.
+struct Group {
+    short: &'static str,
+    long: &'static str,
+    keys: &'static [&'static str],
+}
+
+/// Wasm features and caps: none names a file or grants the guest anything of the host.
+const WASM_KEYS: &[&str] = &[
+    "all-proposals",
+    "bulk-memory",
+    "component-model",
+    "custom-page-sizes",
+    "epoch-interruption",
+    "exceptions",
+    "extended-const",
+    "fuel",
+    "function-references",
+    "gc",
+    "max-instances",
+    "max-memories",
+    "max-memory-size",
+    "max-table-elements",
+    "max-tables",
+    "max-wasm-stack",
+    "memory64",
+    "multi-memory",
+    "multi-value",
+    "nan-canonicalization",
+    "reference-types",
+    "relaxed-simd",
+    "relaxed-simd-deterministic",
+    "simd",
+    "tail-call",
+    "threads",
+    "timeout",
+    "trap-on-grow-failure",
+    "unknown-exports-allow",
+    "unknown-imports-default",
+    "unknown-imports-trap",
+    "wide-arithmetic",
+];
+
+/// WASI switches that keep or narrow the default (no network, no files, no host env).
+/// Not here: `inherit-network`, `tcp`, `udp`, `allow-ip-name-lookup`, `tcplisten`,
+/// `listenfd`, `inherit-env`, `http`, `tls`, `nn`, `nn-graph`, `keyvalue`, `config`,
+/// `threads`.
+const WASI_KEYS: &[&str] = &[
+    "cli",
+    "cli-exit-with-code",
+    "common",
+    "hostcall-fuel",
+    "max-random-size",
+    "max-resources",
+    "network-error-code",
+    "p3",
+    "preview0",
+    "preview2",
+];
+
+/// Code generation quality only.
+const OPT_KEYS: &[&str] = &["opt-level"];
+
+static GROUPS: [Group; 3] = [
+    Group {
+        short: "-W",
+        long: "--wasm",
+        keys: WASM_KEYS,
+    },
+    Group {
+        short: "-S",
+        long: "--wasi",
+        keys: WASI_KEYS,
+    },
+    Group {
+        short: "-O",
+        long: "--optimize",
+        keys: OPT_KEYS,
+    },
+];
+
+/// Names that the dynamic loader, libc, a shell or interpreter wrapper, Rust's standard
+/// library or Wasmtime read from their own environment.
+const RESERVED_NAMES: &[&str] = &[
+    "BASHOPTS",
+    "CDPATH",
+    "GCONV_PATH",
+    "GETCONF_DIR",
+    "GLOBIGNORE",
+    "HOME",
+    "HOSTALIASES",
+    "IFS",
+    "LANG",
+    "LANGUAGE",
+    "LOCALDOMAIN",
+    "LOCPATH",
+    "NIS_PATH",
+    "NLSPATH",
+    "PATH",
+    "PROMPT_COMMAND",
+    "PS4",
+    "RES_OPTIONS",
+    "RESOLV_HOST_CONF",
+    "SHELLOPTS",
+    "TMPDIR",
+    "TZDIR",
+];
+
+/// Prefixes of reserved names (see [`RESERVED_NAMES`]).
+const RESERVED_PREFIXES: &[&str] = &[
+    "BASH_",
+    "DYLD_",
+    "GLIBC_",
+    "LC_",
+    "LD_",
+    "MALLOC_",
+    "NODE_",
+    "PERL",
+    "PYTHON",
+    "RUBY",
+    "RUST_",
+    "WASMTIME_",
+    "XDG_",
+];
+
+/// Checks a task's `cli_args` against the allow-list (module docs).
+pub fn check_cli_args(args: &[String]) -> Result<(), Refused> {
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        if arg == "--invoke" {
+            let name = args.next().ok_or_else(|| missing(arg))?;
+            check_value(arg, name)?;
+        } else if let Some(name) = arg.strip_prefix("--invoke=") {
+            check_value("--invoke", name)?;
+        } else {
+            let (group, value) = match group_of(arg) {
+                Some((group, Some(value))) => (group, value),
+                Some((group, None)) => (group, args.next().ok_or_else(|| missing(arg))?.as_str()),
+                None => return Err(Refused::Arg(arg.clone())),
+            };
+            check_value(group.short, value)?;
+            check_keys(group, value)?;
+        }
+    }
+    Ok(())
+}
+
+/// The group `arg` opens, with its value when written in the same argument (`-Wkey`,
+/// `-W=key`, `--wasm=key`).
+fn group_of(arg: &str) -> Option<(&'static Group, Option<&str>)> {
+    GROUPS.iter().find_map(|g| {
+        if arg == g.short || arg == g.long {
+            Some((g, None))
+        } else if let Some(v) = arg.strip_prefix(g.long).and_then(|r| r.strip_prefix('=')) {
+            Some((g, Some(v)))
+        } else {
+            let v = arg.strip_prefix(g.short)?;
+            Some((g, Some(v.strip_prefix('=').unwrap_or(v))))
+        }
+    })
+}
+
+fn check_value(flag: &str, value: &str) -> Result<(), Refused> {
+    if value.is_empty() || value.starts_with('-') {
+        return Err(missing(flag));
+    }
+    Ok(())
+}
+
+fn check_keys(group: &Group, value: &str) -> Result<(), Refused> {
+    for item in value.split(',') {
+        let key = item.split_once('=').map_or(item, |(k, _)| k);
+        if !group.keys.contains(&key) {
+            return Err(Refused::Key {
+                flag: group.short,
+                key: key.to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn missing(flag: &str) -> Refused {
+    Refused::MissingValue(flag.to_owned())
+}
+
+/// Checks that every env entry can be handed to the runtime through its environment.
+pub fn check_env(env: &BTreeMap<String, String>) -> Result<(), Refused> {
+    for (name, value) in env {
+        let mut chars = name.chars();
+        let portable = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !portable {
+            return Err(Refused::EnvName(name.clone()));
+        }
+        if RESERVED_NAMES.contains(&name.as_str())
+            || RESERVED_PREFIXES.iter().any(|p| name.starts_with(p))
+        {
+            return Err(Refused::EnvReserved(name.clone()));
+        }
+        if value.contains('\0') {
+            return Err(Refused::EnvValue(name.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// Checks everything of `spec` that goes to the runtime: `cli_args`, env, the export name.
+pub fn check(spec: &TaskSpec) -> Result<(), Refused> {
+    check_cli_args(&spec.args)?;
+    check_env(&spec.env)?;
+    if adds_invoke(spec) && spec.name.starts_with('-') {
+        return Err(Refused::Export(spec.name.clone()));
+    }
+    Ok(())
+}
+
+/// Whether proplet adds `--invoke`: an export is called and `cli_args` name none.
+fn adds_invoke(spec: &TaskSpec) -> bool {
+    !spec.is_command()
+        && !spec
+            .args
+            .iter()
+            .any(|a| a == "--invoke" || a.starts_with("--invoke="))
+}
+
+/// The runtime's argv after the program name, for a `spec` that passed [`check`]:
+/// `run [--invoke NAME] <cli_args…> --env NAME… <file> [inputs…]`.
+pub fn arguments(spec: &TaskSpec, file: &Path, component: bool) -> Vec<String> {
+    let mut argv = vec!["run".to_owned()];
+    let invoke = adds_invoke(spec);
+    if invoke {
+        argv.push("--invoke".into());
+        argv.push(if component {
+            format!("{}({})", spec.name, spec.inputs.join(", "))
+        } else {
+            spec.name.clone()
+        });
+    }
+    argv.extend(spec.args.iter().cloned());
+    for name in spec.env.keys() {
+        argv.push("--env".into());
+        argv.push(name.clone());
+    }
+    argv.push(file.display().to_string());
+    if !(invoke && component) {
+        argv.extend(spec.inputs.iter().cloned());
+    }
+    argv
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::Binary;
+    use crate::sandbox::Limits;
+
+    fn spec(name: &str, args: &[&str]) -> TaskSpec {
+        TaskSpec {
+            id: "t".into(),
+            name: name.into(),
+            binary: Binary::new(vec![]),
+            inputs: vec!["10".into(), "20".into()],
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: [("A".to_string(), "1".to_string())].into(),
+            limits: Limits::default(),
+            mounts: vec![],
+            network: Vec::new().into(),
+            meter: Default::default(),
+        }
+    }
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn core_export_gets_invoke_and_positional_inputs() {
+        let argv = arguments(
+            &spec("add", &["-W", "max-memory-size=65536"]),
+            Path::new("/t/f.wasm"),
+            false,
+        );
+        let want = [
+            "run",
+            "--invoke",
+            "add",
+            "-W",
+            "max-memory-size=65536",
+            "--env",
+            "A",
+            "/t/f.wasm",
+            "10",
+            "20",
+        ];
+        assert_eq!(argv, args(&want));
+    }
+
+    #[test]
+    fn component_export_uses_wave_call_syntax() {
+        let argv = arguments(&spec("add", &[]), Path::new("/f.wasm"), true);
+        let want = ["run", "--invoke", "add(10, 20)", "--env", "A", "/f.wasm"];
+        assert_eq!(argv, args(&want));
+    }
+
+    #[test]
+    fn commands_and_explicit_invoke_add_nothing() {
+        let argv = arguments(&spec("_start", &[]), Path::new("/f.wasm"), false);
+        let want = ["run", "--env", "A", "/f.wasm", "10", "20"];
+        assert_eq!(argv, args(&want));
+        let argv = arguments(
+            &spec("add", &["--invoke", "mul"]),
+            Path::new("/f.wasm"),
+            false,
+        );
+        let want = [
+            "run", "--invoke", "mul", "--env", "A", "/f.wasm", "10", "20",
+        ];
+        assert_eq!(argv, args(&want));
+    }
+
+    #[test]
+    fn env_values_never_reach_the_command_line() {
+        let mut s = spec("add", &[]);
+        s.env.insert("TOKEN".into(), "hunter2".into());
+        assert_eq!(check(&s), Ok(()));
+        let argv = arguments(&s, Path::new("/f.wasm"), false);
+        assert!(argv.iter().all(|a| !a.contains("hunter2")), "{argv:?}");
+        assert!(argv.windows(2).any(|w| w == ["--env", "TOKEN"]));
+    }
+
+    #[test]
+    fn safe_options_pass() {
+        for ok in [
+            &["--invoke", "add"][..],
+            &["--invoke=add"],
+            &["-W", "max-memory-size=1048576,fuel=1000"],
+            &["-Wtimeout=5s"],
+            &["-W=simd=n"],
+            &["--wasm=threads=y"],
+            &["-S", "cli", "-S", "p3=n"],
+            &["--wasi", "max-resources=10"],
+            &["-O", "opt-level=0"],
+        ] {
+            assert_eq!(check_cli_args(&args(ok)), Ok(()), "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn options_that_name_files_or_widen_access_are_refused() {
+        for bad in [
+            &["--preload", "m=/tmp/other.wasm"][..],
+            &["--preload=m=/tmp/other.wasm"],
+            &["--dir", "/"],
+            &["--dir=/::/host"],
+            &["/tmp/other.wasm"],
+            &["--"],
+            &["--", "/tmp/other.wasm"],
+            &["--allow-precompiled"],
+            &["--config", "/tmp/wasmtime.toml"],
+            &["--profile=guest,/tmp/out"],
+            &["--env", "SECRET"],
+            &["--argv0", "x"],
+            &["-C", "cache-config=/tmp/c.toml"],
+            &["-D", "coredump=/tmp/core"],
+            &["-R", "path=/tmp/trace"],
+        ] {
+            assert_eq!(
+                check_cli_args(&args(bad)),
+                Err(Refused::Arg(bad[0].to_owned())),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn widening_keys_and_smuggled_values_are_refused() {
+        let key = |flag, key: &str| {
+            Err(Refused::Key {
+                flag,
+                key: key.into(),
+            })
+        };
+        let cases = [
+            (&["-S", "inherit-network"][..], key("-S", "inherit-network")),
+            (&["-S", "cli,tcplisten=0.0.0.0:80"], key("-S", "tcplisten")),
+            (&["-Sinherit-env=y"], key("-S", "inherit-env")),
+            (&["--wasi=nn-graph=onnx::/srv"], key("-S", "nn-graph")),
+            (&["-W", "help"], key("-W", "help")),
+            (&["-Wdir=/"], key("-W", "dir")),
+            (&["-O", "pooling-allocator"], key("-O", "pooling-allocator")),
+            (&["-W"], Err(Refused::MissingValue("-W".into()))),
+            (&["-W", "--dir=/"], Err(Refused::MissingValue("-W".into()))),
+            (&["--invoke"], Err(Refused::MissingValue("--invoke".into()))),
+            (
+                &["--invoke", "--dir=/"],
+                Err(Refused::MissingValue("--invoke".into())),
+            ),
+            (
+                &["--invoke", "f", "/x.wasm"],
+                Err(Refused::Arg("/x.wasm".into())),
+            ),
+        ];
+        for (bad, want) in cases {
+            assert_eq!(check_cli_args(&args(bad)), want, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_export_name_cannot_become_an_option() {
+        let refused = check(&spec("--dir=/", &[]));
+        assert_eq!(refused, Err(Refused::Export("--dir=/".into())));
+        assert_eq!(check(&spec("--dir=/", &["--invoke", "add"])), Ok(()));
+    }
+
+    #[test]
+    fn env_names_the_runtime_would_act_on_are_refused() {
+        let env = |k: &str, v: &str| BTreeMap::from([(k.to_owned(), v.to_owned())]);
+        for name in [
+            "LD_PRELOAD",
+            "PATH",
+            "HOME",
+            "BASH_ENV",
+            "GLIBC_TUNABLES",
+            "RUST_MIN_STACK",
+        ] {
+            assert_eq!(
+                check_env(&env(name, "x")),
+                Err(Refused::EnvReserved(name.into()))
+            );
+        }
+        for name in ["", "1A", "A=B", "A-B", "A B"] {
+            assert_eq!(
+                check_env(&env(name, "x")),
+                Err(Refused::EnvName(name.into()))
+            );
+        }
+        assert_eq!(
+            check_env(&env("A", "x\0y")),
+            Err(Refused::EnvValue("A".into()))
+        );
+        assert_eq!(check_env(&env("PROPLET_ID", "p")), Ok(()));
+        assert_eq!(check_env(&env("TRACEPARENT", "00-…")), Ok(()));
+    }
+}
