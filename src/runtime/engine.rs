@@ -365,19 +365,23 @@ mod tests {
 
     const ADD: &str = r#"(module (func (export "add") (param i32 i32) (result i32) local.get 0 local.get 1 i32.add))"#;
 
-    #[tokio::test]
-    async fn an_abandoned_compile_finishes_into_the_cache() {
-        let engine = Arc::new(
-            WasmEngine::new(
-                CacheLimits::default(),
-                false,
-                SandboxLimits::default(),
-                Metrics::default(),
-            )
-            .expect("engine"),
-        );
+    /// An engine with default limits, and the `add` module with its digest.
+    fn add_module() -> (Arc<WasmEngine>, Arc<[u8]>, Digest) {
+        let engine = WasmEngine::new(
+            CacheLimits::default(),
+            false,
+            SandboxLimits::default(),
+            Metrics::default(),
+        )
+        .expect("engine");
         let bytes: Arc<[u8]> = wat::parse_str(ADD).expect("wat").into();
         let digest = Digest::of(&bytes);
+        (Arc::new(engine), bytes, digest)
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_compile_finishes_into_the_cache() {
+        let (engine, bytes, digest) = add_module();
         let abandoned = engine.prepare(&digest, bytes.clone());
         assert!(
             tokio::time::timeout(Duration::from_nanos(1), abandoned)
@@ -391,17 +395,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_module_is_compiled_once_per_digest() {
-        let engine = Arc::new(
-            WasmEngine::new(
-                CacheLimits::default(),
-                false,
-                SandboxLimits::default(),
-                Metrics::default(),
-            )
-            .expect("engine"),
-        );
-        let bytes: Arc<[u8]> = wat::parse_str(ADD).expect("wat").into();
-        let digest = Digest::of(&bytes);
+        let (engine, bytes, digest) = add_module();
         let racers: Vec<_> = (0..8)
             .map(|_| {
                 let (engine, bytes, digest) = (engine.clone(), bytes.clone(), digest.clone());
