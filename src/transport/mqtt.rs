@@ -185,11 +185,11 @@ fn network_options(cfg: &MqttConfig) -> NetworkOptions {
     net
 }
 
+/// Always our own rustls configuration (configured CA or system roots, `ring` provider):
+/// rumqttc's default one needs a process-wide crypto provider and panics without one.
 fn tls_transport(cfg: &MqttConfig) -> Result<Transport, TransportError> {
-    Ok(match super::tls::client_config(&cfg.tls)? {
-        Some(config) => Transport::tls_with_config(TlsConfiguration::Rustls(config)),
-        None => Transport::tls_with_default_config(),
-    })
+    let config = super::tls::client_config(&cfg.tls)?;
+    Ok(Transport::tls_with_config(TlsConfiguration::Rustls(config)))
 }
 
 /// Takes queued messages and hands them to the client, in order.
