@@ -14,9 +14,9 @@ use crate::protocol::{Discovery, Liveliness, Metadata, Outbound};
 use crate::runtime::{Runtime, RuntimeError};
 use crate::tasks::{FetchError, Fetcher, ManagerParts, TaskManager, heartbeat};
 use crate::telemetry::{self, Metrics};
-use crate::transport::{MqttSession, Publisher, SessionEvents, TransportError};
+use crate::transport::{MqttSession, PacketLimit, Publisher, SessionEvents, TransportError};
 
-/// Messages that may wait for the MQTT client.
+/// Messages that may wait for the MQTT client, in each of the publisher's queues.
 const OUTBOUND_CAPACITY: usize = 1024;
 
 /// Why the worker could not start.
@@ -101,7 +101,8 @@ impl Running {
             namespace: id.namespace.clone(),
             metadata: metadata(config, &runtime),
         });
-        let (publisher, outbound) = Publisher::channel(OUTBOUND_CAPACITY);
+        let limit = PacketLimit::new(&config.mqtt, id);
+        let (publisher, outbound) = Publisher::new(OUTBOUND_CAPACITY, limit);
         let offline = liveliness(config, "offline");
         let (session, events) = MqttSession::start(
             &config.mqtt,

@@ -43,7 +43,7 @@ pub(super) async fn run_loop(
             None => el.poll().await,
         };
         match event {
-            Ok(event) => st.on_event(event, &mut el, &mut backoff).await,
+            Ok(event) => st.on_event(event, &mut el, &mut backoff),
             Err(e) => {
                 st.on_error(&mut el, &e);
                 let delay = backoff.next_delay();
@@ -78,7 +78,7 @@ fn is_oversized(e: &ConnectionError) -> bool {
 }
 
 impl LoopState {
-    async fn on_event(&mut self, event: Event, el: &mut EventLoop, backoff: &mut Backoff) {
+    fn on_event(&mut self, event: Event, el: &mut EventLoop, backoff: &mut Backoff) {
         match event {
             Event::Incoming(Packet::ConnAck(ack)) => {
                 info!(
@@ -100,7 +100,7 @@ impl LoopState {
                     self.announce();
                 }
             }
-            Event::Incoming(Packet::Publish(p)) => self.dispatch(&p).await,
+            Event::Incoming(Packet::Publish(p)) => self.dispatch(&p),
             Event::Outgoing(Outgoing::Publish(_)) => self.published += 1,
             _ => {}
         }
@@ -152,23 +152,15 @@ impl LoopState {
         self.ready_tx.send_modify(|generation| *generation += 1);
     }
 
-    /// Decodes and queues a message for the task manager. A full queue pushes back on the
-    /// broker (the loop waits for room) rather than dropping a start that needs an answer.
-    async fn dispatch(&self, p: &Publish) {
+    /// Decodes and queues a message for the task manager, without ever waiting: the queue
+    /// is unbounded and the manager answers what it cannot take (`overloaded`).
+    fn dispatch(&self, p: &Publish) {
         let Some(topic) = self.topics.parse(&p.topic) else {
             debug!(topic = %p.topic, "ignoring a message on an unexpected topic");
             return;
         };
         let msg = protocol::decode(topic, &p.payload);
-        let closed = match self.inbound_tx.try_send(msg) {
-            Ok(()) => false,
-            Err(mpsc::error::TrySendError::Full(msg)) => {
-                debug!("inbound queue full; waiting for the task manager");
-                self.inbound_tx.send(msg).await.is_err()
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => true,
-        };
-        if closed {
+        if self.inbound_tx.send(msg).is_err() {
             debug!(
                 "inbound queue closed; dropping a message on {}",
                 topic.suffix()
