@@ -31,6 +31,9 @@ pub enum WorkerError {
     /// The HTTP client for image downloads could not be set up.
     #[error(transparent)]
     Fetch(#[from] FetchError),
+    /// The heartbeat thread could not be started.
+    #[error("cannot start the heartbeat thread: {0}")]
+    Heartbeat(std::io::Error),
     /// The scratch directory for the external runtime could not be created.
     #[error("cannot create a working directory: {0}")]
     Workdir(std::io::Error),
@@ -126,14 +129,15 @@ impl Running {
         let stop = CancellationToken::new();
         let beat = liveliness(config, "alive");
         let every = config.liveliness_interval;
-        let beats = tokio::spawn(heartbeat::run(
+        let beats = heartbeat::spawn(heartbeat::run(
             publisher,
             beat,
             every,
             events.ready.clone(),
             stop.clone(),
             metrics,
-        ));
+        ))
+        .map_err(WorkerError::Heartbeat)?;
         let dispatcher = tokio::spawn(dispatch(manager.clone(), events, stop.clone()));
         Ok(Running {
             session,

@@ -1,9 +1,12 @@
 //! The heartbeat loop: the first beat as soon as the session is ready, then one every
-//! interval, and again at once after every reconnection.
+//! interval, and again at once after every reconnection. It runs on a thread of its own
+//! ([`spawn`]), so that a runtime saturated by a burst of work cannot delay a beat.
 
+use std::future::Future;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -11,6 +14,17 @@ use tracing::debug;
 use crate::protocol::Outbound;
 use crate::telemetry::Metrics;
 use crate::transport::Publisher;
+
+/// Runs `beats` (the [`run`] loop) on a thread of its own with a small runtime of its own:
+/// the OS schedules that thread, so a beat never waits in the shared runtime's run queue
+/// behind thousands of tasks (as it did under a burst of starts). The handle resolves when
+/// the loop ends.
+pub fn spawn(beats: impl Future<Output = ()> + Send + 'static) -> std::io::Result<JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    Ok(tokio::task::spawn_blocking(move || runtime.block_on(beats)))
+}
 
 /// Runs until `cancel` fires or the session goes away. Publishing never blocks a tick: a
 /// beat goes to the publisher's heartbeat slot, which the session empties before anything

@@ -35,6 +35,9 @@ pub enum TransportError {
         /// `PROPLET_MQTT_MAX_PACKET_SIZE`.
         limit: usize,
     },
+    /// The event loop's thread or runtime could not be started.
+    #[error("cannot start the MQTT event loop: {0}")]
+    Runtime(std::io::Error),
     /// TLS files could not be read or used.
     #[error("MQTT TLS setup: {0}")]
     Tls(String),

@@ -1,12 +1,15 @@
-//! The MQTT session: one task owns rumqttc's `EventLoop`, another forwards the messages
-//! queued in the [`Outbox`] to the client.
+//! The MQTT session: one task, on a thread of its own, owns rumqttc's `EventLoop`; another
+//! forwards the messages queued in the [`Outbox`] to the client.
 //!
 //! Rules kept here (rumqttc's contract and PROTOCOL.md §8):
 //! - the event loop never awaits anything but the next event inside its poll loop: client
 //!   requests are `try_*` calls, and decoded messages go to the task manager through a
 //!   queue that never makes it wait; reconnection is polling again after a capped backoff;
 //! - the forwarder takes a waiting heartbeat before anything else, then results and
-//!   refusals in turn (see [`super::Publisher`]);
+//!   refusals in turn (see [`super::Publisher`]); and while rumqttc takes no publish from
+//!   its queue (every in-flight slot awaits the broker's acknowledgement, as under a burst)
+//!   the event loop puts the heartbeat in front of everything at QoS 0, which needs no
+//!   slot — so no burst can starve heartbeats;
 //! - after every CONNACK we subscribe to start, stop, invoke and registry chunks, and only
 //!   once the SUBACK arrives do we announce ourselves (discovery) and signal `ready`, so no
 //!   start sent in answer to our discovery can be missed;
@@ -25,6 +28,7 @@ use rumqttc::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, info, warn};
 
 use super::{Backoff, Encoded, Outbox, TransportError};
@@ -53,6 +57,9 @@ pub struct MqttSession {
     close_tx: oneshot::Sender<Outbound>,
     forwarder: JoinHandle<()>,
     event_loop: JoinHandle<()>,
+    /// Ends the event loop's thread at once if the session is dropped without
+    /// [`MqttSession::close`] (its owner was aborted): nobody is left to flush for.
+    abandoned: DropGuard,
 }
 
 /// Shared between the forwarder and the event loop to know when everything went out.
@@ -83,6 +90,8 @@ impl MqttSession {
         let (finish_tx, finish_rx) = oneshot::channel();
         let flush = Arc::new(Flush::default());
         let intake_open = Arc::new(AtomicBool::new(true));
+        let heartbeats = outbound.heartbeats();
+        let abandoned = CancellationToken::new();
         let state = LoopState {
             client: client.clone(),
             clean_session: cfg.clean_session,
@@ -97,8 +106,10 @@ impl MqttSession {
             published: 0,
             flush: flush.clone(),
             metrics,
+            heartbeats,
+            abandoned: abandoned.clone(),
         };
-        let event_loop = tokio::spawn(run_loop(eventloop, state, finish_rx, cfg.timeout));
+        let event_loop = on_own_thread(run_loop(eventloop, state, finish_rx, cfg.timeout))?;
         let fwd = Forwarder {
             client: client.clone(),
             topics: topics.clone(),
@@ -113,6 +124,7 @@ impl MqttSession {
             close_tx,
             forwarder,
             event_loop,
+            abandoned: abandoned.drop_guard(),
         };
         Ok((session, SessionEvents { inbound, ready }))
     }
@@ -131,6 +143,8 @@ impl MqttSession {
     /// Publishes what is still queued, then `offline`, waits for the broker to acknowledge
     /// everything (at most the MQTT timeout), and disconnects.
     pub async fn close(self, offline: Outbound) {
+        // An orderly close: the event loop flushes, then ends by itself.
+        self.abandoned.disarm();
         if self.close_tx.send(offline).is_err() {
             warn!("MQTT forwarder already stopped");
         }
@@ -188,6 +202,21 @@ fn network_options(cfg: &MqttConfig) -> NetworkOptions {
     net.set_tcp_nodelay(true);
     net.set_connection_timeout(cfg.timeout.as_secs().max(1));
     net
+}
+
+/// Runs the event loop on a thread of its own with a small runtime of its own (I/O and
+/// timers): the OS schedules it, so reading, acknowledging and keep-alive never wait in the
+/// shared runtime's run queue behind thousands of tasks (as under a burst of starts).
+fn on_own_thread(
+    event_loop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<JoinHandle<()>, TransportError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(TransportError::Runtime)?;
+    Ok(tokio::task::spawn_blocking(move || {
+        runtime.block_on(event_loop)
+    }))
 }
 
 /// Always our own rustls configuration (configured CA or system roots, `ring` provider):
@@ -276,6 +305,11 @@ struct LoopState {
     flush: Arc<Flush>,
     /// Connection state and reconnects, for `/readyz` and `/metrics`.
     metrics: Metrics,
+    /// Heartbeats, for when the client's queue is closed to publishes (see
+    /// `expedite_heartbeat`).
+    heartbeats: watch::Receiver<Option<Encoded>>,
+    /// Fired when the session is dropped without being closed.
+    abandoned: CancellationToken,
 }
 
 mod event_loop;

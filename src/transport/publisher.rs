@@ -271,6 +271,12 @@ impl Outbox {
         }
     }
 
+    /// Another view of the heartbeat slot, for the event loop's fast path (each view sees
+    /// every beat once).
+    pub(super) fn heartbeats(&self) -> watch::Receiver<Option<Encoded>> {
+        self.heartbeat.clone()
+    }
+
     /// The next message if one is waiting right now (heartbeat first, then in turn).
     pub fn try_recv(&mut self) -> Option<Encoded> {
         if let Some(beat) = self.take_beat() {

@@ -40,10 +40,17 @@ pub(super) async fn run_loop(
                 Ok(event) => event,
                 Err(_) => continue,
             },
-            None => el.poll().await,
+            None => tokio::select! {
+                biased;
+                _ = st.abandoned.cancelled() => return,
+                event = el.poll() => event,
+            },
         };
         match event {
-            Ok(event) => st.on_event(event, &mut el, &mut backoff),
+            Ok(event) => {
+                st.on_event(event, &mut el, &mut backoff);
+                st.expedite_heartbeat(&mut el);
+            }
             Err(e) => {
                 st.on_error(&mut el, &e);
                 let delay = backoff.next_delay();
@@ -187,6 +194,27 @@ impl LoopState {
                 _ => None,
             })
             .collect();
+    }
+
+    /// A new heartbeat, when rumqttc takes no publish from its queue (every in-flight slot
+    /// is taken, or a packet id collided), would wait there behind results until the
+    /// broker catches up. Put it in front of every request instead, at QoS 0: it needs no
+    /// in-flight slot and a heartbeat needs no acknowledgement (a lost one is replaced by
+    /// the next). The forwarder's copy still follows; a late duplicate beat is harmless.
+    fn expedite_heartbeat(&mut self, el: &mut EventLoop) {
+        let blocked =
+            el.state.inflight() >= el.mqtt_options.inflight() || el.state.collision.is_some();
+        if !blocked || !self.heartbeats.has_changed().unwrap_or(false) {
+            return;
+        }
+        let Some(beat) = self.heartbeats.borrow_and_update().clone() else {
+            return;
+        };
+        let topic = self.topics.render(beat.topic());
+        let publish = Publish::new(topic, QoS::AtMostOnce, beat.into_payload());
+        el.pending.push_front(Request::Publish(publish));
+        self.flush.enqueued.fetch_add(1, Ordering::Relaxed);
+        debug!("heartbeat expedited past the client's queue");
     }
 
     fn flushed(&self, el: &EventLoop) -> bool {
