@@ -9,12 +9,14 @@
 
 mod backoff;
 mod mqtt;
+mod outbox;
 mod publisher;
 mod tls;
 
 pub use backoff::Backoff;
 pub use mqtt::{MqttSession, SessionEvents};
-pub use publisher::{Encoded, Outbox, PacketLimit, Publisher};
+pub use outbox::Outbox;
+pub use publisher::{Encoded, PacketLimit, Publisher};
 
 /// Transport failures.
 #[derive(Debug, thiserror::Error)]

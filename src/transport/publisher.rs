@@ -13,14 +13,12 @@
 //!
 //! The [`Outbox`] (read by the session, or by unit tests) takes the two queues in turn.
 
-use std::future::poll_fn;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 
 use tokio::sync::{mpsc, watch};
 
-use super::TransportError;
+use super::{Outbox, TransportError};
 use crate::config::{Identity, MqttConfig};
 use crate::protocol::{ErrorKind, Outbound, Topic, Topics};
 
@@ -162,11 +160,7 @@ impl Publisher {
             limit,
             dropped: Arc::new(AtomicU64::new(0)),
         };
-        let outbox = Outbox {
-            heartbeat: heartbeat_rx,
-            queues: [main_rx, refusals_rx],
-            next: 0,
-        };
+        let outbox = Outbox::new(heartbeat_rx, main_rx, refusals_rx);
         (publisher, outbox)
     }
 
@@ -229,99 +223,6 @@ impl Publisher {
     /// Messages dropped by [`Publisher::try_send`].
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
-    }
-}
-
-/// The receiving end of a [`Publisher`]'s lanes.
-#[derive(Debug)]
-pub struct Outbox {
-    heartbeat: watch::Receiver<Option<Encoded>>,
-    /// The main queue and the refusals, taken in turn.
-    queues: [mpsc::Receiver<Encoded>; 2],
-    /// Which queue is asked first next time.
-    next: usize,
-}
-
-impl Outbox {
-    /// The next message: a waiting heartbeat first, else the two queues in turn. `None`
-    /// once every [`Publisher`] is gone and the queues are empty.
-    pub async fn recv(&mut self) -> Option<Encoded> {
-        loop {
-            if let Some(beat) = self.take_beat() {
-                return Some(beat);
-            }
-            let Outbox {
-                heartbeat,
-                queues,
-                next,
-            } = self;
-            let beat_sent = tokio::select! {
-                biased;
-                changed = heartbeat.changed() => changed.is_ok(),
-                msg = poll_fn(|cx| poll_queues(queues, next, cx)) => return msg,
-            };
-            if !beat_sent {
-                // Every publisher is gone: what is left is in the queues.
-                return poll_fn(|cx| poll_queues(&mut self.queues, &mut self.next, cx)).await;
-            }
-            // `changed` marked the beat seen; take it here.
-            if let Some(beat) = self.heartbeat.borrow_and_update().clone() {
-                return Some(beat);
-            }
-        }
-    }
-
-    /// Another view of the heartbeat slot, for the event loop's fast path (each view sees
-    /// every beat once).
-    pub(super) fn heartbeats(&self) -> watch::Receiver<Option<Encoded>> {
-        self.heartbeat.clone()
-    }
-
-    /// The next message if one is waiting right now (heartbeat first, then in turn).
-    pub fn try_recv(&mut self) -> Option<Encoded> {
-        if let Some(beat) = self.take_beat() {
-            return Some(beat);
-        }
-        for k in 0..2 {
-            let i = (self.next + k) % 2;
-            if let Ok(msg) = self.queues[i].try_recv() {
-                self.next = (i + 1) % 2;
-                return Some(msg);
-            }
-        }
-        None
-    }
-
-    fn take_beat(&mut self) -> Option<Encoded> {
-        if self.heartbeat.has_changed().unwrap_or(false) {
-            return self.heartbeat.borrow_and_update().clone();
-        }
-        None
-    }
-}
-
-/// Polls the queues starting with `next`; `None` when both are closed and empty.
-fn poll_queues(
-    queues: &mut [mpsc::Receiver<Encoded>; 2],
-    next: &mut usize,
-    cx: &mut Context<'_>,
-) -> Poll<Option<Encoded>> {
-    let mut open = false;
-    for k in 0..2 {
-        let i = (*next + k) % 2;
-        match queues[i].poll_recv(cx) {
-            Poll::Ready(Some(msg)) => {
-                *next = (i + 1) % 2;
-                return Poll::Ready(Some(msg));
-            }
-            Poll::Ready(None) => {}
-            Poll::Pending => open = true,
-        }
-    }
-    if open {
-        Poll::Pending
-    } else {
-        Poll::Ready(None)
     }
 }
 
@@ -398,7 +299,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn heartbeats_jump_the_queues_and_refusals_alternate_with_results() {
+    async fn a_heartbeat_jumps_full_queues_and_replaces_an_unsent_one() {
         let (publisher, mut outbox) = Publisher::channel(2);
         for n in 0..2 {
             publisher
@@ -424,30 +325,32 @@ mod tests {
             .collect();
         assert_eq!(order[0], Topic::Alive);
         assert_eq!(order.len(), 5, "one beat and four queued: {order:?}");
-        let (publisher2, mut outbox2) = Publisher::channel(4);
-        for n in 0..2 {
-            let refusal = result(&format!("o{n}"), Some(ErrorKind::Overloaded), "full");
-            publisher2.send(refusal).await.expect("room");
-        }
-        for n in 0..2 {
-            publisher2
-                .send(result(&format!("r{n}"), None, "1"))
-                .await
-                .expect("room");
-        }
-        let mut kinds = Vec::new();
-        while let Some(m) = outbox2.try_recv() {
-            kinds.push(m.lane);
-        }
-        assert_eq!(
-            kinds,
-            [Lane::Main, Lane::Refusal, Lane::Main, Lane::Refusal],
-            "the two queues are taken in turn"
-        );
-        drop((publisher, publisher2));
+        drop(publisher);
         assert!(
             outbox.recv().await.is_none(),
             "closed once publishers are gone"
+        );
+    }
+
+    #[tokio::test]
+    async fn refusals_and_results_are_taken_in_turn() {
+        let (publisher, mut outbox) = Publisher::channel(4);
+        for n in 0..2 {
+            let refusal = result(&format!("o{n}"), Some(ErrorKind::Overloaded), "full");
+            publisher.send(refusal).await.expect("room");
+        }
+        for n in 0..2 {
+            let ok = result(&format!("r{n}"), None, "1");
+            publisher.send(ok).await.expect("room");
+        }
+        let mut lanes = Vec::new();
+        while let Some(m) = outbox.try_recv() {
+            lanes.push(m.lane);
+        }
+        assert_eq!(
+            lanes,
+            [Lane::Main, Lane::Refusal, Lane::Main, Lane::Refusal],
+            "the two queues are taken in turn"
         );
     }
 }
