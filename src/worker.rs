@@ -14,9 +14,9 @@ use crate::protocol::{Discovery, Liveliness, Metadata, Outbound};
 use crate::runtime::{ExternalRuntime, Runtime, RuntimeError};
 use crate::tasks::{FetchError, Fetcher, ManagerParts, TaskManager, heartbeat};
 use crate::telemetry::{self, Metrics};
-use crate::transport::{MqttSession, Publisher, SessionEvents, TransportError};
+use crate::transport::{MqttSession, PacketLimit, Publisher, SessionEvents, TransportError};
 
-/// Messages that may wait for the MQTT client.
+/// Messages that may wait for the MQTT client, in each of the publisher's queues.
 const OUTBOUND_CAPACITY: usize = 1024;
 
 /// Why the worker could not start.
@@ -31,6 +31,9 @@ pub enum WorkerError {
     /// The HTTP client for image downloads could not be set up.
     #[error(transparent)]
     Fetch(#[from] FetchError),
+    /// The heartbeat thread could not be started.
+    #[error("cannot start the heartbeat thread: {0}")]
+    Heartbeat(std::io::Error),
     /// The scratch directory for the external runtime could not be created.
     #[error("cannot create a working directory: {0}")]
     Workdir(std::io::Error),
@@ -109,7 +112,8 @@ impl Running {
             namespace: id.namespace.clone(),
             metadata: metadata(config, &runtime),
         });
-        let (publisher, outbound) = Publisher::channel(OUTBOUND_CAPACITY);
+        let limit = PacketLimit::new(&config.mqtt, id);
+        let (publisher, outbound) = Publisher::new(OUTBOUND_CAPACITY, limit);
         let offline = liveliness(config, "offline");
         let (session, events) = MqttSession::start(
             &config.mqtt,
@@ -133,14 +137,15 @@ impl Running {
         let stop = CancellationToken::new();
         let beat = liveliness(config, "alive");
         let every = config.liveliness_interval;
-        let beats = tokio::spawn(heartbeat::run(
+        let beats = heartbeat::spawn(heartbeat::run(
             publisher,
             beat,
             every,
             events.ready.clone(),
             stop.clone(),
             metrics,
-        ));
+        ))
+        .map_err(WorkerError::Heartbeat)?;
         let dispatcher = tokio::spawn(dispatch(manager.clone(), events, stop.clone()));
         Ok(Running {
             session,

@@ -1,5 +1,6 @@
 //! MQTT over TLS against a mosquitto TLS listener with certificates made at test time:
-//! server verification (CA and name), mutual TLS, and clear errors for bad files.
+//! server verification (CA and name), the system roots when no CA is given, mutual TLS,
+//! and clear errors for bad files.
 
 mod common;
 
@@ -7,6 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::broker::TlsListener;
+use common::daemon::Daemon;
 use common::pki::Pki;
 use common::*;
 use serde_json::json;
@@ -76,6 +78,55 @@ async fn untrusted_or_misnamed_brokers_are_refused() {
         .await;
     untrusted.stop().await;
     misnamed.stop().await;
+}
+
+/// With no CA configured the system roots are used: the broker's test-made CA is not among
+/// them, so the real binary must log the verification failure and keep retrying — never
+/// panic, never exit — until it is stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_ca_file_the_system_roots_are_used_and_failures_are_retried() {
+    let pki = Pki::new(&["localhost"]);
+    let broker = tls_broker(&pki, false);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("proplet.log");
+    let port = broker.tls_port.expect("TLS listener").to_string();
+    let address = format!("mqtts://localhost:{port}");
+    let mut d = Daemon::start_logged(
+        &broker,
+        &[("PROPLET_MQTT_ADDRESS", &address), QUICK_GIVE_UP],
+        &log,
+    );
+    // Three failed handshakes: the first attempt and two retries after backoff.
+    let text = wait_for_log(&mut d, &log, |text| {
+        text.matches("invalid peer certificate").count() >= 3
+    })
+    .await;
+    assert!(!text.contains("panicked"), "the proplet panicked: {text}");
+    assert!(text.contains("UnknownIssuer"), "{text}");
+    d.signal("-TERM");
+    assert_eq!(d.wait(Duration::from_secs(30)).await, Some(0));
+}
+
+/// Waits (up to 30 s) until the daemon's log satisfies `done`, re-reading it as the daemon
+/// writes; returns it. The daemon must stay up all along.
+async fn wait_for_log(
+    d: &mut Daemon,
+    log: &std::path::Path,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if done(&text) {
+            return text;
+        }
+        assert!(d.running(), "the proplet exited: {text}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log never showed it within 30 s: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,8 @@
 //! Results: one per task (or invocation), with its usage receipt, counted in the metrics,
 //! marked on the task's span, and published under a `publish` span.
+//!
+//! A result that would not fit in one MQTT packet is never handed to the transport: the
+//! manager gets an `output_limit` error for the id instead, so every id is answered.
 
 use tracing::{Instrument as _, Span, warn};
 
@@ -9,6 +12,7 @@ use super::receipt::Receipt;
 use crate::protocol::{ErrorKind, InvokeResult, Outbound, Outcome, TaskResult, Topic};
 use crate::runtime::TaskOutput;
 use crate::telemetry::trace;
+use crate::transport::{Encoded, TransportError};
 
 impl Shared {
     /// Logs a failure (and marks the current task span failed) and turns the run's outcome
@@ -34,16 +38,19 @@ impl Shared {
         receipt: &Receipt,
     ) {
         let outcome = receipt.seal(Self::outcome(id, outcome));
-        let kind = outcome.error_kind.map(ErrorKind::as_str);
-        self.metrics.task_finished(kind, receipt.elapsed());
-        let msg = TaskResult {
-            task_id: id.to_owned(),
-            proplet_id: self.proplet_id.clone(),
-            outcome,
+        let wrap = |outcome| {
+            Outbound::Result(TaskResult {
+                task_id: id.to_owned(),
+                proplet_id: self.proplet_id.clone(),
+                outcome,
+            })
         };
-        let publish = publish_span(Topic::Results);
-        let sent = self.publisher.send(Outbound::Result(msg));
-        if sent.instrument(publish).await.is_err() {
+        let (kind, encoded) = self.fit(id, outcome, wrap);
+        self.metrics
+            .task_finished(kind.map(ErrorKind::as_str), receipt.elapsed());
+        let Some(encoded) = encoded else { return };
+        let sent = self.publisher.send_encoded(encoded);
+        if sent.instrument(publish_span(Topic::Results)).await.is_err() {
             warn!(task_id = %id, "result lost: the MQTT session is closed");
         }
     }
@@ -55,19 +62,56 @@ impl Shared {
         invocation_id: String,
         outcome: Outcome,
     ) {
-        let msg = InvokeResult {
-            task_id,
-            invocation_id,
-            proplet_id: self.proplet_id.clone(),
-            outcome,
+        let wrap = |outcome| {
+            Outbound::InvokeResult(InvokeResult {
+                task_id: task_id.clone(),
+                invocation_id: invocation_id.clone(),
+                proplet_id: self.proplet_id.clone(),
+                outcome,
+            })
         };
-        let sent = self.publisher.send(Outbound::InvokeResult(msg));
+        let (_, encoded) = self.fit(&task_id, outcome, wrap);
+        let Some(encoded) = encoded else { return };
+        let sent = self.publisher.send_encoded(encoded);
         if sent
             .instrument(publish_span(Topic::InvokeResults))
             .await
             .is_err()
         {
             warn!("invoke result lost: the MQTT session is closed");
+        }
+    }
+
+    /// Encodes the message `wrap` makes of `outcome`, checked against the MQTT packet limit.
+    /// One that would not fit becomes an `output_limit` error; if even that would not fit
+    /// (an absurdly long id), nothing can be sent and `None` is returned. Also returns the
+    /// error kind that was finally answered.
+    fn fit(
+        &self,
+        id: &str,
+        outcome: Outcome,
+        wrap: impl Fn(Outcome) -> Outbound,
+    ) -> (Option<ErrorKind>, Option<Encoded>) {
+        let kind = outcome.error_kind;
+        let receipt = Outcome {
+            usage: outcome.usage.clone(),
+            digest: outcome.digest.clone(),
+            traceparent: outcome.traceparent.clone(),
+            ..Outcome::default()
+        };
+        let err = match self.publisher.encode(&wrap(outcome)) {
+            Ok(encoded) => return (kind, Some(encoded)),
+            Err(e) => e,
+        };
+        let text = err.to_string();
+        warn!(task_id = %id, "result too large to publish: {text}");
+        trace::fail(&Span::current(), ErrorKind::OutputLimit.as_str(), &text);
+        match self.publisher.encode(&wrap(too_large(receipt, &err))) {
+            Ok(encoded) => (Some(ErrorKind::OutputLimit), Some(encoded)),
+            Err(e) => {
+                warn!(task_id = %id, "no answer possible, even the error is too large: {e}");
+                (Some(ErrorKind::OutputLimit), None)
+            }
         }
     }
 
@@ -82,6 +126,24 @@ impl Shared {
         let kind = outcome.error_kind.map(ErrorKind::as_str);
         self.metrics.task_finished(kind, receipt.elapsed());
         outcome
+    }
+}
+
+/// An `output_limit` failure, because the result's message would be too large (`why`),
+/// carrying the receipt of the original outcome.
+fn too_large(receipt: Outcome, why: &TransportError) -> Outcome {
+    let mut usage = receipt.usage;
+    if let Some(usage) = usage.as_mut() {
+        usage.limit = Some(ErrorKind::OutputLimit);
+    }
+    Outcome {
+        usage,
+        digest: receipt.digest,
+        traceparent: receipt.traceparent,
+        ..Outcome::failed(
+            ErrorKind::OutputLimit,
+            format!("the result cannot be published: {why}"),
+        )
     }
 }
 

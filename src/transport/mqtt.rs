@@ -1,9 +1,15 @@
-//! The MQTT session: one task owns rumqttc's `EventLoop`, another forwards queued
-//! [`Outbound`] messages to the client.
+//! The MQTT session: one task, on a thread of its own, owns rumqttc's `EventLoop`; another
+//! forwards the messages queued in the [`Outbox`] to the client.
 //!
 //! Rules kept here (rumqttc's contract and PROTOCOL.md §8):
-//! - the event loop is polled without ever awaiting a client request inside it
-//!   (`try_*` calls only); reconnection is polling again after a capped backoff;
+//! - the event loop never awaits anything but the next event inside its poll loop: client
+//!   requests are `try_*` calls, and decoded messages go to the task manager through a
+//!   queue that never makes it wait; reconnection is polling again after a capped backoff;
+//! - the forwarder takes a waiting heartbeat before anything else, then results and
+//!   refusals in turn (see [`super::Publisher`]); and while rumqttc takes no publish from
+//!   its queue (every in-flight slot awaits the broker's acknowledgement, as under a burst)
+//!   the event loop puts the heartbeat in front of everything at QoS 0, which needs no
+//!   slot — so no burst can starve heartbeats;
 //! - after every CONNACK we subscribe to start, stop, invoke and registry chunks, and only
 //!   once the SUBACK arrives do we announce ourselves (discovery) and signal `ready`, so no
 //!   start sent in answer to our discovery can be missed;
@@ -22,20 +28,23 @@ use rumqttc::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, info, warn};
 
-use super::{Backoff, TransportError};
+use super::{Backoff, Encoded, Outbox, TransportError};
 use crate::config::{Identity, MqttConfig};
 use crate::protocol::{self, Inbound, Outbound, Rejected, Topic, Topics};
 use crate::telemetry::Metrics;
 
-/// Decoded inbound messages waiting for the task manager.
-const INBOUND_CAPACITY: usize = 4096;
-
 /// What the session hands to the worker.
 pub struct SessionEvents {
     /// Decoded (or rejected) messages on the subscribed topics.
-    pub inbound: mpsc::Receiver<Result<Inbound, Rejected>>,
+    ///
+    /// Unbounded on purpose: the event loop must never wait for room (that would stall the
+    /// keep-alive and every publish), and must not drop a start that needs an answer. The
+    /// reader hands each message to the task manager, which never blocks (it answers
+    /// `overloaded` itself), so the queue drains as fast as the broker delivers.
+    pub inbound: mpsc::UnboundedReceiver<Result<Inbound, Rejected>>,
     /// Bumped each time the session is (re)subscribed and announced.
     pub ready: watch::Receiver<u64>,
 }
@@ -48,6 +57,9 @@ pub struct MqttSession {
     close_tx: oneshot::Sender<Outbound>,
     forwarder: JoinHandle<()>,
     event_loop: JoinHandle<()>,
+    /// Ends the event loop's thread at once if the session is dropped without
+    /// [`MqttSession::close`] (its owner was aborted): nobody is left to flush for.
+    abandoned: DropGuard,
 }
 
 /// Shared between the forwarder and the event loop to know when everything went out.
@@ -64,7 +76,7 @@ impl MqttSession {
         identity: &Identity,
         discovery: Outbound,
         offline: Outbound,
-        outbound: mpsc::Receiver<Outbound>,
+        outbound: Outbox,
         metrics: Metrics,
     ) -> Result<(MqttSession, SessionEvents), TransportError> {
         let topics = Topics::new(&identity.tenant_id, &identity.channel_id);
@@ -72,12 +84,14 @@ impl MqttSession {
         let options = options(cfg, identity, &topics, &offline)?;
         let (client, mut eventloop) = AsyncClient::new(options, cfg.request_channel_capacity);
         eventloop.set_network_options(network_options(cfg));
-        let (inbound_tx, inbound) = mpsc::channel(INBOUND_CAPACITY);
+        let (inbound_tx, inbound) = mpsc::unbounded_channel();
         let (ready_tx, ready) = watch::channel(0);
         let (close_tx, close_rx) = oneshot::channel();
         let (finish_tx, finish_rx) = oneshot::channel();
         let flush = Arc::new(Flush::default());
         let intake_open = Arc::new(AtomicBool::new(true));
+        let heartbeats = outbound.heartbeats();
+        let abandoned = CancellationToken::new();
         let state = LoopState {
             client: client.clone(),
             clean_session: cfg.clean_session,
@@ -92,8 +106,10 @@ impl MqttSession {
             published: 0,
             flush: flush.clone(),
             metrics,
+            heartbeats,
+            abandoned: abandoned.clone(),
         };
-        let event_loop = tokio::spawn(run_loop(eventloop, state, finish_rx, cfg.timeout));
+        let event_loop = on_own_thread(run_loop(eventloop, state, finish_rx, cfg.timeout))?;
         let fwd = Forwarder {
             client: client.clone(),
             topics: topics.clone(),
@@ -108,6 +124,7 @@ impl MqttSession {
             close_tx,
             forwarder,
             event_loop,
+            abandoned: abandoned.drop_guard(),
         };
         Ok((session, SessionEvents { inbound, ready }))
     }
@@ -126,6 +143,8 @@ impl MqttSession {
     /// Publishes what is still queued, then `offline`, waits for the broker to acknowledge
     /// everything (at most the MQTT timeout), and disconnects.
     pub async fn close(self, offline: Outbound) {
+        // An orderly close: the event loop flushes, then ends by itself.
+        self.abandoned.disarm();
         if self.close_tx.send(offline).is_err() {
             warn!("MQTT forwarder already stopped");
         }
@@ -185,14 +204,29 @@ fn network_options(cfg: &MqttConfig) -> NetworkOptions {
     net
 }
 
-fn tls_transport(cfg: &MqttConfig) -> Result<Transport, TransportError> {
-    Ok(match super::tls::client_config(&cfg.tls)? {
-        Some(config) => Transport::tls_with_config(TlsConfiguration::Rustls(config)),
-        None => Transport::tls_with_default_config(),
-    })
+/// Runs the event loop on a thread of its own with a small runtime of its own (I/O and
+/// timers): the OS schedules it, so reading, acknowledging and keep-alive never wait in the
+/// shared runtime's run queue behind thousands of tasks (as under a burst of starts).
+fn on_own_thread(
+    event_loop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<JoinHandle<()>, TransportError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(TransportError::Runtime)?;
+    Ok(tokio::task::spawn_blocking(move || {
+        runtime.block_on(event_loop)
+    }))
 }
 
-/// Takes queued messages and hands them to the client, in order.
+/// Always our own rustls configuration (configured CA or system roots, `ring` provider):
+/// rumqttc's default one needs a process-wide crypto provider and panics without one.
+fn tls_transport(cfg: &MqttConfig) -> Result<Transport, TransportError> {
+    let config = super::tls::client_config(&cfg.tls)?;
+    Ok(Transport::tls_with_config(TlsConfiguration::Rustls(config)))
+}
+
+/// Takes queued messages (heartbeats first) and hands them to the client.
 struct Forwarder {
     client: AsyncClient,
     topics: Topics,
@@ -203,7 +237,7 @@ struct Forwarder {
 impl Forwarder {
     async fn run(
         self,
-        mut rx: mpsc::Receiver<Outbound>,
+        mut outbox: Outbox,
         mut close: oneshot::Receiver<Outbound>,
         finish: oneshot::Sender<()>,
     ) {
@@ -211,12 +245,12 @@ impl Forwarder {
         loop {
             tokio::select! {
                 biased;
-                msg = rx.recv() => match msg {
+                msg = outbox.recv() => match msg {
                     Some(msg) => self.publish(msg).await,
                     None => break,
                 },
                 last = &mut close => {
-                    while let Ok(msg) = rx.try_recv() {
+                    while let Some(msg) = outbox.try_recv() {
                         self.publish(msg).await;
                     }
                     offline = last.ok();
@@ -229,22 +263,24 @@ impl Forwarder {
         // the session failed for good.)
         finish.send(()).ok();
         if let Some(offline) = offline {
-            self.publish(offline).await;
+            self.publish(Encoded::new(&offline)).await;
         }
     }
 
-    async fn publish(&self, msg: Outbound) {
+    /// Hands `msg` to the client (already checked against the packet limit by the
+    /// [`super::Publisher`], except the small offline notice).
+    async fn publish(&self, msg: Encoded) {
+        let suffix = msg.topic().suffix();
         let topic = self.topics.render(msg.topic());
         // Count before handing over, so the event loop never sees more publishes than this.
         self.flush.enqueued.fetch_add(1, Ordering::Relaxed);
         let sent = self
             .client
-            .publish(topic, self.qos, false, msg.encode())
+            .publish(topic, self.qos, false, msg.into_payload())
             .await;
         if let Err(e) = sent {
             self.flush.enqueued.fetch_sub(1, Ordering::Relaxed);
-            let topic = msg.topic().suffix();
-            warn!(error = %e, "dropping {topic} message: MQTT client closed");
+            warn!(error = %e, "dropping {suffix} message: MQTT client closed");
         }
     }
 }
@@ -257,7 +293,7 @@ struct LoopState {
     topics: Topics,
     qos: QoS,
     discovery: Vec<u8>,
-    inbound_tx: mpsc::Sender<Result<Inbound, Rejected>>,
+    inbound_tx: mpsc::UnboundedSender<Result<Inbound, Rejected>>,
     ready_tx: watch::Sender<u64>,
     intake_open: Arc<AtomicBool>,
     /// Whether this connection has subscribed and announced.
@@ -269,6 +305,11 @@ struct LoopState {
     flush: Arc<Flush>,
     /// Connection state and reconnects, for `/readyz` and `/metrics`.
     metrics: Metrics,
+    /// Heartbeats, for when the client's queue is closed to publishes (see
+    /// `expedite_heartbeat`).
+    heartbeats: watch::Receiver<Option<Encoded>>,
+    /// Fired when the session is dropped without being closed.
+    abandoned: CancellationToken,
 }
 
 mod event_loop;

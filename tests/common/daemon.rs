@@ -80,6 +80,11 @@ impl Daemon {
         assert!(ok, "kill {sig} failed");
     }
 
+    /// Whether the process is still running (it has not exited, by panic or otherwise).
+    pub fn running(&mut self) -> bool {
+        self.0.try_wait().expect("try_wait").is_none()
+    }
+
     /// Waits for the process to exit; returns its exit code.
     pub async fn wait(&mut self, within: Duration) -> Option<i32> {
         let deadline = Instant::now() + within;

@@ -275,6 +275,17 @@ impl Manager {
         }
     }
 
+    /// The next message on the channel (any topic, matched or not), or `None` if nothing
+    /// arrives `within`. It is logged but not kept for later `expect`s.
+    pub async fn next(&mut self, within: Duration) -> Option<Seen> {
+        if !self.unmatched.is_empty() {
+            return Some(self.unmatched.remove(0));
+        }
+        let seen = tokio::time::timeout(within, self.rx.recv()).await.ok()??;
+        self.log.push(seen.clone());
+        Some(seen)
+    }
+
     /// Waits until the proplet has announced itself (so its subscriptions are in place).
     pub async fn wait_ready(&mut self) {
         self.expect("control/proplet/create", Duration::from_secs(60), |v| {

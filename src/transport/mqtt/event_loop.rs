@@ -40,10 +40,17 @@ pub(super) async fn run_loop(
                 Ok(event) => event,
                 Err(_) => continue,
             },
-            None => el.poll().await,
+            None => tokio::select! {
+                biased;
+                _ = st.abandoned.cancelled() => return,
+                event = el.poll() => event,
+            },
         };
         match event {
-            Ok(event) => st.on_event(event, &mut el, &mut backoff).await,
+            Ok(event) => {
+                st.on_event(event, &mut el, &mut backoff);
+                st.expedite_heartbeat(&mut el);
+            }
             Err(e) => {
                 st.on_error(&mut el, &e);
                 let delay = backoff.next_delay();
@@ -78,7 +85,7 @@ fn is_oversized(e: &ConnectionError) -> bool {
 }
 
 impl LoopState {
-    async fn on_event(&mut self, event: Event, el: &mut EventLoop, backoff: &mut Backoff) {
+    fn on_event(&mut self, event: Event, el: &mut EventLoop, backoff: &mut Backoff) {
         match event {
             Event::Incoming(Packet::ConnAck(ack)) => {
                 info!(
@@ -100,7 +107,7 @@ impl LoopState {
                     self.announce();
                 }
             }
-            Event::Incoming(Packet::Publish(p)) => self.dispatch(&p).await,
+            Event::Incoming(Packet::Publish(p)) => self.dispatch(&p),
             Event::Outgoing(Outgoing::Publish(_)) => self.published += 1,
             _ => {}
         }
@@ -152,23 +159,15 @@ impl LoopState {
         self.ready_tx.send_modify(|generation| *generation += 1);
     }
 
-    /// Decodes and queues a message for the task manager. A full queue pushes back on the
-    /// broker (the loop waits for room) rather than dropping a start that needs an answer.
-    async fn dispatch(&self, p: &Publish) {
+    /// Decodes and queues a message for the task manager, without ever waiting: the queue
+    /// is unbounded and the manager answers what it cannot take (`overloaded`).
+    fn dispatch(&self, p: &Publish) {
         let Some(topic) = self.topics.parse(&p.topic) else {
             debug!(topic = %p.topic, "ignoring a message on an unexpected topic");
             return;
         };
         let msg = protocol::decode(topic, &p.payload);
-        let closed = match self.inbound_tx.try_send(msg) {
-            Ok(()) => false,
-            Err(mpsc::error::TrySendError::Full(msg)) => {
-                debug!("inbound queue full; waiting for the task manager");
-                self.inbound_tx.send(msg).await.is_err()
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => true,
-        };
-        if closed {
+        if self.inbound_tx.send(msg).is_err() {
             debug!(
                 "inbound queue closed; dropping a message on {}",
                 topic.suffix()
@@ -195,6 +194,27 @@ impl LoopState {
                 _ => None,
             })
             .collect();
+    }
+
+    /// A new heartbeat, when rumqttc takes no publish from its queue (every in-flight slot
+    /// is taken, or a packet id collided), would wait there behind results until the
+    /// broker catches up. Put it in front of every request instead, at QoS 0: it needs no
+    /// in-flight slot and a heartbeat needs no acknowledgement (a lost one is replaced by
+    /// the next). The forwarder's copy still follows; a late duplicate beat is harmless.
+    fn expedite_heartbeat(&mut self, el: &mut EventLoop) {
+        let blocked =
+            el.state.inflight() >= el.mqtt_options.inflight() || el.state.collision.is_some();
+        if !blocked || !self.heartbeats.has_changed().unwrap_or(false) {
+            return;
+        }
+        let Some(beat) = self.heartbeats.borrow_and_update().clone() else {
+            return;
+        };
+        let topic = self.topics.render(beat.topic());
+        let publish = Publish::new(topic, QoS::AtMostOnce, beat.into_payload());
+        el.pending.push_front(Request::Publish(publish));
+        self.flush.enqueued.fetch_add(1, Ordering::Relaxed);
+        debug!("heartbeat expedited past the client's queue");
     }
 
     fn flushed(&self, el: &EventLoop) -> bool {
