@@ -4,7 +4,7 @@
 //! [ARGS]...`), so a proplet can serve as another proplet's external runtime.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::runtime::{Binary, Runtime, RuntimeError, TaskOutput, TaskSpec};
 use crate::sandbox::capabilities::{grant, parse_volumes};
@@ -39,32 +39,31 @@ pub struct RunArgs {
 }
 
 /// `SOURCE:PATH[:ro|rw]`, where SOURCE is a host directory or a volume of
-/// `PROPLET_VOLUMES` (granted within that volume's policy, as for a fleet task).
+/// `PROPLET_VOLUMES` (granted within that volume's policy, as for a fleet task). The mode is
+/// checked exactly as the daemon checks it.
 fn parse_mount(text: &str) -> Result<Mount, String> {
-    let (spec, mode) = match text.rsplit_once(':') {
-        Some((rest, m @ ("ro" | "rw"))) => (rest, Some(m.to_owned())),
-        _ => (text, None),
+    let mut parts = text.splitn(3, ':');
+    let (Some(source), Some(guest)) = (parts.next(), parts.next()) else {
+        return Err(format!("expected DIR:PATH[:ro|rw], got {text:?}"));
     };
-    let (source, guest) = spec
-        .split_once(':')
-        .ok_or_else(|| format!("expected DIR:PATH[:ro|rw], got {text:?}"))?;
-    let volumes = if std::path::Path::new(source).is_dir() {
-        vec![Volume {
-            name: source.to_owned(),
-            host: PathBuf::from(source),
-            writable: true,
-        }]
+    let mode = parts.next().map(str::to_owned);
+    let volumes = if Path::new(source).is_dir() {
+        vec![Volume::open(source, Path::new(source), true)?]
     } else {
-        parse_volumes(&std::env::var("PROPLET_VOLUMES").unwrap_or_default())?
+        let volumes = parse_volumes(&std::env::var("PROPLET_VOLUMES").unwrap_or_default())?;
+        if !volumes.iter().any(|v| v.name == source) {
+            return Err(format!(
+                "{source} is neither a directory nor a volume of PROPLET_VOLUMES"
+            ));
+        }
+        volumes
     };
     let request = MountRequest {
         volume: source.to_owned(),
         path: guest.to_owned(),
         mode,
     };
-    let granted = grant(&volumes, &[request]).map_err(|e| {
-        format!("{e} ({source} is neither a directory nor a volume of PROPLET_VOLUMES)")
-    })?;
+    let granted = grant(&volumes, &[request]).map_err(|e| e.to_string())?;
     granted
         .into_iter()
         .next()
@@ -138,7 +137,15 @@ pub async fn run(args: RunArgs) -> Result<TaskOutput, LocalError> {
         network: Vec::new().into(),
         meter: Default::default(),
     };
-    let runtime = Runtime::wasmtime(1, false, Default::default())?;
+    let sandbox = crate::sandbox::SandboxLimits {
+        handles: crate::sandbox::descriptors::handles_per_task(1),
+        ..Default::default()
+    };
+    let cache = crate::runtime::CacheLimits {
+        entries: 1,
+        ..Default::default()
+    };
+    let runtime = Runtime::wasmtime(cache, false, sandbox, Default::default())?;
     Ok(runtime.run(spec, None).await?)
 }
 

@@ -94,8 +94,12 @@ impl Running {
                     .with_cpu_limit(config.budgets.max.timeout),
             ),
             None => Runtime::wasmtime(
-                config.tasks.module_cache_entries,
+                crate::runtime::CacheLimits {
+                    entries: config.tasks.module_cache_entries,
+                    bytes: config.tasks.module_cache_bytes,
+                },
                 config.budgets.metering(),
+                sandbox_limits(config),
                 metrics.clone(),
             )?,
         };
@@ -119,7 +123,7 @@ impl Running {
         let manager = TaskManager::new(ManagerParts {
             proplet_id: id.proplet_id.clone(),
             publisher: publisher.clone(),
-            fetcher: Fetcher::new(&config.fetch, publisher.clone())?,
+            fetcher: Fetcher::new(&config.fetch, publisher.clone(), config.admission.clone())?,
             runtime,
             budgets: config.budgets,
             policy: config.admission.clone(),
@@ -162,6 +166,19 @@ impl Running {
         }
         self.session.close(self.offline).await;
         info!("proplet stopped");
+    }
+}
+
+/// The sandbox of every in-process task: its share of the process's file descriptors and
+/// its scratch quota.
+fn sandbox_limits(config: &Config) -> crate::sandbox::SandboxLimits {
+    let concurrent = config.tasks.max_concurrent.get();
+    crate::sandbox::SandboxLimits {
+        handles: crate::sandbox::descriptors::handles_per_task(concurrent),
+        scratch: crate::sandbox::ScratchQuota {
+            bytes: config.tasks.scratch_bytes,
+            ..Default::default()
+        },
     }
 }
 

@@ -157,6 +157,14 @@ fn run_mounts_directories_and_volumes_within_policy() {
         "{}",
         text(&refused.stderr)
     );
+    let typo = format!("{}:/data:wr", vol.path().display());
+    let refused = proplet(&["run", "--mount", &typo, fs], &[]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        text(&refused.stderr).contains(r#"mode "wr" (use ro or rw)"#),
+        "{}",
+        text(&refused.stderr)
+    );
     let dir = format!("{}:/models:rw", vol.path().display());
     let out = text(
         &proplet(

@@ -136,14 +136,11 @@ async fn v15_v16_latent_tasks_and_invocations() {
         "invalid",
         "latent tasks require a WASM component; task core-latent is not a component",
     );
-    // V16: a component is precompiled silently, then invoked.
+    // V16: a component is precompiled silently, then invoked; invokes sent right after
+    // the deploy wait for its compile instead of being refused.
     let mut latent = greet("lat", "greet", json!(["\"nobody\""]));
     latent["latent"] = json!(true);
     m.send_json("control/manager/start", &latent).await;
-    m.expect_none("control/proplet/results", Duration::from_millis(500), |v| {
-        v["task_id"] == "lat"
-    })
-    .await;
     m.send_json(
         "control/manager/invoke",
         &invoke("lat", "inv-1", json!(["\"world\""])),
@@ -176,6 +173,10 @@ async fn v15_v16_latent_tasks_and_invocations() {
         r2["results"], "\"Hello, nobody!\"",
         "without inputs the deploy-time inputs are used"
     );
+    m.expect_none("control/proplet/results", Duration::from_millis(200), |v| {
+        v["task_id"] == "lat"
+    })
+    .await;
     // A stop forgets the latent task.
     m.send_json("control/manager/stop", &json!({"id": "lat"}))
         .await;
@@ -247,7 +248,11 @@ async fn workloads_use_the_wit_task_context_and_report_once() {
         &workload("big", json!(["big"]), json!([])),
     )
     .await;
+    let mut named = workload("named", json!([]), json!(["40", "2"]));
+    named["name"] = json!("propeller:proplet/handler@0.1.0#run");
+    m.send_json("control/manager/start", &named).await;
     assert_ok(&m.result("sum").await, "sum=42");
+    assert_ok(&m.result("named").await, "sum=42");
     assert_ok(&m.result("env").await, &format!("PROPLET_ID={P},X=1"));
     assert_ok(&m.result("twice").await, "sum=5");
     assert_err(

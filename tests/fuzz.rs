@@ -121,7 +121,7 @@ proptest! {
                     total_fixed.get_or_insert(total);
                     seen.entry(idx).or_insert(data);
                 }
-                Err(ChunkError::TooLarge { .. }) => {
+                Err(ChunkError::TooLarge { .. } | ChunkError::ConflictingData { .. }) => {
                     prop_assert!(!asm.is_expected("app"));
                     return Ok(());
                 }

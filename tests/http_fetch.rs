@@ -69,3 +69,39 @@ async fn http_image_urls_are_fetched_within_limits() {
         .await;
     w.stop().await;
 }
+
+/// Every redirect hop is an allowed source: a download allowed from one host cannot be
+/// bounced to another (a cloud metadata address, an internal service).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_checked_against_the_allowed_sources() {
+    let add = base64::engine::general_purpose::STANDARD
+        .decode(ADD_WASM)
+        .unwrap();
+    let other = http::serve(vec![(
+        "/add.wasm",
+        "200 OK",
+        "application/wasm",
+        Some(add.clone()),
+    )])
+    .await;
+    // Same server, another name: `localhost` is not an allowed host.
+    let elsewhere = format!("{}/add.wasm", other.replace("127.0.0.1", "localhost"));
+    let elsewhere: &'static str = Box::leak(elsewhere.into_boxed_str());
+    let base = http::serve(vec![
+        ("/add.wasm", "200 OK", "application/wasm", Some(add)),
+        ("/hop", "302 Found", "/add.wasm", Some(Vec::new())),
+        ("/away", "302 Found", elsewhere, Some(Vec::new())),
+    ])
+    .await;
+    let (_broker, w, mut m) = setup(&[("PROPLET_ALLOWED_SOURCES", "inline,127.0.0.1")]).await;
+    for (id, path) in [("hop", "/hop"), ("away", "/away")] {
+        let task = start(
+            id,
+            json!({"file": null, "image_url": format!("{base}{path}")}),
+        );
+        m.send_json("control/manager/start", &task).await;
+    }
+    assert_ok(&m.result("hop").await, "30");
+    assert_err(&m.result("away").await, "fetch", "refused a redirect");
+    w.stop().await;
+}

@@ -43,6 +43,9 @@ pub enum ConfigError {
         /// Its CLI flag.
         flag: &'static str,
     },
+    /// Several required settings have no value (each as [`ConfigError::Missing`] says).
+    #[error("missing required settings: {}", .0.join("; "))]
+    MissingSeveral(Vec<String>),
     /// Two aliases of one setting disagree.
     #[error("{first} and {second} are both set, to different values; set only one")]
     Conflict {
@@ -128,10 +131,18 @@ pub struct TaskSettings {
     pub max_concurrent: NonZeroUsize,
     /// Tasks that may wait for a slot.
     pub queue_capacity: usize,
+    /// Bytes of binaries that waiting tasks may hold.
+    pub queue_bytes: u64,
+    /// Bytes a task's scratch directory may hold.
+    pub scratch_bytes: u64,
     /// Grace period for running tasks at shutdown.
     pub drain_timeout: Duration,
     /// Compiled modules kept in memory.
     pub module_cache_entries: usize,
+    /// Bytes of compiled code kept in memory.
+    pub module_cache_bytes: usize,
+    /// Bytes of binaries deployed latent tasks may hold.
+    pub latent_max_bytes: u64,
     /// External runtime binary, when tasks run out of process.
     pub external_runtime: Option<PathBuf>,
     /// Host directories tasks may mount (`PROPLET_VOLUMES`).

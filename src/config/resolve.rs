@@ -88,9 +88,32 @@ fn usize_in(min: u64, max: u64) -> impl Fn(&str) -> Result<usize, String> {
     move |t| values::bounded(t, min, max).map(|n| n as usize)
 }
 
+/// Settings without which a proplet cannot start.
+const REQUIRED: [&str; 3] = ["tenant_id", "channel_id", "entity_id"];
+
+/// Every missing required setting at once, rather than one per attempt.
+fn check_required(r: &Reader<'_>) -> Result<(), ConfigError> {
+    let mut absent: Vec<ConfigError> = REQUIRED
+        .into_iter()
+        .filter(|key| r.text(key).is_none())
+        .map(missing)
+        .collect();
+    match absent.len() {
+        0 => Ok(()),
+        1 => Err(absent.remove(0)),
+        _ => Err(ConfigError::MissingSeveral(
+            absent
+                .iter()
+                .map(|e| e.to_string().replace("missing required setting ", ""))
+                .collect(),
+        )),
+    }
+}
+
 /// Builds the typed configuration.
 pub fn from_layers(layers: Layers) -> Result<Config, ConfigError> {
     let r = Reader { layers: &layers };
+    check_required(&r)?;
     let proplet_id = r.req("entity_id", topic_segment)?;
     let identity = Identity {
         tenant_id: r.req("tenant_id", topic_segment)?,
@@ -200,8 +223,16 @@ fn tasks(r: &Reader<'_>) -> Result<TaskSettings, ConfigError> {
     Ok(TaskSettings {
         max_concurrent: NonZeroUsize::new(max).unwrap_or(NonZeroUsize::MIN),
         queue_capacity: r.req("task_queue_capacity", usize_in(0, 1 << 20))?,
+        queue_bytes: r.req("task_queue_bytes", |t| values::bytes(t).and_then(nonzero))?,
+        scratch_bytes: r.req("scratch_limit", |t| values::bytes(t).and_then(nonzero))?,
         drain_timeout: r.req("drain_timeout", values::duration)?,
         module_cache_entries: r.req("module_cache_entries", usize_in(1, 1 << 16))?,
+        latent_max_bytes: r.req("latent_max_bytes", |t| values::bytes(t).and_then(nonzero))?,
+        module_cache_bytes: r.req("module_cache_bytes", |t| {
+            values::bytes(t)
+                .and_then(nonzero)
+                .map(|b| usize::try_from(b).unwrap_or(usize::MAX))
+        })?,
         external_runtime: r.opt("external_wasm_runtime", |t| Ok(PathBuf::from(t)))?,
         volumes: r
             .opt("volumes", crate::sandbox::capabilities::parse_volumes)?

@@ -204,6 +204,20 @@ pub const SETTINGS: &[Setting] = &[
         "Tasks that may wait for a slot; beyond that a start is answered 'overloaded'.",
     ),
     s(
+        "scratch_limit",
+        "scratch-limit",
+        &["PROPLET_SCRATCH_LIMIT"],
+        Some("64MiB"),
+        "Bytes a task's private /tmp may hold (at most 10,000 entries); past it the task ends with output_limit.",
+    ),
+    s(
+        "task_queue_bytes",
+        "task-queue-bytes",
+        &["PROPLET_TASK_QUEUE_BYTES"],
+        Some("256MiB"),
+        "Bytes of binaries that tasks waiting for a slot may hold; beyond that a start is answered 'overloaded'.",
+    ),
+    s(
         "drain_timeout",
         "drain-timeout",
         &["PROPLET_DRAIN_TIMEOUT"],
@@ -293,6 +307,20 @@ pub const SETTINGS: &[Setting] = &[
         &["PROPLET_MODULE_CACHE_ENTRIES"],
         Some("64"),
         "Compiled modules kept in memory, keyed by content digest.",
+    ),
+    s(
+        "module_cache_bytes",
+        "module-cache-bytes",
+        &["PROPLET_MODULE_CACHE_BYTES"],
+        Some("512MiB"),
+        "Bytes of compiled code kept in memory; the least recently used modules are dropped beyond it.",
+    ),
+    s(
+        "latent_max_bytes",
+        "latent-max-bytes",
+        &["PROPLET_LATENT_MAX_BYTES"],
+        Some("256MiB"),
+        "Bytes of binaries that deployed latent tasks may hold (at most PROPLET_MODULE_CACHE_ENTRIES tasks); beyond that a deploy is answered 'overloaded'.",
     ),
     s(
         "chunk_timeout",

@@ -91,6 +91,18 @@ fn missing_required_settings_are_named() {
 }
 
 #[test]
+fn every_missing_required_setting_is_named_at_once() {
+    let err = load(&[]).unwrap_err().to_string();
+    for name in [
+        "PROPLET_TENANT_ID",
+        "PROPLET_CHANNEL_ID",
+        "PROPLET_ENTITY_ID",
+    ] {
+        assert!(err.contains(name), "{name} in {err}");
+    }
+}
+
+#[test]
 fn conflicting_aliases_are_an_error() {
     let mut pairs = SEED.to_vec();
     pairs.push(("PROPLET_TENANT_ID", "other"));

@@ -145,6 +145,21 @@ fn wrong_types_are_rejected_with_salvaged_id_and_target() {
 }
 
 #[test]
+fn a_proplet_id_of_the_wrong_type_is_invalid_never_untargeted() {
+    for target in [r#"42"#, r#"["Q"]"#, r#"{"id":"Q"}"#, r#"true"#] {
+        let payload = format!(r#"{{"id":"t","name":"add","file":"AA==","proplet_id":{target}}}"#);
+        let err = decode(Topic::Start, payload.as_bytes()).expect_err(target);
+        assert_eq!(err.id.as_deref(), Some("t"), "{target}");
+        assert!(matches!(err.error, ProtocolError::Json(_)), "{target}");
+        let invoke = format!(r#"{{"id":"t","invocation_id":"i","proplet_id":{target}}}"#);
+        assert!(
+            decode(Topic::Invoke, invoke.as_bytes()).is_err(),
+            "{target}"
+        );
+    }
+}
+
+#[test]
 fn garbage_is_rejected_without_id() {
     for payload in [&b"not json"[..], b"", b"[]", b"{\"id\":5}", b"\xff\xfe"] {
         let err = decode(Topic::Start, payload).unwrap_err();

@@ -52,9 +52,9 @@ impl Target {
 }
 
 /// Resolves what `spec` asks for against the component's exported types: a workload's
-/// handler (whatever the task's name, unless it is `iface#func`), the command entry point
-/// for `_start`/empty names, else `iface#func`, a top-level function, or a function of
-/// that name in any exported instance.
+/// handler (whatever the task's name, unless it is `iface#func` of another export), the
+/// command entry point for `_start`/empty names, else `iface#func`, a top-level function,
+/// or a function of that name in any exported instance.
 pub fn resolve(component: &Component, engine: &Engine, spec: &TaskSpec) -> Result<Target, String> {
     let exports: Vec<(&str, ComponentItem)> =
         component.exports(engine).map(|(n, e)| (n, e.ty)).collect();
@@ -65,7 +65,10 @@ pub fn resolve(component: &Component, engine: &Engine, spec: &TaskSpec) -> Resul
             .collect::<Vec<_>>()
             .join(", ")
     };
-    if !spec.name.contains('#') && exports.iter().any(|(n, _)| *n == HANDLER_INTERFACE) {
+    // A workload runs as a workload whatever the task calls it, its handler export included.
+    let names_other_export =
+        spec.name.contains('#') && !spec.name.starts_with(&format!("{HANDLER_INTERFACE}#"));
+    if !names_other_export && exports.iter().any(|(n, _)| *n == HANDLER_INTERFACE) {
         return Ok(Target::Workload);
     }
     if spec.is_command() {
@@ -119,10 +122,12 @@ pub async fn run(
         .map_err(RuntimeError::Invalid)?;
     let captured = Captured::new(spec);
     let scratch = engine.scratch()?;
-    let state = component_state(spec, &captured, &scratch).map_err(RuntimeError::internal)?;
+    let state = component_state(spec, &captured, &scratch, engine.task_handles())
+        .map_err(RuntimeError::internal)?;
     let mut store = engine.store(state, spec)?;
     let span = outcome::execute_span();
-    let outcome = execute(&mut store, pre, &target, spec, started, &span).await;
+    let run = execute(&mut store, pre, &target, spec, started, &span);
+    let outcome = outcome::within_quota(engine, &scratch, run).await;
     outcome::conclude(engine, &mut store, spec, outcome, &captured, &span)
 }
 

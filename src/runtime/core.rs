@@ -22,10 +22,12 @@ pub async fn run(
 ) -> Result<TaskOutput, RuntimeError> {
     let captured = Captured::new(spec);
     let scratch = engine.scratch()?;
-    let state = host_state(spec, &captured, &scratch).map_err(RuntimeError::internal)?;
+    let state = host_state(spec, &captured, &scratch, engine.task_handles())
+        .map_err(RuntimeError::internal)?;
     let mut store = engine.store(state, spec)?;
     let span = outcome::execute_span();
-    let outcome = execute(&mut store, pre, spec, started, &span).await;
+    let run = execute(&mut store, pre, spec, started, &span);
+    let outcome = outcome::within_quota(engine, &scratch, run).await;
     outcome::conclude(engine, &mut store, spec, outcome, &captured, &span)
 }
 

@@ -18,7 +18,7 @@ use wasmtime::{Engine, InstancePre, Linker, Module, Store, UpdateDeadline};
 
 use super::host::{ComponentState, HostState};
 use super::{Digest, RuntimeError, TaskSpec};
-use crate::sandbox::{MemoryLimiter, Scratch};
+use crate::sandbox::{MemoryLimiter, SandboxLimits, Scratch, ScratchQuota, ScratchRoot};
 use crate::telemetry::Metrics;
 
 /// How often the epoch advances: the granularity of preemption and deadlines.
@@ -82,9 +82,41 @@ pub enum Prepared {
     Component(component::InstancePre<ComponentState>),
 }
 
+impl Prepared {
+    /// Bytes of compiled code and data it keeps in memory.
+    fn image_bytes(&self) -> usize {
+        let range = match self {
+            Prepared::Core(pre) => pre.module().image_range(),
+            Prepared::Component(pre) => pre.component().image_range(),
+        };
+        (range.end as usize).saturating_sub(range.start as usize)
+    }
+}
+
+/// How much compiled code the engine keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheLimits {
+    /// Modules and components kept.
+    pub entries: usize,
+    /// Bytes of compiled code and data kept (the most recently compiled entry is kept
+    /// even when it alone is larger).
+    pub bytes: usize,
+}
+
+impl Default for CacheLimits {
+    fn default() -> Self {
+        CacheLimits {
+            entries: 64,
+            bytes: 512 << 20,
+        }
+    }
+}
+
 struct CacheEntry {
     cell: Arc<OnceCell<Prepared>>,
     last_used: u64,
+    /// Compiled size, once compiled.
+    bytes: usize,
 }
 
 /// The engine, the WASI linkers and a bounded cache of prepared modules and components.
@@ -93,22 +125,29 @@ pub struct WasmEngine {
     linker: Arc<Linker<HostState>>,
     component_linker: Arc<component::Linker<ComponentState>>,
     cache: Mutex<HashMap<Digest, CacheEntry>>,
-    capacity: usize,
+    limits: CacheLimits,
     clock: AtomicU64,
     compiles: AtomicU64,
     /// Whether stores meter fuel (`consume_fuel` is an engine-wide setting).
     fuel: bool,
+    /// Handles and scratch quota of every task.
+    sandbox: SandboxLimits,
     /// Cache hits and misses are counted here.
     metrics: Metrics,
     /// Parent of every task's private scratch directory; removed with the engine.
-    scratch_root: tempfile::TempDir,
+    scratch_root: ScratchRoot,
     _ticker: EpochTicker,
 }
 
 impl WasmEngine {
-    /// Builds the engine with epoch interruption, fuel metering when `fuel` is set, and a
-    /// cache of `capacity` modules.
-    pub fn new(capacity: usize, fuel: bool, metrics: Metrics) -> Result<Self, RuntimeError> {
+    /// Builds the engine with epoch interruption, fuel metering when `fuel` is set, a cache
+    /// of compiled code within `cache`, and the `sandbox` limits of every task.
+    pub fn new(
+        cache: CacheLimits,
+        fuel: bool,
+        sandbox: SandboxLimits,
+        metrics: Metrics,
+    ) -> Result<Self, RuntimeError> {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true).consume_fuel(fuel);
         let engine = Engine::new(&config).map_err(RuntimeError::internal)?;
@@ -120,19 +159,20 @@ impl WasmEngine {
             .map_err(RuntimeError::internal)?;
         super::workload::add_to_linker(&mut component_linker).map_err(RuntimeError::internal)?;
         let ticker = EpochTicker::start(&engine).map_err(RuntimeError::internal)?;
-        let scratch_root = tempfile::Builder::new()
-            .prefix("proplet-scratch-")
-            .tempdir()
-            .map_err(RuntimeError::internal)?;
+        let scratch_root = ScratchRoot::create().map_err(RuntimeError::internal)?;
         Ok(WasmEngine {
             engine,
             linker: Arc::new(linker),
             component_linker: Arc::new(component_linker),
             cache: Mutex::new(HashMap::new()),
-            capacity: capacity.max(1),
+            limits: CacheLimits {
+                entries: cache.entries.max(1),
+                bytes: cache.bytes,
+            },
             clock: AtomicU64::new(0),
             compiles: AtomicU64::new(0),
             fuel,
+            sandbox,
             metrics,
             scratch_root,
             _ticker: ticker,
@@ -182,8 +222,19 @@ impl WasmEngine {
 
     /// A fresh private scratch directory for one task.
     pub fn scratch(&self) -> Result<Scratch, RuntimeError> {
-        Scratch::create(self.scratch_root.path())
+        self.scratch_root
+            .scratch()
             .map_err(|e| RuntimeError::Internal(format!("cannot create a scratch directory: {e}")))
+    }
+
+    /// Most WASI handles (files, directories, streams, sockets) one task may hold.
+    pub fn task_handles(&self) -> usize {
+        self.sandbox.handles
+    }
+
+    /// What a task's scratch directory may hold.
+    pub fn scratch_quota(&self) -> ScratchQuota {
+        self.sandbox.scratch
     }
 
     /// How many modules were compiled so far (cache misses).
@@ -192,10 +243,12 @@ impl WasmEngine {
     }
 
     /// The prepared module for `bytes`, compiling it on the blocking pool on a cache miss.
-    /// Concurrent requests for one digest share a single compilation. Traced as `compile`
-    /// with `cache.hit`.
+    /// Concurrent requests for one digest share a single compilation, which runs in a task
+    /// of its own: a caller that gives up (stopped, timed out) does not waste it, the
+    /// compile finishes into the cache for the next task with that digest. Traced as
+    /// `compile` with `cache.hit`.
     pub async fn prepare(
-        &self,
+        self: &Arc<Self>,
         digest: &Digest,
         bytes: Arc<[u8]>,
     ) -> Result<Prepared, RuntimeError> {
@@ -203,16 +256,50 @@ impl WasmEngine {
         let hit = cell.initialized();
         self.metrics.cache(hit);
         let span = tracing::info_span!("compile", cache.hit = hit, binary.digest = %digest);
-        let result = cell
-            .get_or_try_init(|| self.compile(bytes))
-            .instrument(span.clone())
+        if let Some(prepared) = cell.get() {
+            return Ok(prepared.clone());
+        }
+        let engine = self.clone();
+        let compile = async move {
+            cell.get_or_try_init(|| engine.compile(bytes))
+                .await
+                .cloned()
+        };
+        let result = tokio::spawn(compile.instrument(span.clone()))
             .await
-            .cloned();
-        if let Err(e) = &result {
-            crate::telemetry::trace::fail(&span, e.kind().as_str(), "the binary does not compile");
-            self.lock_cache().remove(digest);
+            .unwrap_or_else(|e| Err(RuntimeError::internal(e)));
+        match &result {
+            Ok(prepared) => self.account(digest, prepared.image_bytes()),
+            Err(e) => {
+                crate::telemetry::trace::fail(
+                    &span,
+                    e.kind().as_str(),
+                    "the binary does not compile",
+                );
+                self.lock_cache().remove(digest);
+            }
         }
         result
+    }
+
+    /// Records the compiled size of `digest`, then evicts the least recently used other
+    /// entries until the cache is within its byte limit.
+    fn account(&self, digest: &Digest, bytes: usize) {
+        let mut cache = self.lock_cache();
+        if let Some(entry) = cache.get_mut(digest) {
+            entry.bytes = bytes;
+        }
+        while cache.values().map(|e| e.bytes).sum::<usize>() > self.limits.bytes {
+            let oldest = cache
+                .iter()
+                .filter(|(d, e)| *d != digest && e.bytes > 0)
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(d, _)| d.clone());
+            match oldest {
+                Some(oldest) => cache.remove(&oldest),
+                None => break,
+            };
+        }
     }
 
     async fn compile(&self, bytes: Arc<[u8]>) -> Result<Prepared, RuntimeError> {
@@ -245,7 +332,7 @@ impl WasmEngine {
             entry.last_used = now;
             return entry.cell.clone();
         }
-        if cache.len() >= self.capacity {
+        if cache.len() >= self.limits.entries {
             let oldest = cache
                 .iter()
                 .min_by_key(|(_, e)| e.last_used)
@@ -260,6 +347,7 @@ impl WasmEngine {
             CacheEntry {
                 cell: cell.clone(),
                 last_used: now,
+                bytes: 0,
             },
         );
         cell
@@ -277,11 +365,37 @@ mod tests {
 
     const ADD: &str = r#"(module (func (export "add") (param i32 i32) (result i32) local.get 0 local.get 1 i32.add))"#;
 
-    #[tokio::test]
-    async fn a_module_is_compiled_once_per_digest() {
-        let engine = Arc::new(WasmEngine::new(4, false, Metrics::default()).expect("engine"));
+    /// An engine with default limits, and the `add` module with its digest.
+    fn add_module() -> (Arc<WasmEngine>, Arc<[u8]>, Digest) {
+        let engine = WasmEngine::new(
+            CacheLimits::default(),
+            false,
+            SandboxLimits::default(),
+            Metrics::default(),
+        )
+        .expect("engine");
         let bytes: Arc<[u8]> = wat::parse_str(ADD).expect("wat").into();
         let digest = Digest::of(&bytes);
+        (Arc::new(engine), bytes, digest)
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_compile_finishes_into_the_cache() {
+        let (engine, bytes, digest) = add_module();
+        let abandoned = engine.prepare(&digest, bytes.clone());
+        assert!(
+            tokio::time::timeout(Duration::from_nanos(1), abandoned)
+                .await
+                .is_err(),
+            "given up before the compile could finish"
+        );
+        engine.prepare(&digest, bytes).await.expect("compiles");
+        assert_eq!(engine.compiles(), 1, "the abandoned compile was not redone");
+    }
+
+    #[tokio::test]
+    async fn a_module_is_compiled_once_per_digest() {
+        let (engine, bytes, digest) = add_module();
         let racers: Vec<_> = (0..8)
             .map(|_| {
                 let (engine, bytes, digest) = (engine.clone(), bytes.clone(), digest.clone());
@@ -296,7 +410,18 @@ mod tests {
 
     #[tokio::test]
     async fn failures_are_not_cached_and_the_cache_is_bounded() {
-        let engine = WasmEngine::new(2, true, Metrics::default()).expect("engine");
+        let engine = Arc::new(
+            WasmEngine::new(
+                CacheLimits {
+                    entries: 2,
+                    bytes: 1 << 30,
+                },
+                true,
+                SandboxLimits::default(),
+                Metrics::default(),
+            )
+            .expect("engine"),
+        );
         let junk: Arc<[u8]> = Arc::from(&b"not wasm"[..]);
         let junk_digest = Digest::of(&junk);
         assert!(matches!(
@@ -318,5 +443,26 @@ mod tests {
                 .expect("compiles");
         }
         assert!(engine.lock_cache().len() <= 2);
+    }
+
+    #[tokio::test]
+    async fn the_cache_is_bounded_by_compiled_bytes() {
+        let limits = CacheLimits {
+            entries: 100,
+            bytes: 1,
+        };
+        let engine = Arc::new(
+            WasmEngine::new(limits, false, SandboxLimits::default(), Metrics::default())
+                .expect("engine"),
+        );
+        for n in 0..3 {
+            let text = format!(r#"(module (func (export "f{n}")))"#);
+            let bytes: Arc<[u8]> = wat::parse_str(&text).expect("wat").into();
+            engine
+                .prepare(&Digest::of(&bytes), bytes)
+                .await
+                .expect("compiles");
+            assert_eq!(engine.lock_cache().len(), 1, "only the newest is kept");
+        }
     }
 }

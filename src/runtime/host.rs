@@ -103,7 +103,7 @@ fn wasi_builder(
         } else {
             FsPerms::ReadOnly
         };
-        builder.preopened_dir(&mount.host, &mount.guest, perms)?;
+        builder.preopened_dir(mount.handle_path(), &mount.guest, perms)?;
     }
     builder.arg(program_name(spec));
     builder.args(&spec.args);
@@ -126,28 +126,34 @@ fn wasi_builder(
     Ok(builder)
 }
 
-/// Store state for a core module.
+/// Store state for a core module, holding at most `handles` WASI handles.
 pub fn host_state(
     spec: &TaskSpec,
     captured: &Captured,
     scratch: &Scratch,
+    handles: usize,
 ) -> wasmtime::Result<HostState> {
+    let mut wasi = wasi_builder(spec, captured, scratch)?.build_p1();
+    wasi.ctx().table.set_max_capacity(handles);
     Ok(HostState {
-        wasi: wasi_builder(spec, captured, scratch)?.build_p1(),
+        wasi,
         limiter: MemoryLimiter::new(&spec.limits, spec.meter.clone()),
         output: captured.clone(),
     })
 }
 
-/// Store state for a component.
+/// Store state for a component, holding at most `handles` WASI handles.
 pub fn component_state(
     spec: &TaskSpec,
     captured: &Captured,
     scratch: &Scratch,
+    handles: usize,
 ) -> wasmtime::Result<ComponentState> {
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(handles);
     Ok(ComponentState {
         ctx: wasi_builder(spec, captured, scratch)?.build(),
-        table: ResourceTable::new(),
+        table,
         limiter: MemoryLimiter::new(&spec.limits, spec.meter.clone()),
         workload: WorkloadContext {
             id: spec.id.clone(),

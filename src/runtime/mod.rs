@@ -23,7 +23,7 @@ use std::time::Duration;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::oneshot;
 
-pub use engine::{Prepared, TICK, WasmEngine};
+pub use engine::{CacheLimits, Prepared, TICK, WasmEngine};
 pub use external::ExternalRuntime;
 pub use inspect::{Inspection, inspect};
 
@@ -154,6 +154,9 @@ pub enum RuntimeError {
     /// Output budget exceeded.
     #[error("output limit of {0} bytes exceeded")]
     OutputLimit(usize),
+    /// The scratch directory went past its quota (reported as `output_limit`).
+    #[error("scratch limit exceeded: {0}")]
+    Scratch(String),
     /// A host-side failure.
     #[error("internal error: {0}")]
     Internal(String),
@@ -178,7 +181,7 @@ impl RuntimeError {
             RuntimeError::Timeout(_) => ErrorKind::Timeout,
             RuntimeError::Memory(_) => ErrorKind::Memory,
             RuntimeError::Fuel(_) => ErrorKind::Fuel,
-            RuntimeError::OutputLimit(_) => ErrorKind::OutputLimit,
+            RuntimeError::OutputLimit(_) | RuntimeError::Scratch(_) => ErrorKind::OutputLimit,
             RuntimeError::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -194,7 +197,7 @@ impl RuntimeError {
 
 /// Compiles (or finds in the cache) and runs `spec` in this process.
 async fn run_in_process(
-    engine: &WasmEngine,
+    engine: &Arc<WasmEngine>,
     spec: &TaskSpec,
     started: Option<oneshot::Sender<()>>,
 ) -> Result<TaskOutput, RuntimeError> {
@@ -216,14 +219,15 @@ pub enum Runtime {
 }
 
 impl Runtime {
-    /// In-process Wasmtime with a cache of `cache_entries` compiled modules, metering fuel
-    /// when `fuel` is set.
+    /// In-process Wasmtime with a cache of compiled code within `cache`, metering fuel
+    /// when `fuel` is set, every task within the `sandbox` limits (WASI handles, scratch).
     pub fn wasmtime(
-        cache_entries: usize,
+        cache: CacheLimits,
         fuel: bool,
+        sandbox: crate::sandbox::SandboxLimits,
         metrics: crate::telemetry::Metrics,
     ) -> Result<Self, RuntimeError> {
-        let engine = WasmEngine::new(cache_entries, fuel, metrics)?;
+        let engine = WasmEngine::new(cache, fuel, sandbox, metrics)?;
         Ok(Runtime::Wasmtime(Arc::new(engine)))
     }
 

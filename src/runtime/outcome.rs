@@ -11,7 +11,7 @@ use wasmtime::Store;
 use super::engine::{Limited, WasmEngine};
 use super::host::Captured;
 use super::{RuntimeError, TaskOutput, TaskSpec};
-use crate::sandbox::Meter;
+use crate::sandbox::{Meter, Scratch, quota};
 
 /// How a run went wrong, before classification.
 pub enum Failure {
@@ -25,6 +25,8 @@ pub enum Failure {
     CommandFailed,
     /// A workload's `run` returned this error message.
     Failed(String),
+    /// The scratch directory went past its quota.
+    Scratch(String),
 }
 
 /// What a finished run produced.
@@ -33,6 +35,22 @@ pub enum Finished {
     Command,
     /// An export returned; the result is this text.
     Text(String),
+}
+
+/// Runs `execute` unless the task's `scratch` goes past the engine's scratch quota first
+/// (the guest is then stopped: dropping the future stops it at the next epoch tick).
+pub async fn within_quota(
+    engine: &WasmEngine,
+    scratch: &Scratch,
+    execute: impl Future<Output = Result<Finished, Failure>>,
+) -> Result<Finished, Failure> {
+    let dir = scratch
+        .open()
+        .map_err(|e| Failure::Scratch(format!("cannot open the scratch directory: {e}")))?;
+    tokio::select! {
+        outcome = execute => outcome,
+        why = quota::watch(dir, engine.scratch_quota()) => Err(Failure::Scratch(why)),
+    }
 }
 
 /// Ends a run: records the final fuel reading, classifies the outcome against the budgets
@@ -51,7 +69,7 @@ pub fn conclude<T: Limited>(
         output_refused: store.data().output_exhausted(),
         fuel: spec.limits.fuel,
     };
-    let result = classify(outcome, guards, captured);
+    let result = classify(outcome, guards, captured, &spec.meter);
     record(span, &result, &spec.meter);
     result
 }
@@ -68,24 +86,32 @@ pub struct Guards {
 }
 
 /// Maps the outcome to a result, checking the budgets first: a guest that hit a limit is
-/// reported as such whatever error it then ran into.
+/// reported as such whatever error it then ran into. The result text (a command's stdout,
+/// an export's return value, a workload's error) counts against the output budget as it
+/// will be sent, JSON escaping included.
 pub fn classify(
     outcome: Result<Finished, Failure>,
     guards: Guards,
     captured: &Captured,
+    meter: &Meter,
 ) -> Result<TaskOutput, RuntimeError> {
     let stderr = captured.stderr.text();
+    let cap = captured.stdout.capacity();
     let failure = match outcome {
         Ok(_) | Err(_) if captured.overflowed() || guards.output_refused => {
-            return Err(RuntimeError::OutputLimit(captured.stdout.capacity()));
+            return Err(RuntimeError::OutputLimit(cap));
         }
         Ok(Finished::Command) => {
-            return Ok(TaskOutput {
-                result: captured.stdout.text(),
-                stderr,
-            });
+            let result = within_budget(captured.stdout.text(), cap)?;
+            return Ok(TaskOutput { result, stderr });
         }
-        Ok(Finished::Text(result)) => return Ok(TaskOutput { result, stderr }),
+        Ok(Finished::Text(result)) => {
+            meter.output(result.len());
+            let result = within_budget(result, cap)?;
+            return Ok(TaskOutput { result, stderr });
+        }
+        Err(Failure::Failed(msg)) => Failure::Failed(within_budget(msg, cap)?),
+        Err(Failure::Scratch(why)) => return Err(RuntimeError::Scratch(why)),
         Err(failure) => failure,
     };
     if guards.memory_refused {
@@ -101,6 +127,7 @@ pub fn classify(
         Failure::Instantiate(e) => RuntimeError::compile(e),
         Failure::CommandFailed => RuntimeError::Exit { code: 1, stderr },
         Failure::Failed(msg) => RuntimeError::Failed(msg),
+        Failure::Scratch(why) => RuntimeError::Scratch(why),
         Failure::Call(e) => match e.downcast_ref::<I32Exit>() {
             Some(exit) => RuntimeError::Exit {
                 code: exit.0,
@@ -111,6 +138,25 @@ pub fn classify(
     })
 }
 
+/// `text` if it fits `cap` bytes once escaped as a JSON string, else `output_limit`.
+fn within_budget(text: String, cap: usize) -> Result<String, RuntimeError> {
+    if escaped_len(&text) > cap {
+        return Err(RuntimeError::OutputLimit(cap));
+    }
+    Ok(text)
+}
+
+/// The length of `text` inside a JSON string (serde_json's escaping).
+pub fn escaped_len(text: &str) -> usize {
+    text.chars()
+        .map(|c| match c {
+            '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+            c if u32::from(c) < 0x20 => 6,
+            c => c.len_utf8(),
+        })
+        .sum()
+}
+
 /// Whether a call error is a clean `exit(0)`, which ends a command successfully.
 pub fn is_clean_exit(e: &wasmtime::Error) -> bool {
     e.downcast_ref::<I32Exit>().is_some_and(|x| x.0 == 0)
@@ -119,7 +165,7 @@ pub fn is_clean_exit(e: &wasmtime::Error) -> bool {
 fn describe(failure: Failure) -> String {
     match failure {
         Failure::Instantiate(e) | Failure::Call(e) => format!("{e:#}"),
-        Failure::Invalid(e) | Failure::Failed(e) => e,
+        Failure::Invalid(e) | Failure::Failed(e) | Failure::Scratch(e) => e,
         Failure::CommandFailed => "the command failed".into(),
     }
 }
@@ -166,5 +212,41 @@ pub fn record(span: &Span, result: &Result<TaskOutput, RuntimeError>, meter: &Me
             span.record("outcome", kind);
             crate::telemetry::trace::fail(span, kind, &format!("the guest run ended: {kind}"));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaped_length_matches_serde_json() {
+        for text in [
+            "plain",
+            "quote \" and \\ slash",
+            "lines\n\r\t",
+            "\u{1}\u{1f}\u{8}\u{c}",
+            "ünïcødé ✓",
+            "",
+        ] {
+            let json = serde_json::to_string(text).expect("json");
+            assert_eq!(escaped_len(text), json.len() - 2, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_result_that_does_not_fit_once_escaped_is_output_limit() {
+        assert_eq!(
+            within_budget("a".repeat(100), 100).expect("fits").len(),
+            100
+        );
+        assert!(matches!(
+            within_budget("\u{1}".repeat(20), 100),
+            Err(RuntimeError::OutputLimit(100))
+        ));
+        assert!(matches!(
+            within_budget("\"".repeat(51), 100),
+            Err(RuntimeError::OutputLimit(100))
+        ));
     }
 }

@@ -64,16 +64,13 @@ impl Budgets {
         }
     }
 
-    /// The budgets of one task: its request where given, else the node default, never more
-    /// than the node maximum. A daemon has no deadline unless it asks for one.
+    /// The budgets of one task: its request where given, else the node default. A request
+    /// above a node maximum is refused (`denied`): the grant is the request intersected with
+    /// the policy, never a silent downgrade. A daemon has no deadline unless it asks for one.
     pub fn grant(&self, req: &LimitRequest, daemon: bool) -> Result<Limits, CapabilityError> {
-        let timeout = match req.timeout_ms {
-            Some(0) => return Err(invalid("timeout_ms must be greater than 0")),
-            Some(ms) => cap(Some(Duration::from_millis(ms)), self.max.timeout),
-            // A daemon runs until stopped; the maximum only caps what tasks ask for.
-            None if daemon => None,
-            None => self.default.timeout,
-        };
+        if req.timeout_ms == Some(0) {
+            return Err(invalid("timeout_ms must be greater than 0"));
+        }
         if req.fuel == Some(0) {
             return Err(invalid("fuel must be greater than 0"));
         }
@@ -83,34 +80,53 @@ impl Budgets {
                     .into(),
             ));
         }
-        let output = req
-            .output_bytes
-            .map(|b| usize::try_from(b).unwrap_or(usize::MAX));
+        let max_ms = self.max.timeout.map(duration_ms);
+        let timeout = match req.timeout_ms {
+            Some(ms) => Some(Duration::from_millis(within("timeout_ms", ms, max_ms)?)),
+            // A daemon runs until stopped; the maximum only bounds what tasks ask for.
+            None if daemon => None,
+            None => self.default.timeout,
+        };
+        let memory_bytes = match req.memory_bytes {
+            Some(b) => within("memory_bytes", b, Some(self.max.memory_bytes))?,
+            None => self.default.memory_bytes,
+        };
+        let max_output = u64::try_from(self.max.output_bytes).unwrap_or(u64::MAX);
+        let output_bytes = match req.output_bytes {
+            // Within the maximum, which is itself a usize.
+            Some(b) => usize::try_from(within("output_bytes", b, Some(max_output))?)
+                .unwrap_or(self.max.output_bytes),
+            None => self.default.output_bytes,
+        };
+        let fuel = match req.fuel {
+            Some(f) => Some(within("fuel", f, self.max.fuel)?),
+            None => self.default.fuel.or(self.max.fuel),
+        };
         Ok(Limits {
             timeout,
-            memory_bytes: req
-                .memory_bytes
-                .unwrap_or(self.default.memory_bytes)
-                .min(self.max.memory_bytes),
-            output_bytes: output
-                .unwrap_or(self.default.output_bytes)
-                .min(self.max.output_bytes),
-            fuel: cap(req.fuel.or(self.default.fuel), self.max.fuel),
+            memory_bytes,
+            output_bytes,
+            fuel,
         })
+    }
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `asked` when it is within `max` (no maximum: anything), else `denied`.
+fn within(name: &str, asked: u64, max: Option<u64>) -> Result<u64, CapabilityError> {
+    match max {
+        Some(max) if asked > max => Err(CapabilityError::Denied(format!(
+            "limits: {name} {asked} is above this proplet's maximum of {max}"
+        ))),
+        _ => Ok(asked),
     }
 }
 
 fn invalid(why: &str) -> CapabilityError {
     CapabilityError::Invalid(format!("limits: {why}"))
-}
-
-/// `value` capped at `max`; no value under a cap means the cap.
-fn cap<T: Ord>(value: Option<T>, max: Option<T>) -> Option<T> {
-    match (value, max) {
-        (Some(v), Some(m)) => Some(v.min(m)),
-        (None, max) => max,
-        (v, None) => v,
-    }
 }
 
 #[cfg(test)]
@@ -143,10 +159,37 @@ mod tests {
             fuel: None,
             output_bytes: Some(10),
         };
+        assert!(
+            matches!(b.grant(&asked, false), Err(CapabilityError::Denied(e)) if e.contains("memory_bytes")),
+            "above the maximum is denied, not capped"
+        );
+        let asked = LimitRequest {
+            memory_bytes: Some(4 << 20),
+            ..asked
+        };
         let got = b.grant(&asked, false).expect("granted");
         assert_eq!(got.timeout, Some(Duration::from_millis(500)));
-        assert_eq!(got.memory_bytes, 4 << 20, "capped by the maximum");
+        assert_eq!(got.memory_bytes, 4 << 20, "the maximum itself is granted");
         assert_eq!(got.output_bytes, 10);
+        for over in [
+            LimitRequest {
+                timeout_ms: Some(60_001),
+                ..LimitRequest::default()
+            },
+            LimitRequest {
+                output_bytes: Some(1001),
+                ..LimitRequest::default()
+            },
+            LimitRequest {
+                output_bytes: Some(u64::MAX),
+                ..LimitRequest::default()
+            },
+        ] {
+            assert!(
+                matches!(b.grant(&over, false), Err(CapabilityError::Denied(_))),
+                "{over:?}"
+            );
+        }
         assert_eq!(b.grant(&LimitRequest::default(), false), Ok(b.default));
     }
 
@@ -161,10 +204,10 @@ mod tests {
             timeout_ms: Some(3_600_000),
             ..LimitRequest::default()
         };
-        assert_eq!(
-            b.grant(&asked, true).map(|l| l.timeout),
-            Ok(Some(Duration::from_secs(60)))
-        );
+        assert!(matches!(
+            b.grant(&asked, true),
+            Err(CapabilityError::Denied(_))
+        ));
         b.max.timeout = None;
         assert_eq!(
             b.grant(&asked, true).map(|l| l.timeout),
@@ -185,10 +228,15 @@ mod tests {
         ));
         b.max.fuel = Some(500);
         assert!(b.metering());
-        assert_eq!(b.grant(&fuel, false).map(|l| l.fuel), Ok(Some(500)));
+        assert!(matches!(
+            b.grant(&fuel, false),
+            Err(CapabilityError::Denied(_))
+        ));
+        b.max.fuel = Some(1000);
+        assert_eq!(b.grant(&fuel, false).map(|l| l.fuel), Ok(Some(1000)));
         assert_eq!(
             b.grant(&LimitRequest::default(), false).map(|l| l.fuel),
-            Ok(Some(500)),
+            Ok(Some(1000)),
             "metered nodes meter every task"
         );
         let zero = LimitRequest {

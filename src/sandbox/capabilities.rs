@@ -1,18 +1,54 @@
 //! Filesystem capabilities: what the operator exposes (volumes), what a task asks for
 //! (mounts), and the grant, which is the request intersected with the policy — asking for
 //! more than the policy allows is refused, never silently downgraded.
+//!
+//! A volume is opened once, when it is configured, as a directory handle; every mount is
+//! granted from that handle and preopened through it (`/proc/self/fd/N`), never by looking
+//! the host path up again. Whatever happens to the path later (a task with write access to
+//! a parent swapping in a symlink, an operator renaming it), tasks see the directory that
+//! was configured. Operator volumes must be canonical paths and must not nest or overlap,
+//! nor contain the temp directory where task scratch directories live.
 
-use std::path::PathBuf;
+use std::os::fd::AsRawFd as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cap_std::ambient_authority;
+use cap_std::fs::Dir;
 
 /// A host directory the operator exposes under a name, with the most it may be granted.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Volume {
     /// The name tasks ask for.
     pub name: String,
-    /// The host directory.
+    /// The host directory, as configured.
     pub host: PathBuf,
     /// Whether tasks may be granted write access.
     pub writable: bool,
+    /// The directory, opened once.
+    dir: Arc<Dir>,
+}
+
+impl PartialEq for Volume {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.name, &self.host, self.writable) == (&other.name, &other.host, other.writable)
+    }
+}
+
+impl Eq for Volume {}
+
+impl Volume {
+    /// Opens `host` as the volume `name`.
+    pub fn open(name: &str, host: &Path, writable: bool) -> Result<Volume, String> {
+        let dir = Dir::open_ambient_dir(host, ambient_authority())
+            .map_err(|e| format!("volume {name:?}: cannot open {}: {e}", host.display()))?;
+        Ok(Volume {
+            name: name.to_owned(),
+            host: host.to_owned(),
+            writable,
+            dir: Arc::new(dir),
+        })
+    }
 }
 
 /// A mount a task asks for (start field `mounts`, an extension).
@@ -27,14 +63,32 @@ pub struct MountRequest {
 }
 
 /// A granted mount.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Mount {
-    /// The host directory.
+    /// The host directory, as configured (for messages; never opened again).
     pub host: PathBuf,
     /// The guest path.
     pub guest: String,
     /// Read-write (else read-only).
     pub writable: bool,
+    /// The volume's directory handle.
+    dir: Arc<Dir>,
+}
+
+impl PartialEq for Mount {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.host, &self.guest, self.writable) == (&other.host, &other.guest, other.writable)
+    }
+}
+
+impl Eq for Mount {}
+
+impl Mount {
+    /// A path that opens the very directory the volume's handle refers to, whatever has
+    /// become of its host path since (Linux `/proc/self/fd`). Valid while this mount lives.
+    pub fn handle_path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.dir.as_raw_fd()))
+    }
 }
 
 /// Guest path of every task's private scratch directory.
@@ -51,7 +105,9 @@ pub enum CapabilityError {
     Invalid(String),
 }
 
-/// Parses `name=/host/dir:ro,other=/dir:rw` (the mode defaults to `ro`).
+/// Parses `name=/host/dir:ro,other=/dir:rw` (the mode defaults to `ro`) and opens each
+/// directory. Paths must be canonical (absolute, no symlinks, `.` or `..`), volumes must
+/// not nest or overlap, and none may contain the temp directory.
 pub fn parse_volumes(text: &str) -> Result<Vec<Volume>, String> {
     let mut volumes: Vec<Volume> = Vec::new();
     for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -75,16 +131,55 @@ pub fn parse_volumes(text: &str) -> Result<Vec<Volume>, String> {
         if volumes.iter().any(|v| v.name == name) {
             return Err(format!("volume {name:?} is defined twice"));
         }
-        if !std::path::Path::new(dir).is_dir() {
-            return Err(format!("volume {name:?}: {dir} is not a directory"));
-        }
-        volumes.push(Volume {
-            name: name.to_owned(),
-            host: PathBuf::from(dir),
-            writable,
-        });
+        let host = canonical(name, Path::new(dir))?;
+        check_disjoint(name, &host, &volumes)?;
+        volumes.push(Volume::open(name, &host, writable)?);
     }
     Ok(volumes)
+}
+
+/// `dir` if it is an existing directory named by its canonical path.
+fn canonical(name: &str, dir: &Path) -> Result<PathBuf, String> {
+    let real = std::fs::canonicalize(dir)
+        .map_err(|e| format!("volume {name:?}: {}: {e}", dir.display()))?;
+    if !real.is_dir() {
+        return Err(format!(
+            "volume {name:?}: {} is not a directory",
+            dir.display()
+        ));
+    }
+    if real != dir {
+        return Err(format!(
+            "volume {name:?}: {} is not a canonical path (use {})",
+            dir.display(),
+            real.display()
+        ));
+    }
+    Ok(real)
+}
+
+/// Refuses a volume that nests in, contains or equals another one, or contains the temp
+/// directory (where every task's private scratch lives).
+fn check_disjoint(name: &str, host: &Path, volumes: &[Volume]) -> Result<(), String> {
+    for v in volumes {
+        if host.starts_with(&v.host) || v.host.starts_with(host) {
+            return Err(format!(
+                "volumes {:?} ({}) and {name:?} ({}) overlap; volumes must not nest",
+                v.name,
+                v.host.display(),
+                host.display()
+            ));
+        }
+    }
+    let tmp = std::fs::canonicalize(std::env::temp_dir()).unwrap_or_else(|_| std::env::temp_dir());
+    if tmp.starts_with(host) {
+        return Err(format!(
+            "volume {name:?} ({}) contains the temp directory {}, where task scratch directories live",
+            host.display(),
+            tmp.display()
+        ));
+    }
+    Ok(())
 }
 
 /// Grants `requests` under `volumes`, or refuses the whole set.
@@ -125,6 +220,7 @@ pub fn grant(volumes: &[Volume], requests: &[MountRequest]) -> Result<Vec<Mount>
             host: volume.host.clone(),
             guest,
             writable,
+            dir: volume.dir.clone(),
         });
     }
     Ok(mounts)
@@ -150,13 +246,17 @@ mod tests {
     use super::*;
 
     fn volumes() -> Vec<Volume> {
-        let tmp = std::env::temp_dir();
-        parse_volumes(&format!(
-            "models={}:ro,data={}:rw",
-            tmp.display(),
-            tmp.display()
-        ))
-        .expect("parses")
+        let (a, b) = (tempdir(), tempdir());
+        parse_volumes(&format!("models={a}:ro,data={b}:rw")).expect("parses")
+    }
+
+    /// A directory that lives for the test run, by its canonical path.
+    fn tempdir() -> String {
+        let dir = tempfile::tempdir().expect("tempdir").keep();
+        std::fs::canonicalize(dir)
+            .expect("canonical")
+            .display()
+            .to_string()
     }
 
     fn req(volume: &str, path: &str, mode: Option<&str>) -> MountRequest {
@@ -174,12 +274,44 @@ mod tests {
             (v[0].name.as_str(), v[0].writable, v[1].writable),
             ("models", false, true)
         );
+        let d = tempdir();
         assert!(parse_volumes("x=/nonexistent/dir").is_err());
-        assert!(parse_volumes("=/tmp").is_err());
-        assert!(parse_volumes("a b=/tmp").is_err());
-        assert!(parse_volumes("a=/tmp,a=/tmp").is_err());
+        assert!(parse_volumes(&format!("={d}")).is_err());
+        assert!(parse_volumes(&format!("a b={d}")).is_err());
+        assert!(parse_volumes(&format!("a={d},a={d}")).is_err());
         assert!(parse_volumes("nodir").is_err());
         assert_eq!(parse_volumes("").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn volumes_are_canonical_disjoint_and_keep_out_of_the_temp_dir() {
+        let d = tempdir();
+        std::fs::create_dir(format!("{d}/inner")).expect("inner");
+        std::os::unix::fs::symlink(format!("{d}/inner"), format!("{d}/link")).expect("link");
+        for (text, why) in [
+            (format!("a={d},b={d}/inner"), "overlap"),
+            (format!("b={d}/inner,a={d}"), "overlap"),
+            (format!("a={d},b={d}"), "overlap"),
+            (format!("a={d}/link"), "not a canonical path"),
+            (format!("a={d}/inner/.."), "not a canonical path"),
+            ("root=/".to_owned(), "temp directory"),
+        ] {
+            let err = parse_volumes(&text).expect_err(&text);
+            assert!(err.contains(why), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_mount_sees_the_directory_that_was_configured_not_what_the_path_became() {
+        let d = tempdir();
+        std::fs::create_dir(format!("{d}/vol")).expect("vol");
+        std::fs::write(format!("{d}/vol/marker"), "original").expect("marker");
+        let v = parse_volumes(&format!("v={d}/vol")).expect("parses");
+        std::fs::rename(format!("{d}/vol"), format!("{d}/moved")).expect("rename");
+        std::os::unix::fs::symlink("/", format!("{d}/vol")).expect("swap in a symlink");
+        let m = grant(&v, &[req("v", "/v", None)]).expect("granted");
+        let seen = std::fs::read_to_string(m[0].handle_path().join("marker")).expect("marker");
+        assert_eq!(seen, "original");
     }
 
     #[test]

@@ -7,10 +7,12 @@
 pub mod admission;
 mod budget;
 pub mod capabilities;
+pub mod descriptors;
 mod limiter;
 mod meter;
 pub mod network;
 mod output;
+pub mod quota;
 mod scratch;
 
 use std::time::Duration;
@@ -22,7 +24,26 @@ pub use limiter::MemoryLimiter;
 pub use meter::{Meter, Reading};
 pub use network::NetRule;
 pub use output::CappedOutput;
-pub use scratch::Scratch;
+pub use quota::ScratchQuota;
+pub use scratch::{Scratch, ScratchRoot};
+
+/// Node-wide limits of every in-process task's sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SandboxLimits {
+    /// Most WASI handles (files, directories, streams, sockets) one task may hold.
+    pub handles: usize,
+    /// What a task's scratch `/tmp` may hold.
+    pub scratch: ScratchQuota,
+}
+
+impl Default for SandboxLimits {
+    fn default() -> Self {
+        SandboxLimits {
+            handles: descriptors::MAX_TASK_HANDLES,
+            scratch: ScratchQuota::default(),
+        }
+    }
+}
 
 /// Budgets for one task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,13 @@
 //! Per-task scratch directories, created and removed through a capability handle on the
 //! scratch root (cap-std), so no path outside that root can ever be touched.
+//!
+//! A guest controls the shape of its scratch tree: it can nest directories tens of
+//! thousands deep (walking down through directory handles) or fill one with many entries.
+//! Removal therefore never recurses and never holds more than three directory handles: it
+//! takes the tree apart level by level ([`remove_tree`]). It runs on the blocking pool,
+//! never on an async worker.
 
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -8,53 +15,227 @@ use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use tracing::warn;
 
-/// A private, empty, writable directory that lives as long as this value.
+/// The parent of every task's scratch directory: a fresh private directory under the
+/// system temp directory, removed (with anything left in it) when dropped.
+#[derive(Debug)]
+pub struct ScratchRoot {
+    path: PathBuf,
+    dir: Dir,
+}
+
+impl ScratchRoot {
+    /// Creates a fresh `proplet-scratch-*` directory (mode 0700) under the temp directory.
+    pub fn create() -> io::Result<ScratchRoot> {
+        let path = tempfile::Builder::new()
+            .prefix("proplet-scratch-")
+            .tempdir()?
+            .keep();
+        let dir = Dir::open_ambient_dir(&path, ambient_authority())?;
+        Ok(ScratchRoot { path, dir })
+    }
+
+    /// The host path of the root.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A fresh private, empty, writable directory for one task.
+    pub fn scratch(&self) -> io::Result<Scratch> {
+        let root = self.dir.try_clone()?;
+        let name = format!("task-{}", uuid::Uuid::new_v4());
+        root.create_dir(&name)?;
+        Ok(Scratch {
+            path: self.path.join(&name),
+            root: Some(root),
+            name,
+        })
+    }
+}
+
+impl Drop for ScratchRoot {
+    fn drop(&mut self) {
+        let emptied = match Dir::open_ambient_dir(std::env::temp_dir(), ambient_authority()) {
+            Ok(tmp) => self.path.file_name().map(|name| remove_tree(&tmp, name)),
+            Err(e) => Some(Err(e)),
+        };
+        if let Some(Err(e)) = emptied {
+            warn!(error = %e, dir = %self.path.display(), "could not remove the scratch root");
+        }
+    }
+}
+
+/// A private, empty, writable directory that is removed (off the async workers) when this
+/// value is dropped.
 #[derive(Debug)]
 pub struct Scratch {
-    root: Dir,
+    root: Option<Dir>,
     name: String,
     path: PathBuf,
 }
 
 impl Scratch {
-    /// Creates a fresh directory under `root`.
-    pub fn create(root: &Path) -> io::Result<Scratch> {
-        let dir = Dir::open_ambient_dir(root, ambient_authority())?;
-        let name = format!("task-{}", uuid::Uuid::new_v4());
-        dir.create_dir(&name)?;
-        Ok(Scratch {
-            path: root.join(&name),
-            root: dir,
-            name,
-        })
-    }
-
     /// The host path of the directory (for preopening).
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// A handle on the directory (to measure it).
+    pub fn open(&self) -> io::Result<Dir> {
+        match &self.root {
+            Some(root) => root.open_dir(&self.name),
+            None => Err(io::Error::from(io::ErrorKind::NotFound)),
+        }
     }
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        if let Err(e) = self.root.remove_dir_all(&self.name) {
-            warn!(error = %e, dir = %self.path.display(), "could not remove a scratch directory");
+        let Some(root) = self.root.take() else {
+            return;
+        };
+        let name = std::mem::take(&mut self.name);
+        let path = std::mem::take(&mut self.path);
+        let remove = move || {
+            let removed = remove_tree(&root, OsStr::new(&name));
+            // Already gone: the scratch root was removed with the engine first.
+            if let Err(e) = removed
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                warn!(error = %e, dir = %path.display(), "could not remove a scratch directory");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => drop(handle.spawn_blocking(remove)),
+            Err(_) => remove(),
         }
     }
+}
+
+/// Removes `name` under `parent` and everything in it, without recursion and with at most
+/// three directory handles open, whatever the depth or width of the tree. Symbolic links are
+/// removed, never followed.
+///
+/// It works level by level with two directories: the files of the top one are removed and
+/// the children of each of its subdirectories are moved into the other, which then becomes
+/// the top. Every entry is read and moved once, and neither directory grows beyond the
+/// widest level of the tree.
+pub(crate) fn remove_tree(parent: &Dir, name: &OsStr) -> io::Result<()> {
+    if !parent.symlink_metadata(name)?.is_dir() {
+        return parent.remove_file(name);
+    }
+    let spare = fresh_sibling(parent, name)?;
+    let mut top = parent.open_dir(name)?;
+    let mut next = parent.open_dir(&spare)?;
+    while hoist_level(&top, &next)? {
+        std::mem::swap(&mut top, &mut next);
+    }
+    drop((top, next));
+    parent.remove_dir(name)?;
+    parent.remove_dir(&spare)
+}
+
+/// Empties `top`: removes its files and moves the children of its subdirectories into the
+/// empty `next`, removing each emptied subdirectory. Returns whether `top` held anything.
+fn hoist_level(top: &Dir, next: &Dir) -> io::Result<bool> {
+    let mut moved = 0u64;
+    let mut any = false;
+    for entry in top.entries()? {
+        let entry = entry?;
+        any = true;
+        let name = entry.file_name();
+        if !entry.file_type()?.is_dir() {
+            top.remove_file(&name)?;
+            continue;
+        }
+        let sub = entry.open_dir()?;
+        for child in sub.entries()? {
+            moved += 1;
+            sub.rename(child?.file_name(), next, moved.to_string())?;
+        }
+        drop(sub);
+        top.remove_dir(&name)?;
+    }
+    Ok(any)
+}
+
+/// Creates a new, empty directory next to `name`, for taking it apart.
+fn fresh_sibling(parent: &Dir, name: &OsStr) -> io::Result<OsString> {
+    for attempt in 0u32..100 {
+        let mut sibling = name.to_owned();
+        sibling.push(format!(".removing-{attempt}"));
+        match parent.create_dir(&sibling) {
+            Ok(()) => return Ok(sibling),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::from(io::ErrorKind::AlreadyExists))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn wait_gone(path: &Path) {
+        for _ in 0..500 {
+            if !path.exists() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("{} was not removed", path.display());
+    }
+
     #[test]
     fn scratch_is_created_and_removed() {
-        let root = tempfile::tempdir().expect("tempdir");
-        let scratch = Scratch::create(root.path()).expect("created");
+        let root = ScratchRoot::create().expect("root");
+        let scratch = root.scratch().expect("created");
         let path = scratch.path().to_path_buf();
         std::fs::write(path.join("file"), b"x").expect("writable");
         std::fs::create_dir(path.join("sub")).expect("subdir");
+        std::os::unix::fs::symlink("/etc", path.join("sub/etc")).expect("symlink");
         drop(scratch);
         assert!(!path.exists(), "removed with its contents");
+        assert!(
+            Path::new("/etc/passwd").exists(),
+            "a symlink is not followed"
+        );
+        let root_path = root.path().to_path_buf();
+        drop(root);
+        assert!(!root_path.exists());
+    }
+
+    /// Deeper than any recursive removal survives on a small thread stack, and deeper than
+    /// a path can name (`PATH_MAX`): built through directory handles, as a guest would.
+    #[test]
+    fn very_deep_trees_are_removed_on_a_small_stack() {
+        let root = ScratchRoot::create().expect("root");
+        let scratch = root.scratch().expect("created");
+        let path = scratch.path().to_path_buf();
+        let mut dir = Dir::open_ambient_dir(&path, ambient_authority()).expect("open");
+        for n in 0..3_000 {
+            dir.create_dir("d").expect("mkdir");
+            dir.write(format!("f{}", n % 3), b"x").expect("file");
+            dir = dir.open_dir("d").expect("down");
+        }
+        drop(dir);
+        let remover = std::thread::Builder::new()
+            .stack_size(64 << 10)
+            .spawn(move || drop(scratch))
+            .expect("thread");
+        remover.join().expect("no stack overflow");
+        wait_gone(&path);
+    }
+
+    #[tokio::test]
+    async fn removal_runs_on_the_blocking_pool() {
+        let root = ScratchRoot::create().expect("root");
+        let scratch = root.scratch().expect("created");
+        let path = scratch.path().to_path_buf();
+        std::fs::create_dir_all(path.join("a/b/c")).expect("tree");
+        drop(scratch);
+        tokio::task::spawn_blocking(move || wait_gone(&path))
+            .await
+            .expect("removed");
     }
 }

@@ -1,7 +1,11 @@
 //! Reassembly of registry chunks (PROTOCOL.md §4.9, §5.9.2). Pure and synchronous.
 //!
-//! Assemblies are keyed by `app_name`. The first chunk fixes `total_chunks`; a chunk that
-//! disagrees is rejected, duplicates are ignored, chunks may arrive in any order. The
+//! Assemblies are keyed by `app_name`, and only names this proplet asked for are assembled
+//! (another proplet's transfer is ignored). The first chunk fixes `total_chunks`; a chunk
+//! that disagrees belongs to another transfer and is rejected. An identical duplicate is
+//! ignored, but a duplicate index with other bytes means two streams are interleaving
+//! under one name (another version of a tag, a stale transfer): the assembly is abandoned
+//! rather than mixing their chunks into one binary. Chunks may arrive in any order. The
 //! number of concurrent assemblies, the size of each and its number of chunks are capped
 //! (so a flood of empty chunks cannot grow memory either).
 
@@ -44,6 +48,16 @@ pub enum ChunkError {
         app_name: String,
         /// The cap.
         limit: u64,
+    },
+    /// Two transfers with different bytes interleave under one name.
+    #[error(
+        "chunk {idx} of {app_name} arrived twice with different bytes: two transfers interleave; pin the digest or retry"
+    )]
+    ConflictingData {
+        /// Transfer key.
+        app_name: String,
+        /// Index of the conflicting chunk.
+        idx: u64,
     },
     /// Too many transfers at once.
     #[error("too many registry transfers in progress (limit {0})")]
@@ -101,7 +115,7 @@ impl Assembler {
 
     /// Adds a chunk to an open assembly. Returns the whole binary once complete (and closes
     /// the assembly); `Ok(None)` while incomplete, for duplicates and for unexpected names.
-    /// A [`ChunkError::TooLarge`] closes the assembly.
+    /// [`ChunkError::TooLarge`] and [`ChunkError::ConflictingData`] close the assembly.
     pub fn accept(
         &mut self,
         app_name: &str,
@@ -131,8 +145,15 @@ impl Assembler {
             }
             _ => asm.total = Some(total),
         }
-        if asm.parts.contains_key(&idx) {
-            return Ok(None);
+        if let Some(seen) = asm.parts.get(&idx) {
+            if *seen == data {
+                return Ok(None);
+            }
+            self.assemblies.remove(app_name);
+            return Err(ChunkError::ConflictingData {
+                app_name: app_name.into(),
+                idx,
+            });
         }
         asm.bytes += data.len() as u64;
         if asm.bytes > max_bytes {
@@ -165,12 +186,26 @@ mod tests {
         let mut a = Assembler::new(1 << 20, 4);
         a.expect(APP).unwrap();
         assert_eq!(a.accept(APP, 1, 2, b"world".to_vec()), Ok(None));
-        assert_eq!(a.accept(APP, 1, 2, b"WORLD".to_vec()), Ok(None));
+        assert_eq!(a.accept(APP, 1, 2, b"world".to_vec()), Ok(None));
         assert_eq!(
             a.accept(APP, 0, 2, b"hello ".to_vec()),
             Ok(Some(b"hello world".to_vec()))
         );
         assert!(!a.is_expected(APP));
+    }
+
+    #[test]
+    fn two_streams_under_one_name_are_never_mixed() {
+        let mut a = Assembler::new(1 << 20, 4);
+        a.expect(APP).unwrap();
+        assert_eq!(a.accept(APP, 0, 3, b"ours-0".to_vec()), Ok(None));
+        assert_eq!(a.accept(APP, 1, 3, b"theirs-1".to_vec()), Ok(None));
+        assert!(matches!(
+            a.accept(APP, 1, 3, b"ours-1".to_vec()),
+            Err(ChunkError::ConflictingData { idx: 1, .. })
+        ));
+        assert!(!a.is_expected(APP), "the mixed transfer is abandoned");
+        assert_eq!(a.accept(APP, 2, 3, b"ours-2".to_vec()), Ok(None));
     }
 
     #[test]

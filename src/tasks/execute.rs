@@ -2,6 +2,7 @@
 //! execution slot, and the daemon's acknowledgement.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tracing::field::Empty;
@@ -9,10 +10,11 @@ use tracing::{Instrument as _, info};
 
 use super::TaskError;
 use super::fetch;
+use super::held::Held;
 use super::manager::Shared;
 use super::receipt::Receipt;
 use crate::protocol::StartRequest;
-use crate::runtime::{Binary, Runtime, TaskOutput, TaskSpec};
+use crate::runtime::{Binary, Runtime, RuntimeError, TaskOutput, TaskSpec};
 use crate::sandbox::Limits;
 use crate::sandbox::{CapabilityError, LimitRequest, Mount, MountRequest, Source, capabilities};
 use crate::telemetry::trace;
@@ -44,17 +46,29 @@ pub(super) struct Grants {
 }
 
 impl Shared {
-    /// Runs a start: grants, binary, slot, guest.
+    /// Runs a start: grants, binary, slot, guest. While it waits for a slot, its binary
+    /// (not its base64, which is dropped once decoded) is counted in `held`.
     pub(super) async fn execute(
         &self,
-        req: &StartRequest,
+        req: &mut StartRequest,
         started: Option<oneshot::Sender<()>>,
         receipt: &Receipt,
+        held: Held<'_>,
     ) -> Result<TaskOutput, TaskError> {
         let grants = self.grants(req, receipt)?;
         let binary = self.obtain(req, receipt).await?;
-        self.run_spec(self.spec(req, binary, receipt, grants), started)
-            .await
+        drop(std::mem::take(&mut req.file));
+        let held = self.resize(held, binary.bytes.len())?;
+        let spec = self.spec(req, binary, receipt, grants);
+        self.run_spec(spec, started, Some(held)).await
+    }
+
+    /// `held` now counting a binary of `bytes` instead, or `overloaded`.
+    fn resize<'a>(&'a self, held: Held<'a>, bytes: usize) -> Result<Held<'a>, TaskError> {
+        match held.resize(bytes as u64) {
+            Some(held) => Ok(held),
+            None => self.hold(bytes as u64),
+        }
     }
 
     /// The budgets and mounts of a start (recorded in its receipt), or why it gets none.
@@ -179,19 +193,46 @@ impl Shared {
         Ok(capabilities::grant(&self.volumes, &requests)?)
     }
 
-    /// Waits for an execution slot, then runs.
+    /// Waits for an execution slot, then runs. What the task `held` against the waiting
+    /// tasks' byte budget is given back once it has its slot.
     pub(super) async fn run_spec(
         &self,
         spec: TaskSpec,
         started: Option<oneshot::Sender<()>>,
+        held: Option<Held<'_>>,
     ) -> Result<TaskOutput, TaskError> {
         let _slot = self
             .slots
             .acquire()
             .await
             .map_err(|_| TaskError::Cancelled("the proplet is shutting down"))?;
+        drop(held);
         let _running = Running::new(self);
         Ok(self.runtime.run(spec, started).await?)
+    }
+
+    /// Compiles a latent task's binary as a task would run: under an execution slot and
+    /// within its deadline. A compile that outlives the deadline still finishes into the
+    /// cache (it is not redone), but the deploy is answered `timeout`.
+    pub(super) async fn precompile(
+        &self,
+        binary: &Binary,
+        deadline: Option<Duration>,
+    ) -> Result<(), TaskError> {
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| TaskError::Cancelled("the proplet is shutting down"))?;
+        let _running = Running::new(self);
+        let compile = self.runtime.precompile(binary);
+        let compiled = match deadline {
+            Some(limit) => tokio::time::timeout(limit, compile)
+                .await
+                .unwrap_or(Err(RuntimeError::Timeout(limit))),
+            None => compile.await,
+        };
+        Ok(compiled?)
     }
 
     /// For a daemon: publishes the empty success result once the guest is running.

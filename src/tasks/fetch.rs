@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -15,7 +15,8 @@ use tracing::{debug, warn};
 use super::chunks::{Assembler, ChunkError};
 use crate::config::FetchSettings;
 use crate::protocol::{BinaryRequest, Chunk, ErrorKind, Outbound, StartRequest};
-use crate::runtime::Binary;
+use crate::runtime::{Binary, Digest};
+use crate::sandbox::{Policy, Source};
 use crate::transport::Publisher;
 
 /// Why a binary could not be obtained.
@@ -99,32 +100,67 @@ pub struct Fetcher {
     registry: Registry,
     http: reqwest::Client,
     max_bytes: u64,
+    /// Binaries in use, so that many tasks with one digest share one copy.
+    shared: Mutex<HashMap<Digest, Weak<[u8]>>>,
 }
 
 impl Fetcher {
-    /// A fetcher that asks the registry proxy through `publisher`. Fails only if the HTTP
-    /// client cannot be built (no TLS backend).
-    pub fn new(settings: &FetchSettings, publisher: Publisher) -> Result<Self, FetchError> {
+    /// A fetcher that asks the registry proxy through `publisher` and follows a download's
+    /// redirects only where `policy` allows downloads from. Fails only if the HTTP client
+    /// cannot be built (no TLS backend).
+    pub fn new(
+        settings: &FetchSettings,
+        publisher: Publisher,
+        policy: Policy,
+    ) -> Result<Self, FetchError> {
+        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+            match check_redirect(&policy, attempt.previous(), attempt.url()) {
+                Ok(()) => attempt.follow(),
+                Err(why) => attempt.error(why),
+            }
+        });
         let http = reqwest::Client::builder()
             .timeout(settings.http_timeout)
+            .redirect(redirects)
             .build()
             .map_err(|e| FetchError::Client(error_chain(&e)))?;
         Ok(Fetcher {
             registry: Registry::new(settings, publisher),
             http,
             max_bytes: settings.max_binary_bytes,
+            shared: Mutex::new(HashMap::new()),
         })
     }
 
-    /// The binary of a start request.
+    /// The binary of a start request: one copy in memory however many waiting or running
+    /// tasks use the same bytes.
     pub async fn fetch(&self, req: &StartRequest) -> Result<Binary, FetchError> {
-        if !req.file.is_empty() {
-            return self.inline(&req.file);
+        let binary = if !req.file.is_empty() {
+            self.inline(&req.file)?
+        } else {
+            match http_url(req)? {
+                Some(url) => self.http(url.as_str()).await?,
+                None => self.registry.fetch(&req.image_url).await?,
+            }
+        };
+        Ok(self.share(binary))
+    }
+
+    /// `binary`, or the copy already in use with the same digest.
+    fn share(&self, binary: Binary) -> Binary {
+        // Entries are inserted and removed whole; a poisoned map is still consistent.
+        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(bytes) = shared.get(&binary.digest).and_then(Weak::upgrade) {
+            return Binary {
+                bytes,
+                digest: binary.digest,
+            };
         }
-        match http_url(req)? {
-            Some(url) => self.http(url.as_str()).await,
-            None => self.registry.fetch(&req.image_url).await,
+        if shared.len() >= SHARED_SWEEP {
+            shared.retain(|_, bytes| bytes.strong_count() > 0);
         }
+        shared.insert(binary.digest.clone(), Arc::downgrade(&binary.bytes));
+        binary
     }
 
     /// Feeds a chunk from `registry/server`.
@@ -181,6 +217,34 @@ impl Fetcher {
         }
         Ok(Binary::new(body))
     }
+}
+
+/// Size of the shared-binary map at which entries no longer in use are swept out.
+const SHARED_SWEEP: usize = 1024;
+
+/// Most redirects one download follows.
+const MAX_REDIRECTS: usize = 5;
+
+/// Whether a download may follow a redirect from the URLs in `previous` to `next`: every
+/// hop must be an allowed source, never a step down from `https` to `http`, and the chain
+/// is short.
+fn check_redirect(policy: &Policy, previous: &[url::Url], next: &url::Url) -> Result<(), String> {
+    if previous.len() > MAX_REDIRECTS {
+        return Err(format!("more than {MAX_REDIRECTS} redirects"));
+    }
+    let downgrade = previous.iter().any(|u| u.scheme() == "https") && next.scheme() != "https";
+    if downgrade {
+        return Err(format!(
+            "refused a redirect from https to {}",
+            redact_url(next.as_str())
+        ));
+    }
+    if !matches!(next.scheme(), "http" | "https") {
+        return Err(format!("refused a redirect to a {} URL", next.scheme()));
+    }
+    policy
+        .check_source(Source::Http(next))
+        .map_err(|e| format!("refused a redirect: {e}"))
 }
 
 /// `url` without user info, query or fragment (they may carry secrets).
@@ -290,7 +354,7 @@ impl Registry {
         let done: Result<Arc<[u8]>, ChunkError> = match outcome {
             Ok(None) => return,
             Ok(Some(bytes)) => Ok(bytes.into()),
-            Err(e @ ChunkError::TooLarge { .. }) => Err(e),
+            Err(e @ (ChunkError::TooLarge { .. } | ChunkError::ConflictingData { .. })) => Err(e),
             Err(e) => return warn!("ignoring a chunk: {e}"),
         };
         for (_, waiter) in st.waiters.remove(&chunk.app_name).unwrap_or_default() {
@@ -324,5 +388,68 @@ impl Drop for WaiterGuard<'_> {
             st.waiters.remove(self.app_name);
             st.assembler.forget(self.app_name);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(text: &str) -> url::Url {
+        url::Url::parse(text).expect("url")
+    }
+
+    #[test]
+    fn tasks_with_one_digest_share_one_copy() {
+        let settings = FetchSettings {
+            chunk_timeout: Duration::from_secs(1),
+            max_binary_bytes: 1 << 20,
+            max_assemblies: 1,
+            http_timeout: Duration::from_secs(1),
+        };
+        let (publisher, _rx) = Publisher::channel(1);
+        let fetcher = Fetcher::new(&settings, publisher, Policy::default()).expect("fetcher");
+        let a = fetcher.share(Binary::new(vec![1, 2, 3]));
+        let b = fetcher.share(Binary::new(vec![1, 2, 3]));
+        assert!(Arc::ptr_eq(&a.bytes, &b.bytes));
+        let c = fetcher.share(Binary::new(vec![4]));
+        assert!(!Arc::ptr_eq(&a.bytes, &c.bytes));
+        drop((a, b));
+        let d = fetcher.share(Binary::new(vec![1, 2, 3]));
+        assert_eq!(
+            Arc::strong_count(&d.bytes),
+            1,
+            "a copy no longer used is not kept"
+        );
+    }
+
+    #[test]
+    fn every_redirect_hop_is_checked_against_the_allowed_sources() {
+        let policy = Policy::new("inline,*.example.com", false, Vec::new()).expect("policy");
+        let from = [url("https://a.example.com/x.wasm")];
+        assert!(check_redirect(&policy, &from, &url("https://b.example.com/x.wasm")).is_ok());
+        let denied = check_redirect(&policy, &from, &url("https://evil.net/x.wasm"));
+        assert!(
+            denied
+                .expect_err("denied")
+                .contains("PROPLET_ALLOWED_SOURCES")
+        );
+        let metadata = check_redirect(&policy, &from, &url("http://169.254.169.254/latest"));
+        assert!(metadata.is_err());
+    }
+
+    #[test]
+    fn https_never_steps_down_and_chains_are_short() {
+        let policy = Policy::default();
+        let secure = [url("https://a.example.com/x.wasm")];
+        let down = check_redirect(&policy, &secure, &url("http://a.example.com/x.wasm"));
+        assert!(down.expect_err("downgrade").contains("from https"));
+        assert!(check_redirect(&policy, &secure, &url("file:///etc/passwd")).is_err());
+        let long: Vec<_> = (0..6)
+            .map(|n| url(&format!("http://a.example.com/{n}")))
+            .collect();
+        assert!(check_redirect(&policy, &long, &url("http://a.example.com/x")).is_err());
+        let plain = [url("http://a.example.com/x.wasm")];
+        assert!(check_redirect(&policy, &plain, &url("https://a.example.com/y.wasm")).is_ok());
     }
 }

@@ -17,6 +17,9 @@ use crate::runtime::Binary;
 use crate::telemetry::{TraceHeaders, trace};
 use tracing::Instrument as _;
 
+/// How long an invoke waits for its deploy on a node without a default task timeout.
+const DEPLOY_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// A deployed latent task.
 pub(super) struct LatentTask {
     /// The start request (without its inline binary), the template of every invocation.
@@ -38,7 +41,7 @@ pub(super) async fn deploy(
     receipt: &Receipt,
 ) {
     let work = async {
-        shared.grants(req, receipt)?;
+        let grants = shared.grants(req, receipt)?;
         let binary = shared.obtain(req, receipt).await?;
         if !binary.is_component() {
             let why = format!(
@@ -47,7 +50,7 @@ pub(super) async fn deploy(
             );
             return Err(TaskError::Invalid(why));
         }
-        shared.runtime.precompile(&binary).await?;
+        shared.precompile(&binary, grants.limits.timeout).await?;
         Ok(binary)
     };
     let outcome = tokio::select! {
@@ -66,17 +69,103 @@ pub(super) async fn deploy(
                 token: shared.shutdown.child_token(),
                 deploy: trace::span_context(&tracing::Span::current()),
             };
-            if let Some(previous) = shared.lock_latent().insert(req.id.clone(), latent) {
-                previous.token.cancel();
+            if let Err(e) = keep(shared, &req.id, latent) {
+                shared.publish_result(&req.id, Err(e), receipt).await;
             }
         }
         Err(e) => shared.publish_result(&req.id, Err(e), receipt).await,
     }
 }
 
+/// A latent task being deployed (marked by [`Shared::deploying_from_now`] when it is
+/// admitted); when dropped, the mark is removed and the invokes waiting on any deploy wake.
+pub(super) struct Deploying<'a> {
+    shared: &'a Shared,
+    id: &'a str,
+}
+
+impl<'a> Deploying<'a> {
+    /// Takes over the mark of `id`, set when it was admitted.
+    pub(super) fn adopt(shared: &'a Shared, id: &'a str) -> Self {
+        Deploying { shared, id }
+    }
+}
+
+impl Drop for Deploying<'_> {
+    fn drop(&mut self) {
+        self.shared.lock_deploying().remove(self.id);
+        self.shared.deployed.send_modify(|n| *n += 1);
+    }
+}
+
+impl Shared {
+    fn lock_deploying(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        // Entries are inserted and removed whole; a poisoned set is still consistent.
+        self.deploying.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn is_deploying(&self, id: &str) -> bool {
+        self.lock_deploying().contains(id)
+    }
+
+    /// Marks `id` as being deployed, synchronously with its admission, so that an invoke
+    /// handled right after the deploy's start waits for it.
+    pub(super) fn deploying_from_now(&self, id: &str) {
+        self.lock_deploying().insert(id.to_owned());
+    }
+}
+
+/// Remembers a deployed latent task (replacing one with the same id), within the limits on
+/// how many may be deployed and how many bytes of binaries they hold.
+fn keep(shared: &Shared, id: &str, latent: LatentTask) -> Result<(), TaskError> {
+    let (max_tasks, max_bytes) = shared.latent_limits;
+    let mut map = shared.lock_latent();
+    let others = map.iter().filter(|(k, _)| k.as_str() != id);
+    let (count, bytes) = others.fold((0usize, 0u64), |(n, b), (_, l)| {
+        (n + 1, b + l.binary.bytes.len() as u64)
+    });
+    if count >= max_tasks || bytes + latent.binary.bytes.len() as u64 > max_bytes {
+        return Err(TaskError::Overloaded(format!(
+            "{count} latent tasks hold {bytes} bytes; at most {max_tasks} tasks and {max_bytes} bytes (PROPLET_LATENT_MAX_BYTES); stop one first"
+        )));
+    }
+    if let Some(previous) = map.insert(id.to_owned(), latent) {
+        previous.token.cancel();
+    }
+    Ok(())
+}
+
 impl TaskManager {
-    /// Runs one invocation of a latent task, or answers that it is unknown here.
+    /// Runs one invocation of a latent task, or answers that it is unknown here. An invoke
+    /// for a task that is still being fetched or compiled waits for its deploy (at most
+    /// the node's default task timeout) instead of being refused.
     pub(super) fn invoke(&self, req: InvokeRequest) {
+        self.dispatch_invoke(req, true);
+    }
+
+    /// Waits (in the background) until `req`'s latent task is no longer being deployed or
+    /// the wait times out, then dispatches it without waiting again.
+    fn await_deploy(&self, req: InvokeRequest) {
+        let manager = self.clone();
+        let mut deployed = self.shared.deployed.subscribe();
+        let limit = self.shared.budgets.default.timeout.unwrap_or(DEPLOY_WAIT);
+        let wait = async move {
+            let settled = async {
+                while manager.shared.is_deploying(&req.id) {
+                    if deployed.changed().await.is_err() {
+                        break;
+                    }
+                }
+            };
+            if tokio::time::timeout(limit, settled).await.is_err() {
+                warn!(task_id = %req.id, "an invoke waited {limit:?} for its deploy");
+            }
+            manager.dispatch_invoke(req, false);
+        };
+        self.shared.tracker.spawn(wait);
+    }
+
+    fn dispatch_invoke(&self, req: InvokeRequest, may_wait: bool) {
         let s = &self.shared;
         if !req.target.includes(&s.proplet_id) {
             return;
@@ -89,6 +178,9 @@ impl TaskManager {
             (l.req.clone(), l.binary.clone(), l.token.clone(), span)
         });
         let Some((mut call, binary, parent, span)) = found else {
+            if may_wait && s.is_deploying(&req.id) {
+                return self.await_deploy(req);
+            }
             let why = format!(
                 "task {} has not been precompiled; deploy it as a latent task first",
                 req.id
@@ -145,7 +237,7 @@ impl Invocation {
         let run = async {
             let grants = shared.grants(&self.call, &receipt)?;
             let spec = shared.spec(&self.call, self.binary, &receipt, grants);
-            shared.run_spec(spec, None).await
+            shared.run_spec(spec, None, None).await
         };
         let outcome = tokio::select! {
             biased;

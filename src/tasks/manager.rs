@@ -10,7 +10,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument as _, Span, debug, info, warn};
 
-use super::latent::{self, LatentTask};
+use super::held::{ByteBudget, Held};
+use super::latent::{self, Deploying, LatentTask};
 use super::receipt::Receipt;
 use super::{Fetcher, TaskError, spans};
 use crate::config::TaskSettings;
@@ -59,6 +60,8 @@ pub(super) struct Shared {
     pub(super) slots: Semaphore,
     /// Running plus waiting tasks may not exceed this.
     pub(super) capacity: usize,
+    /// Bytes of binaries that waiting tasks hold.
+    pub(super) queue_bytes: ByteBudget,
     pub(super) admitted: AtomicUsize,
     /// Tasks holding an execution slot.
     pub(super) running: AtomicUsize,
@@ -74,6 +77,12 @@ pub(super) struct Shared {
     pub(super) network: Arc<[crate::sandbox::NetRule]>,
     /// Precompiled latent tasks, by task id (PROTOCOL.md §5.7).
     pub(super) latent: Mutex<HashMap<String, LatentTask>>,
+    /// Most latent tasks deployed at once, and bytes of their binaries.
+    pub(super) latent_limits: (usize, u64),
+    /// Latent tasks being fetched and compiled, by task id.
+    pub(super) deploying: Mutex<std::collections::HashSet<String>>,
+    /// Bumped whenever a deploy ends (ready or failed), for invokes waiting on one.
+    pub(super) deployed: tokio::sync::watch::Sender<u64>,
 }
 
 /// Removes a task from the table when its future ends, whichever way.
@@ -104,6 +113,7 @@ impl TaskManager {
             tasks: Mutex::new(HashMap::new()),
             slots: Semaphore::new(max),
             capacity: max + parts.settings.queue_capacity,
+            queue_bytes: ByteBudget::new(parts.settings.queue_bytes),
             admitted: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
             metrics: parts.metrics,
@@ -111,6 +121,12 @@ impl TaskManager {
             shutdown: CancellationToken::new(),
             draining: AtomicBool::new(false),
             latent: Mutex::new(HashMap::new()),
+            deploying: Mutex::new(std::collections::HashSet::new()),
+            deployed: tokio::sync::watch::Sender::new(0),
+            latent_limits: (
+                parts.settings.module_cache_entries,
+                parts.settings.latent_max_bytes,
+            ),
             volumes: parts.settings.volumes.clone(),
             network: parts.settings.net_allow.clone().into(),
         };
@@ -164,6 +180,9 @@ impl TaskManager {
         span.in_scope(
             || info!(task_id = %req.id, name = %req.name, daemon = req.daemon, "task admitted"),
         );
+        if req.latent {
+            s.deploying_from_now(&req.id);
+        }
         let task = run_task(self.shared.clone(), req, token, receipt);
         s.tracker.spawn(task.instrument(span));
     }
@@ -305,6 +324,21 @@ impl Shared {
         self.metrics.occupancy(admitted, running);
     }
 
+    /// Counts a start's inline binary against the waiting tasks' byte budget.
+    pub(super) fn hold_inline(&self, req: &StartRequest) -> Result<Held<'_>, TaskError> {
+        self.hold(req.file.len() as u64)
+    }
+
+    /// Counts `bytes` against the waiting tasks' byte budget, or answers `overloaded`.
+    pub(super) fn hold(&self, bytes: u64) -> Result<Held<'_>, TaskError> {
+        self.queue_bytes.hold(bytes).ok_or_else(|| {
+            let (used, max) = (self.queue_bytes.used(), self.queue_bytes.max());
+            TaskError::Overloaded(format!(
+                "waiting tasks hold {used} of {max} bytes of binaries (PROPLET_TASK_QUEUE_BYTES)"
+            ))
+        })
+    }
+
     pub(super) fn cancel_reason(&self) -> &'static str {
         if self.shutdown.is_cancelled() {
             "the proplet is shutting down"
@@ -317,29 +351,36 @@ impl Shared {
 /// One task from admission to its result.
 async fn run_task(
     shared: Arc<Shared>,
-    req: StartRequest,
+    mut req: StartRequest,
     token: CancellationToken,
     receipt: Receipt,
 ) {
+    let id = req.id.clone();
     let _admission = Admission {
         shared: &shared,
-        id: &req.id,
+        id: &id,
+    };
+    let _deploying = req.latent.then(|| Deploying::adopt(&shared, &id));
+    let held = match shared.hold_inline(&req) {
+        Ok(held) => held,
+        Err(e) => return shared.publish_result(&id, Err(e), &receipt).await,
     };
     if req.latent {
         return latent::deploy(&shared, &req, &token, &receipt).await;
     }
     let acked = AtomicBool::new(false);
     let (started_tx, started_rx) = oneshot::channel();
+    let daemon = req.daemon;
     let work = async {
-        let started = req.daemon.then_some(started_tx);
+        let started = daemon.then_some(started_tx);
         let ack = async {
-            if req.daemon {
+            if daemon {
                 shared
-                    .ack_when_started(&req.id, started_rx, &acked, &receipt)
+                    .ack_when_started(&id, started_rx, &acked, &receipt)
                     .await;
             }
         };
-        tokio::join!(shared.execute(&req, started, &receipt), ack).0
+        tokio::join!(shared.execute(&mut req, started, &receipt, held), ack).0
     };
     let outcome = tokio::select! {
         biased;
@@ -349,9 +390,9 @@ async fn run_task(
     if acked.load(Ordering::Relaxed) {
         // A daemon's one result was its start acknowledgement (PROTOCOL.md §5.5).
         return match outcome {
-            Ok(_) => info!(task_id = %req.id, "daemon task finished"),
-            Err(e) => info!(task_id = %req.id, "daemon task ended: {}", e.log_text()),
+            Ok(_) => info!(task_id = %id, "daemon task finished"),
+            Err(e) => info!(task_id = %id, "daemon task ended: {}", e.log_text()),
         };
     }
-    shared.publish_result(&req.id, outcome, &receipt).await;
+    shared.publish_result(&id, outcome, &receipt).await;
 }

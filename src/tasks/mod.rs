@@ -9,6 +9,7 @@ mod error;
 mod execute;
 mod fetch;
 pub mod heartbeat;
+mod held;
 mod latent;
 mod manager;
 mod publish;

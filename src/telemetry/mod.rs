@@ -4,6 +4,7 @@
 //! Without an OTLP endpoint no OpenTelemetry layer is installed at all: spans then cost what
 //! a disabled `tracing` span costs, and nothing is exported.
 
+mod escape;
 pub mod http;
 mod json;
 mod metrics;
@@ -80,7 +81,11 @@ pub fn init(
             .with_tracer(p.tracer("proplet"))
             .with_filter(spans)
     });
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colour only for a person at a terminal, never into a pipe or the journal.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let fmt = if log.json {
         let json = tracing_subscriber::fmt::format().json();
         fmt.event_format(json::WithTraceIds(json))
@@ -88,7 +93,9 @@ pub fn init(
             .with_filter(filter(log))
             .boxed()
     } else {
-        fmt.with_filter(filter(log)).boxed()
+        fmt.fmt_fields(escape::EscapedFields::default())
+            .with_filter(filter(log))
+            .boxed()
     };
     let installed = tracing_subscriber::registry()
         .with(fmt)

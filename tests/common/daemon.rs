@@ -21,8 +21,29 @@ impl Daemon {
         Daemon::spawn(broker, extra, file.into(), out.into())
     }
 
+    /// Like [`Daemon::start`], under a process limit of `nofile` open files (set by
+    /// util-linux `prlimit`, as an operator's `LimitNOFILE=` would).
+    pub fn start_with_nofile(broker: &Broker, extra: &[(&str, &str)], nofile: u64) -> Daemon {
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={nofile}:{nofile}"))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_proplet"));
+        Daemon::spawn_command(cmd, broker, extra, Stdio::inherit(), Stdio::null())
+    }
+
     fn spawn(broker: &Broker, extra: &[(&str, &str)], stderr: Stdio, stdout: Stdio) -> Daemon {
-        let child = Command::new(env!("CARGO_BIN_EXE_proplet"))
+        let cmd = Command::new(env!("CARGO_BIN_EXE_proplet"));
+        Daemon::spawn_command(cmd, broker, extra, stderr, stdout)
+    }
+
+    fn spawn_command(
+        mut cmd: Command,
+        broker: &Broker,
+        extra: &[(&str, &str)],
+        stderr: Stdio,
+        stdout: Stdio,
+    ) -> Daemon {
+        let child = cmd
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(env(broker, extra))

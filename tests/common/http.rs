@@ -3,7 +3,8 @@
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-/// A route: path → (status line, content type, body); a `None` body never answers.
+/// A route: path → (status line, content type, body); a `None` body never answers. For a
+/// `3xx` status the second field is the `location` instead of a content type.
 pub type Route = (&'static str, &'static str, &'static str, Option<Vec<u8>>);
 
 /// Serves `routes` until the test ends; returns the base URL.
@@ -28,8 +29,13 @@ pub async fn serve(routes: Vec<Route>) -> String {
                     tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
                     return;
                 };
+                let header = if status.starts_with('3') {
+                    "location"
+                } else {
+                    "content-type"
+                };
                 let head = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    "HTTP/1.1 {status}\r\n{header}: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
                     body.len()
                 );
                 conn.write_all(head.as_bytes()).await.ok();

@@ -1,0 +1,335 @@
+//! Hostile tenants against the real binary: each test is an attack that once got through
+//! (a daemon abort, a widened capability, a budget overrun) and must now fail cleanly,
+//! leaving the daemon and every other task unharmed.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::daemon::Daemon;
+use common::*;
+use serde_json::{Value, json};
+
+fn wat_base64(text: &str) -> String {
+    let bytes = wat::parse_str(text).expect("valid WAT");
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn fs_task(id: &str, ops: &[&str], mounts: Value) -> Value {
+    start(
+        id,
+        json!({"file": guests::component_base64("fs"), "name": "_start", "inputs": [],
+               "cli_args": ops, "mounts": mounts}),
+    )
+}
+
+/// `op: ok <detail>` from the fs guest's report, or a panic naming the result.
+fn detail<'a>(result: &'a Value, op: &str) -> &'a str {
+    let text = result["results"].as_str().unwrap_or("");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{op}: ok ")))
+        .unwrap_or_else(|| panic!("{op} did not succeed: {result}"))
+}
+
+/// Waits until `dir` holds no task scratch directory (removal runs in the background).
+async fn wait_scratch_removed(tmp: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let leftover: Vec<_> = walkdir_names(tmp)
+            .into_iter()
+            .filter(|n| n.starts_with("task-"))
+            .collect();
+        if leftover.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "scratch left behind: {leftover:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Names two levels below `dir` (scratch roots and their task directories).
+fn walkdir_names(dir: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    for root in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        for task in std::fs::read_dir(root.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            names.push(task.file_name().to_string_lossy().into_owned());
+        }
+    }
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_memory_budget_covers_every_memory_and_table() {
+    let broker = Broker::start();
+    let mut m = Manager::connect(&broker).await;
+    let d = Daemon::start(&broker, &[("PROPLET_TASK_MEMORY", "4MiB")]);
+    m.wait_ready().await;
+    let main = r#"(func (export "main") (result i32) i32.const 7)"#;
+    let cases = [
+        // Eight memories of 2 MiB each: 16 MiB under a 4 MiB budget.
+        ("many-memories", "(memory 32) ".repeat(8)),
+        // A table of 600,000 references costs about 4.8 MB of host memory.
+        ("huge-table", "(table 600000 funcref) ".to_owned()),
+        (
+            "memory-and-table",
+            "(memory 48) (table 200000 funcref) ".to_owned(),
+        ),
+        ("two-within", "(memory 16) (memory 16) ".to_owned()),
+    ];
+    for (id, decls) in &cases {
+        let module = format!("(module {decls} {main})");
+        let task = start(
+            id,
+            json!({"file": wat_base64(&module), "name": "main", "inputs": []}),
+        );
+        m.send_json("control/manager/start", &task).await;
+    }
+    for id in ["many-memories", "huge-table", "memory-and-table"] {
+        let r = m.result(id).await;
+        assert_err(&r, "memory", "memory limit exceeded");
+        assert_eq!(r["usage"]["limit"], "memory", "{r}");
+        let peak = r["usage"]["memory_peak_bytes"].as_u64().expect("peak");
+        assert!(peak <= 4 << 20, "the peak stays within the budget: {r}");
+    }
+    let within = m.result("two-within").await;
+    assert_ok(&within, "7");
+    assert_eq!(
+        within["usage"]["memory_peak_bytes"].as_u64(),
+        Some(2 << 20),
+        "the receipt's peak is the sum of both memories: {within}"
+    );
+    drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_cannot_fill_the_disk_or_bury_the_daemon_in_its_scratch() {
+    let broker = Broker::start();
+    let mut m = Manager::connect(&broker).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let tmpdir = tmp.path().to_str().expect("utf-8");
+    let mut d = Daemon::start(
+        &broker,
+        &[("TMPDIR", tmpdir), ("PROPLET_SCRATCH_LIMIT", "8MiB")],
+    );
+    m.wait_ready().await;
+    let attacks = [
+        // Nested deeper than any path can name, through directory handles.
+        ("deep", "deep=100000"),
+        // 2 GB into one file.
+        ("fill", "fill=2000000000"),
+    ];
+    for (id, op) in attacks {
+        m.send_json("control/manager/start", &fs_task(id, &[op], json!([])))
+            .await;
+    }
+    for (id, _) in attacks {
+        let r = m.result(id).await;
+        assert_err(&r, "output_limit", "scratch limit exceeded");
+    }
+    m.send_json(
+        "control/manager/start",
+        &fs_task("within", &["fill=4000000"], json!([])),
+    )
+    .await;
+    assert_eq!(detail(&m.result("within").await, "fill=4000000"), "4000000");
+    wait_scratch_removed(tmp.path()).await;
+    m.send_json("control/manager/start", &start("after", json!({})))
+        .await;
+    assert_ok(&m.result("after").await, "30");
+    d.signal("-TERM");
+    assert_eq!(
+        d.wait(Duration::from_secs(30)).await,
+        Some(0),
+        "a clean exit"
+    );
+    assert!(
+        std::fs::read_dir(tmp.path()).expect("tmp").next().is_none(),
+        "the scratch root is removed on exit"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_opening_files_hits_its_own_cap_not_the_process_limit() {
+    let broker = Broker::start();
+    let mut m = Manager::connect(&broker).await;
+    let d = Daemon::start_with_nofile(&broker, &[("PROPLET_MAX_CONCURRENT_TASKS", "2")], 512);
+    m.wait_ready().await;
+    for id in ["greedy-1", "greedy-2"] {
+        m.send_json(
+            "control/manager/start",
+            &fs_task(id, &["open-many"], json!([])),
+        )
+        .await;
+    }
+    // A full resource table ends the guest (Wasmtime traps rather than failing the open);
+    // either way the cap is the task's, and both greedy tasks got their scratch.
+    for id in ["greedy-1", "greedy-2"] {
+        let r = m.result(id).await;
+        let error = r["error"].as_str().unwrap_or("");
+        if error.is_empty() {
+            let opened: usize = detail(&r, "open-many").parse().expect("count");
+            assert!(opened <= 128, "{id} opened {opened}: past its share of 512");
+        } else {
+            assert_err(&r, "trap", "resource table has no free keys");
+        }
+    }
+    m.send_json(
+        "control/manager/start",
+        &fs_task("neighbour", &["write-scratch"], json!([])),
+    )
+    .await;
+    let r = m.result("neighbour").await;
+    assert_eq!(detail(&r, "write-scratch"), "scratch", "{r}");
+    drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volumes_are_the_directories_opened_at_start_up() {
+    let host = tempfile::tempdir().expect("host");
+    let root = std::fs::canonicalize(host.path()).expect("canonical");
+    let (data, models) = (root.join("data"), root.join("models"));
+    std::fs::create_dir(&data).expect("data");
+    std::fs::create_dir(&models).expect("models");
+    std::fs::write(models.join("weights.bin"), "original").expect("weights");
+    let broker = Broker::start();
+
+    // Nested volumes would let a task with write access to the outer one replace the
+    // inner one's directory: refused at start-up.
+    let nested = format!("data={}:rw,inner={}/sub:ro", data.display(), data.display());
+    std::fs::create_dir(data.join("sub")).expect("sub");
+    let mut refused = Daemon::start(&broker, &[("PROPLET_VOLUMES", &nested)]);
+    assert_ne!(refused.wait(Duration::from_secs(30)).await, Some(0));
+
+    let mut m = Manager::connect(&broker).await;
+    let volumes = format!("data={}:rw,models={}:ro", data.display(), models.display());
+    let d = Daemon::start(&broker, &[("PROPLET_VOLUMES", &volumes)]);
+    m.wait_ready().await;
+    // The path of a volume is swapped for a symlink to the host's root after start-up.
+    std::fs::rename(&models, root.join("models-old")).expect("move away");
+    std::os::unix::fs::symlink("/", &models).expect("swap in a symlink");
+    let mounts = json!([{"volume": "models", "path": "/models"}]);
+    m.send_json(
+        "control/manager/start",
+        &fs_task("swapped", &["list=/models"], mounts),
+    )
+    .await;
+    let r = m.result("swapped").await;
+    assert_eq!(detail(&r, "list=/models"), "weights.bin", "{r}");
+    drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_result_counts_against_the_output_budget_as_sent() {
+    let broker = Broker::start();
+    let mut m = Manager::connect(&broker).await;
+    let d = Daemon::start(&broker, &[("PROPLET_OUTPUT_LIMIT", "1KiB")]);
+    m.wait_ready().await;
+    let greet = |id: &str, name: String| {
+        let input = serde_json::to_string(&name).expect("wave string");
+        start(
+            id,
+            json!({"file": guests::component_base64("greet"), "name": "greet", "inputs": [input]}),
+        )
+    };
+    let tasks = [
+        ("plain", "a".repeat(400)),
+        ("long", "a".repeat(2000)),
+        // 400 quotes fit as text but not once WAVE and JSON have escaped them.
+        ("quotes", "\"".repeat(400)),
+    ];
+    for (id, name) in tasks {
+        m.send_json("control/manager/start", &greet(id, name)).await;
+    }
+    let plain = m.result("plain").await;
+    assert_eq!(plain["error"], Value::Null, "{plain}");
+    assert_err(&m.result("long").await, "output_limit", "output limit");
+    assert_err(&m.result("quotes").await, "output_limit", "output limit");
+    drop(d);
+}
+
+/// `wasm` with a custom section of `size` bytes appended (distinct per `tag`).
+fn padded(mut wasm: Vec<u8>, size: usize, tag: u32) -> Vec<u8> {
+    let name = b"pad";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(&tag.to_le_bytes());
+    payload.resize(payload.len() + size, 0x5a);
+    wasm.push(0);
+    let mut len = payload.len();
+    loop {
+        let byte = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            wasm.push(byte);
+            break;
+        }
+        wasm.push(byte | 0x80);
+    }
+    wasm.extend_from_slice(&payload);
+    wasm
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_tasks_hold_a_bounded_number_of_binary_bytes() {
+    let broker = Broker::start();
+    let mut m = Manager::connect(&broker).await;
+    let d = Daemon::start(
+        &broker,
+        &[
+            ("PROPLET_MAX_CONCURRENT_TASKS", "1"),
+            ("PROPLET_TASK_QUEUE_BYTES", "6MiB"),
+            ("PROPLET_MQTT_MAX_PACKET_SIZE", "8MiB"),
+        ],
+    );
+    m.wait_ready().await;
+    let idle_rss = d.rss_bytes();
+    let spin = wat::parse_str(r#"(module (func (export "main") (loop br 0)))"#).expect("wat");
+    let ids: Vec<String> = (0..120).map(|n| format!("big-{n}")).collect();
+    for (n, id) in ids.iter().enumerate() {
+        let file = base64::engine::general_purpose::STANDARD.encode(padded(
+            spin.clone(),
+            1 << 20,
+            n as u32,
+        ));
+        let task = start(
+            id,
+            json!({"file": file, "name": "main", "inputs": [], "limits": {"timeout_ms": 200}}),
+        );
+        m.send_json("control/manager/start", &task).await;
+    }
+    let mut peak = 0;
+    let mut overloaded = 0;
+    for id in &ids {
+        let r = m.result(id).await;
+        peak = peak.max(d.rss_bytes());
+        match r["error_kind"].as_str() {
+            Some("overloaded") => {
+                overloaded += 1;
+                assert!(
+                    r["error"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("PROPLET_TASK_QUEUE_BYTES"),
+                    "{r}"
+                );
+            }
+            Some("timeout") => {}
+            other => panic!("{id}: unexpected {other:?}: {r}"),
+        }
+    }
+    assert!(overloaded >= 60, "only {overloaded} of 120 were refused");
+    assert!(
+        peak < idle_rss + (160 << 20),
+        "RSS grew from {idle_rss} to {peak} for 120 MiB of binaries sent"
+    );
+    drop(d);
+}
