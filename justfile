@@ -16,10 +16,37 @@ test-unit:
 test-e2e: guests
     cargo test --tests
 
-# Format and lint checks.
+# Format and lint checks, with and without the demo (the device build).
 lint:
     cargo fmt --all -- --check
     cargo clippy --all-targets -- -D warnings
+    cargo clippy --all-targets --no-default-features -- -D warnings
+
+# The daemon for a device: release build without the demo's embedded broker.
+build-device:
+    cargo build --release --locked --no-default-features
+
+# Dependency policy from deny.toml: duplicate versions, licenses, sources (as CI runs it).
+deny:
+    cargo deny --locked check bans licenses sources
+
+# Security advisories (RustSec): fetches the advisory database, so it needs the network.
+audit:
+    cargo deny --locked check advisories
+
+# Check the systemd unit and the IP allow-list drop-in with systemd-analyze.
+unit-check:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    dir="$(mktemp -d)"
+    trap 'rm -rf "$dir"' EXIT
+    # verify wants an existing ExecStart binary; the unit names the installed path.
+    sed 's|/usr/local/bin/proplet|/bin/true|' deploy/systemd/proplet.service > "$dir/proplet.service"
+    mkdir "$dir/proplet.service.d"
+    cp deploy/systemd/ip-allowlist.conf "$dir/proplet.service.d/"
+    out="$(SYSTEMD_UNIT_PATH="$dir:" systemd-analyze verify "$dir/proplet.service" 2>&1)"
+    if [ -n "$out" ]; then echo "$out" >&2; exit 1; fi
+    echo "proplet.service and ip-allowlist.conf: no findings"
 
 # Build the sample guests: core modules, Rust components, the Python workload.
 guests:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests and guest builds need, idempotently: mosquitto (Debian package),
-# the wasm32-wasip1/wasm32-wasip2 Rust targets, componentize-py (PyPI) and `just`. Safe to run again and again.
+# the wasm32-wasip1/wasm32-wasip2 Rust targets, componentize-py (PyPI), `just` and
+# `cargo-deny`. Safe to run again and again.
 set -euo pipefail
 
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -28,4 +29,9 @@ fi
 if ! have just; then
     echo "setup: installing just"
     cargo install just --locked --quiet
+fi
+
+if ! have cargo-deny; then
+    echo "setup: installing cargo-deny (compiles for a few minutes, once)"
+    cargo install cargo-deny --locked --quiet
 fi

@@ -148,3 +148,27 @@ pub async fn run(args: RunArgs) -> Result<TaskOutput, LocalError> {
     let runtime = Runtime::wasmtime(cache, false, sandbox, Default::default())?;
     Ok(runtime.run(spec, None).await?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_flags_set_or_inherit_like_the_wasmtime_cli() {
+        assert_eq!(parse_env("A=1=2"), Ok(("A".into(), Some("1=2".into()))));
+        assert_eq!(parse_env("A"), Ok(("A".into(), None)));
+        assert!(parse_env("=1").is_err());
+        assert!(parse_env("").is_err());
+        let path = std::env::var("PATH").expect("PATH is set in tests");
+        let unset = "PROPLET_TEST_SURELY_UNSET_VARIABLE";
+        let env = guest_env(vec![
+            ("PATH".into(), None),
+            (unset.into(), None),
+            ("B".into(), Some("2".into())),
+        ])
+        .expect("utf-8");
+        assert_eq!(env.get("PATH"), Some(&path), "inherited");
+        assert!(!env.contains_key(unset), "an unset variable stays unset");
+        assert_eq!(env.get("B").map(String::as_str), Some("2"));
+    }
+}

@@ -23,6 +23,7 @@
 //! longest deadline ([`ExternalRuntime::with_cpu_limit`]).
 
 mod argv;
+mod options;
 
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
