@@ -33,5 +33,5 @@ fi
 
 if ! have cargo-deny; then
     echo "setup: installing cargo-deny (compiles for a few minutes, once)"
-    cargo install cargo-deny --locked --quiet
+    cargo install cargo-deny --version 0.20.2 --locked --quiet
 fi
