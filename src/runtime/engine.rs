@@ -379,6 +379,16 @@ mod tests {
         (Arc::new(engine), bytes, digest)
     }
 
+    /// Compiles a distinct small module, the `n`th.
+    async fn compile_nth(engine: &Arc<WasmEngine>, n: usize) {
+        let text = format!(r#"(module (func (export "f{n}")))"#);
+        let bytes: Arc<[u8]> = wat::parse_str(&text).expect("wat").into();
+        engine
+            .prepare(&Digest::of(&bytes), bytes)
+            .await
+            .expect("compiles");
+    }
+
     #[tokio::test]
     async fn an_abandoned_compile_finishes_into_the_cache() {
         let (engine, bytes, digest) = add_module();
@@ -435,12 +445,7 @@ mod tests {
             "a failed compile is retried, not cached"
         );
         for n in 0..3 {
-            let text = format!(r#"(module (func (export "f{n}")))"#);
-            let bytes: Arc<[u8]> = wat::parse_str(&text).expect("wat").into();
-            engine
-                .prepare(&Digest::of(&bytes), bytes)
-                .await
-                .expect("compiles");
+            compile_nth(&engine, n).await;
         }
         assert!(engine.lock_cache().len() <= 2);
     }
@@ -456,12 +461,7 @@ mod tests {
                 .expect("engine"),
         );
         for n in 0..3 {
-            let text = format!(r#"(module (func (export "f{n}")))"#);
-            let bytes: Arc<[u8]> = wat::parse_str(&text).expect("wat").into();
-            engine
-                .prepare(&Digest::of(&bytes), bytes)
-                .await
-                .expect("compiles");
+            compile_nth(&engine, n).await;
             assert_eq!(engine.lock_cache().len(), 1, "only the newest is kept");
         }
     }
