@@ -43,6 +43,9 @@ pub enum Cmd {
     Inspect {
         /// The module or component.
         file: std::path::PathBuf,
+        /// Also list exports that binding generators add for their own use.
+        #[arg(long)]
+        all: bool,
     },
     /// Create an ed25519 signing key (file mode 0600) and print its public key for
     /// PROPLET_TRUSTED_KEYS.

@@ -12,7 +12,7 @@ async fn main() -> ExitCode {
     match cli.command.unwrap_or(Cmd::Daemon) {
         Cmd::Demo => report(demo().await),
         Cmd::Run(args) => run_local(args).await,
-        Cmd::Inspect { file } => report(inspect(&file)),
+        Cmd::Inspect { file, all } => report(inspect(&file, all)),
         Cmd::Keygen { secret } => report(keygen(&secret)),
         Cmd::Sign { key, file } => report(sign(&key, &file)),
         Cmd::Config => match Config::from_process_env(cli.config.as_deref(), cli.settings.0) {
@@ -84,10 +84,12 @@ async fn run_local(args: proplet::local::RunArgs) -> ExitCode {
 }
 
 /// `proplet inspect`: describe a binary.
-fn inspect(file: &std::path::Path) -> anyhow::Result<()> {
+fn inspect(file: &std::path::Path, all: bool) -> anyhow::Result<()> {
     let bytes =
         std::fs::read(file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
-    print!("{}", proplet::runtime::inspect(&bytes)?);
+    let found = proplet::runtime::inspect(&bytes)?;
+    let found = if all { found.with_internals() } else { found };
+    print!("{found}");
     Ok(())
 }
 

@@ -88,6 +88,16 @@ fn inspect_describes_kinds_exports_and_capabilities() {
         out.contains("add: func(i32, i32) -> (i32)") && out.contains("reactor"),
         "{out}"
     );
+    let python = guests::python_workload_path();
+    let python = python.to_str().unwrap();
+    let out = text(&proplet(&["inspect", python], &[]).stdout);
+    assert!(
+        out.contains("handler@0.1.0#run") && !out.contains("exports#init"),
+        "componentize-py's internals are hidden: {out}"
+    );
+    assert!(out.contains("binding-generator internals hidden"), "{out}");
+    let out = text(&proplet(&["inspect", "--all", python], &[]).stdout);
+    assert!(out.contains("exports#init"), "--all lists them: {out}");
 }
 
 #[test]

@@ -19,6 +19,9 @@ pub struct Inspection {
     pub imports: Vec<String>,
     /// Exports with their types, one line each.
     pub exports: Vec<String>,
+    /// Exports that binding generators add for their own use (componentize-py's
+    /// `exports` instance, wit-bindgen's `cabi_*` functions), not meant as task names.
+    pub internals: Vec<String>,
     /// Capabilities the imports ask for (filesystem, network, …).
     pub capabilities: Vec<&'static str>,
 }
@@ -39,10 +42,10 @@ fn inspect_module(module: &Module) -> Inspection {
         .imports()
         .map(|i| format!("{}::{}: {}", i.module(), i.name(), extern_type(&i.ty())))
         .collect();
-    let exports: Vec<String> = module
+    let (internals, exports): (Vec<String>, Vec<String>) = module
         .exports()
         .map(|e| format!("{}: {}", e.name(), extern_type(&e.ty())))
-        .collect();
+        .partition(|line| is_internal(line));
     let kind = if module.get_export("_start").is_some() {
         "core module (WASI preview 1), a command: `_start` runs it, stdout is the result"
     } else {
@@ -53,7 +56,21 @@ fn inspect_module(module: &Module) -> Inspection {
         kind: kind.into(),
         imports,
         exports,
+        internals,
         capabilities,
+    }
+}
+
+/// Whether an export line names a binding generator's own export.
+fn is_internal(line: &str) -> bool {
+    line.starts_with("exports#") || line.starts_with("cabi_") || line.starts_with("__")
+}
+
+impl Inspection {
+    /// The same, with the binding generators' internals listed among the exports.
+    pub fn with_internals(mut self) -> Self {
+        self.exports.append(&mut self.internals);
+        self
     }
 }
 
@@ -75,11 +92,13 @@ fn inspect_component(engine: &Engine, component: &Component) -> Inspection {
         }
         describe_item(engine, name, &item.ty, &mut exports);
     }
+    let (internals, exports) = exports.into_iter().partition(|line| is_internal(line));
     let capabilities = capabilities(imports.iter().map(String::as_str));
     Inspection {
         kind: kind.into(),
         imports,
         exports,
+        internals,
         capabilities,
     }
 }
@@ -184,6 +203,13 @@ impl fmt::Display for Inspection {
                 writeln!(f, "  {item}")?;
             }
         }
+        if !self.internals.is_empty() {
+            let n = self.internals.len();
+            writeln!(
+                f,
+                "  ({n} binding-generator internals hidden; proplet inspect --all lists them)"
+            )?;
+        }
         writeln!(f, "capabilities:")?;
         if self.capabilities.is_empty() {
             writeln!(f, "  none beyond computation")?;
@@ -210,6 +236,22 @@ mod tests {
         assert!(i.kind.contains("reactor"), "{i}");
         assert_eq!(i.exports, vec!["add: func(i32, i32) -> (i32)"]);
         assert!(i.capabilities[0].starts_with("filesystem"));
+        let generated = wat::parse_str(
+            r#"(module (memory (export "memory") 1)
+            (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) local.get 0)
+            (func (export "run")))"#,
+        )
+        .unwrap();
+        let i = inspect(&generated).unwrap();
+        assert_eq!(i.internals.len(), 1, "{i}");
+        assert!(
+            i.to_string()
+                .contains("1 binding-generator internals hidden"),
+            "{i}"
+        );
+        assert!(!i.to_string().contains("cabi_realloc"), "{i}");
+        let all = i.with_internals();
+        assert!(all.to_string().contains("cabi_realloc") && all.internals.is_empty());
     }
 
     #[test]

@@ -26,8 +26,12 @@ pub fn component_base64(name: &str) -> String {
 /// The Python workload built with componentize-py, as base64.
 pub fn python_workload_base64() -> String {
     use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD
-        .encode(read(target_dir("python").join("workload-py.wasm")))
+    base64::engine::general_purpose::STANDARD.encode(read(python_workload_path()))
+}
+
+/// Path of the Python workload built with componentize-py.
+pub fn python_workload_path() -> PathBuf {
+    target_dir("python").join("workload-py.wasm")
 }
 
 fn target_dir(target: &str) -> PathBuf {
