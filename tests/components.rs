@@ -305,3 +305,32 @@ async fn a_python_workload_runs_on_the_same_world() {
     );
     w.stop().await;
 }
+
+/// An invocation is keyed by its task and invocation ids, never by a string built from
+/// them: a task whose id looks like such a string does not swallow the invoke, and the
+/// guest sees the latent task's real id and its invocation id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invocations_have_keys_of_their_own() {
+    let (_b, w, mut m) = setup(&[]).await;
+    let spin =
+        json!({"file": guests::base64("spin"), "name": "spin", "inputs": [], "daemon": true});
+    m.send_json("control/manager/start", &start("lat-inv-1", spin))
+        .await;
+    m.result("lat-inv-1").await;
+    let mut latent = workload("lat", json!(["id"]), json!([]));
+    latent["latent"] = json!(true);
+    m.send_json("control/manager/start", &latent).await;
+    m.send_json("control/manager/invoke", &invoke("lat", "1", Value::Null))
+        .await;
+    let r = m
+        .expect(
+            "control/proplet/invoke_results",
+            Duration::from_secs(30),
+            |v| v["invocation_id"] == "1",
+        )
+        .await;
+    assert_eq!(r["results"], "lat 1", "{r}");
+    m.send_json("control/manager/stop", &json!({"id": "lat-inv-1"}))
+        .await;
+    w.stop().await;
+}

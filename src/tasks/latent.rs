@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::TaskError;
-use super::manager::{Admission, Shared, TaskManager};
+use super::manager::{Admission, JobKey, Shared, TaskManager};
 use super::receipt::Receipt;
 use super::spans;
 use crate::protocol::{ErrorKind, InvokeRequest, StartRequest};
@@ -187,8 +187,11 @@ impl TaskManager {
             );
             return self.reply_invoke(req.id, req.invocation_id, ErrorKind::Invalid, why);
         };
-        let key = format!("{}-inv-{}", req.id, req.invocation_id);
-        let token = match s.admit(&key, &parent) {
+        let key = JobKey::Invocation {
+            task: req.id.clone(),
+            invocation: req.invocation_id.clone(),
+        };
+        let token = match s.admit(key.clone(), &parent) {
             Ok(token) => token,
             Err(None) => {
                 return info!(task_id = %req.id, invocation_id = %req.invocation_id, "duplicate invoke ignored");
@@ -197,14 +200,17 @@ impl TaskManager {
                 return self.reply_invoke(req.id, req.invocation_id, e.kind(), e.to_string());
             }
         };
-        call.id = key;
         call.daemon = false;
         call.env.extend(req.env);
+        call.env
+            .entry("PROPLET_INVOCATION_ID".into())
+            .or_insert_with(|| req.invocation_id.clone());
         if let Some(inputs) = req.inputs.filter(|i| !i.is_empty()) {
             call.inputs = inputs;
         }
         let incoming = spans::headers(&req.trace);
         let invocation = Invocation {
+            key,
             call,
             binary,
             task_id: req.id,
@@ -218,6 +224,10 @@ impl TaskManager {
 
 /// One invocation in flight.
 struct Invocation {
+    /// Its key in the task table.
+    key: JobKey,
+    /// The deploy-time start with the invoke's env and inputs: the guest sees the latent
+    /// task's id, and the invocation id as `PROPLET_INVOCATION_ID`.
     call: StartRequest,
     binary: Binary,
     task_id: String,
@@ -230,7 +240,7 @@ impl Invocation {
     async fn run(self, shared: Arc<Shared>, token: CancellationToken) {
         let _admission = Admission {
             shared: &shared,
-            id: &self.call.id,
+            key: self.key,
         };
         let receipt = Receipt::new(self.incoming);
         receipt.digest(&self.binary.digest);

@@ -54,8 +54,8 @@ pub(super) struct Shared {
     pub(super) fetcher: Fetcher,
     pub(super) budgets: Budgets,
     pub(super) policy: Policy,
-    /// Admitted tasks (queued, fetching or running) by id, with their stop switch.
-    pub(super) tasks: Mutex<HashMap<String, CancellationToken>>,
+    /// Admitted tasks and invocations (queued, fetching or running), with their stop switch.
+    pub(super) tasks: Mutex<HashMap<JobKey, CancellationToken>>,
     /// Execution slots: `PROPLET_MAX_CONCURRENT_TASKS`.
     pub(super) slots: Semaphore,
     /// Running plus waiting tasks may not exceed this.
@@ -85,15 +85,30 @@ pub(super) struct Shared {
     pub(super) deployed: tokio::sync::watch::Sender<u64>,
 }
 
+/// What an admitted unit of work is keyed by: a task by its id, an invocation by its task
+/// and invocation ids. Distinct kinds never collide, whatever the ids contain.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum JobKey {
+    /// A start (a task, a daemon or a latent deploy).
+    Task(String),
+    /// One invocation of a latent task.
+    Invocation {
+        /// The latent task's id.
+        task: String,
+        /// The invoke's `invocation_id`.
+        invocation: String,
+    },
+}
+
 /// Removes a task from the table when its future ends, whichever way.
 pub(super) struct Admission<'a> {
     pub(super) shared: &'a Shared,
-    pub(super) id: &'a str,
+    pub(super) key: JobKey,
 }
 
 impl Drop for Admission<'_> {
     fn drop(&mut self) {
-        self.shared.lock_tasks().remove(self.id);
+        self.shared.lock_tasks().remove(&self.key);
         self.shared.admitted.fetch_sub(1, Ordering::Relaxed);
         self.shared.occupancy();
     }
@@ -170,7 +185,7 @@ impl TaskManager {
             let outcome = Err(TaskError::Invalid(e.to_string()));
             return self.reply(&req.id, outcome, receipt, span);
         }
-        let token = match s.admit(&req.id, &s.shutdown) {
+        let token = match s.admit(JobKey::Task(req.id.clone()), &s.shutdown) {
             Ok(token) => token,
             Err(None) => {
                 return info!(task_id = %req.id, "duplicate start of an active task ignored");
@@ -188,7 +203,11 @@ impl TaskManager {
     }
 
     fn stop(&self, id: &str) {
-        let running = self.shared.lock_tasks().get(id).cloned();
+        let running = self
+            .shared
+            .lock_tasks()
+            .get(&JobKey::Task(id.to_owned()))
+            .cloned();
         let latent = self.shared.lock_latent().remove(id);
         if running.is_none() && latent.is_none() {
             return debug!(task_id = %id, "Task {id} not found in running tasks");
@@ -279,7 +298,7 @@ impl TaskManager {
 }
 
 impl Shared {
-    fn lock_tasks(&self) -> MutexGuard<'_, HashMap<String, CancellationToken>> {
+    fn lock_tasks(&self) -> MutexGuard<'_, HashMap<JobKey, CancellationToken>> {
         // Entries are inserted and removed whole; a poisoned map is still consistent.
         self.tasks.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -293,7 +312,7 @@ impl Shared {
     /// is no room (or the proplet is draining).
     pub(super) fn admit(
         &self,
-        key: &str,
+        key: JobKey,
         parent: &CancellationToken,
     ) -> Result<CancellationToken, Option<TaskError>> {
         if self.draining.load(Ordering::Relaxed) {
@@ -302,7 +321,7 @@ impl Shared {
             )));
         }
         let mut tasks = self.lock_tasks();
-        if tasks.contains_key(key) {
+        if tasks.contains_key(&key) {
             return Err(None);
         }
         if self.admitted.load(Ordering::Relaxed) >= self.capacity {
@@ -310,7 +329,7 @@ impl Shared {
             return Err(Some(TaskError::Overloaded(why)));
         }
         let token = parent.child_token();
-        tasks.insert(key.to_owned(), token.clone());
+        tasks.insert(key, token.clone());
         self.admitted.fetch_add(1, Ordering::Relaxed);
         drop(tasks);
         self.occupancy();
@@ -358,7 +377,7 @@ async fn run_task(
     let id = req.id.clone();
     let _admission = Admission {
         shared: &shared,
-        id: &id,
+        key: JobKey::Task(id.clone()),
     };
     let _deploying = req.latent.then(|| Deploying::adopt(&shared, &id));
     let held = match shared.hold_inline(&req) {

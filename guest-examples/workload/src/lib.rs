@@ -26,6 +26,11 @@ impl Guest for Workload {
             let env: Vec<String> = task::env().into_iter().map(|(k, v)| format!("{k}={v}")).collect();
             return report::text(&env.join(",")).map_err(|e| format!("{e:?}"));
         }
+        if has("id") {
+            let invocation = task::env().into_iter().find(|(k, _)| k == "PROPLET_INVOCATION_ID").map(|(_, v)| v);
+            let text = format!("{} {}", task::id(), invocation.unwrap_or_default());
+            return report::text(&text).map_err(|e| format!("{e:?}"));
+        }
         if has("trace") {
             log::write(Level::Info, "reporting the trace context");
             return report::text(&task::traceparent().unwrap_or_default()).map_err(|e| format!("{e:?}"));
