@@ -254,9 +254,8 @@ impl Invocation {
             _ = token.cancelled() => Err(TaskError::Cancelled(shared.cancel_reason())),
             outcome = run => outcome,
         };
-        let outcome = shared.invoke_outcome(&self.call.id, outcome, &receipt);
-        shared
-            .publish_invoke(self.task_id, self.invocation_id, outcome)
-            .await;
+        let outcome = Shared::invoke_outcome(&self.call.id, outcome, &receipt);
+        let ids = (self.task_id, self.invocation_id);
+        shared.publish_invoke(ids, outcome, receipt.elapsed()).await;
     }
 }

@@ -271,12 +271,11 @@ impl TaskManager {
     ) {
         let shared = self.shared.clone();
         let outcome = Receipt::new(TraceHeaders::default()).seal(Outcome::failed(kind, error));
-        shared
-            .metrics
-            .task_finished(Some(kind.as_str()), Duration::ZERO);
-        self.shared
-            .tracker
-            .spawn(async move { shared.publish_invoke(task_id, invocation_id, outcome).await });
+        let reply = async move {
+            let ids = (task_id, invocation_id);
+            shared.publish_invoke(ids, outcome, Duration::ZERO).await
+        };
+        self.shared.tracker.spawn(reply);
     }
 
     /// Stops intake, lets admitted tasks finish for up to `drain`, then cancels the rest

@@ -55,13 +55,15 @@ impl Shared {
         }
     }
 
-    /// Publishes an invocation's result (already sealed with its receipt).
+    /// Publishes an invocation's result (already sealed with its receipt; `ids` are the
+    /// task and invocation ids) and counts what was answered, after `elapsed`.
     pub(super) async fn publish_invoke(
         &self,
-        task_id: String,
-        invocation_id: String,
+        ids: (String, String),
         outcome: Outcome,
+        elapsed: std::time::Duration,
     ) {
+        let (task_id, invocation_id) = ids;
         let wrap = |outcome| {
             Outbound::InvokeResult(InvokeResult {
                 task_id: task_id.clone(),
@@ -70,7 +72,9 @@ impl Shared {
                 outcome,
             })
         };
-        let (_, encoded) = self.fit(&task_id, outcome, wrap);
+        let (kind, encoded) = self.fit(&task_id, outcome, wrap);
+        self.metrics
+            .task_finished(kind.map(ErrorKind::as_str), elapsed);
         let Some(encoded) = encoded else { return };
         let sent = self.publisher.send_encoded(encoded);
         if sent
@@ -115,17 +119,13 @@ impl Shared {
         }
     }
 
-    /// An invocation's outcome, sealed with its receipt and counted.
+    /// An invocation's outcome, sealed with its receipt (counted once published).
     pub(super) fn invoke_outcome(
-        &self,
         id: &str,
         outcome: Result<TaskOutput, TaskError>,
         receipt: &Receipt,
     ) -> Outcome {
-        let outcome = receipt.seal(Self::outcome(id, outcome));
-        let kind = outcome.error_kind.map(ErrorKind::as_str);
-        self.metrics.task_finished(kind, receipt.elapsed());
-        outcome
+        receipt.seal(Self::outcome(id, outcome))
     }
 }
 
