@@ -113,25 +113,34 @@ impl Drop for Scratch {
 
 /// Removes `name` under `parent` and everything in it, without recursion and with at most
 /// three directory handles open, whatever the depth or width of the tree. Symbolic links are
-/// removed, never followed.
+/// removed, never followed. An entry that disappears meanwhile (removed by another remover,
+/// as when the scratch root goes while a task's scratch is still being removed) is fine.
 ///
 /// It works level by level with two directories: the files of the top one are removed and
 /// the children of each of its subdirectories are moved into the other, which then becomes
 /// the top. Every entry is read and moved once, and neither directory grows beyond the
 /// widest level of the tree.
 pub(crate) fn remove_tree(parent: &Dir, name: &OsStr) -> io::Result<()> {
-    if !parent.symlink_metadata(name)?.is_dir() {
-        return parent.remove_file(name);
-    }
-    let spare = fresh_sibling(parent, name)?;
-    let mut top = parent.open_dir(name)?;
+    let mut top = match parent.symlink_metadata(name) {
+        Ok(meta) if !meta.is_dir() => return gone_ok(parent.remove_file(name)),
+        Ok(_) => match parent.open_dir(name) {
+            Ok(top) => top,
+            Err(e) => return gone_ok(Err(e)),
+        },
+        Err(e) => return gone_ok(Err(e)),
+    };
+    // The parent itself may be going away under another remover.
+    let spare = match fresh_sibling(parent, name) {
+        Ok(spare) => spare,
+        Err(e) => return gone_ok(Err(e)),
+    };
     let mut next = parent.open_dir(&spare)?;
     while hoist_level(&top, &next)? {
         std::mem::swap(&mut top, &mut next);
     }
     drop((top, next));
-    parent.remove_dir(name)?;
-    parent.remove_dir(&spare)
+    gone_ok(parent.remove_dir(name))?;
+    gone_ok(parent.remove_dir(&spare))
 }
 
 /// Empties `top`: removes its files and moves the children of its subdirectories into the
@@ -144,18 +153,30 @@ fn hoist_level(top: &Dir, next: &Dir) -> io::Result<bool> {
         any = true;
         let name = entry.file_name();
         if !entry.file_type()?.is_dir() {
-            top.remove_file(&name)?;
+            gone_ok(top.remove_file(&name))?;
             continue;
         }
-        let sub = entry.open_dir()?;
+        let sub = match entry.open_dir() {
+            Ok(sub) => sub,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
         for child in sub.entries()? {
             moved += 1;
-            sub.rename(child?.file_name(), next, moved.to_string())?;
+            gone_ok(sub.rename(child?.file_name(), next, moved.to_string()))?;
         }
         drop(sub);
-        top.remove_dir(&name)?;
+        gone_ok(top.remove_dir(&name))?;
     }
     Ok(any)
+}
+
+/// `Ok` for a result that failed only because the entry is already gone.
+fn gone_ok(result: io::Result<()>) -> io::Result<()> {
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
 }
 
 /// Creates a new, empty directory next to `name`, for taking it apart.
@@ -225,6 +246,28 @@ mod tests {
             .expect("thread");
         remover.join().expect("no stack overflow");
         wait_gone(&path);
+    }
+
+    #[test]
+    fn two_removers_of_one_tree_both_succeed() {
+        for _ in 0..20 {
+            let tmp = tempfile::tempdir().expect("tmp");
+            let parent = Dir::open_ambient_dir(tmp.path(), ambient_authority()).expect("open");
+            let mut dir = parent
+                .create_dir("root")
+                .and_then(|()| parent.open_dir("root"));
+            for n in 0..200 {
+                let here = dir.expect("dir");
+                here.write(format!("f{n}"), b"x").expect("file");
+                here.create_dir("d").expect("mkdir");
+                dir = here.open_dir("d");
+            }
+            let inner = parent.open_dir("root").expect("root");
+            let other = std::thread::spawn(move || remove_tree(&inner, OsStr::new("d")));
+            remove_tree(&parent, OsStr::new("root")).expect("outer remover");
+            other.join().expect("thread").expect("inner remover");
+            assert!(parent.entries().expect("list").next().is_none());
+        }
     }
 
     #[tokio::test]
