@@ -10,6 +10,7 @@
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
@@ -21,6 +22,9 @@ use tracing::warn;
 pub struct ScratchRoot {
     path: PathBuf,
     dir: Dir,
+    /// Held (shared) by every scratch removal in progress; taken (exclusive) before the
+    /// root itself is removed, so the two never work on one tree at once.
+    removals: Arc<RwLock<()>>,
 }
 
 impl ScratchRoot {
@@ -31,7 +35,12 @@ impl ScratchRoot {
             .tempdir()?
             .keep();
         let dir = Dir::open_ambient_dir(&path, ambient_authority())?;
-        Ok(ScratchRoot { path, dir })
+        let removals = Arc::new(RwLock::new(()));
+        Ok(ScratchRoot {
+            path,
+            dir,
+            removals,
+        })
     }
 
     /// The host path of the root.
@@ -48,12 +57,15 @@ impl ScratchRoot {
             path: self.path.join(&name),
             root: Some(root),
             name,
+            removals: self.removals.clone(),
         })
     }
 }
 
 impl Drop for ScratchRoot {
     fn drop(&mut self) {
+        // Waits for scratch removals in progress (a poisoned lock guards nothing broken).
+        let _alone = self.removals.write().unwrap_or_else(|e| e.into_inner());
         let emptied = match Dir::open_ambient_dir(std::env::temp_dir(), ambient_authority()) {
             Ok(tmp) => self.path.file_name().map(|name| remove_tree(&tmp, name)),
             Err(e) => Some(Err(e)),
@@ -71,6 +83,7 @@ pub struct Scratch {
     root: Option<Dir>,
     name: String,
     path: PathBuf,
+    removals: Arc<RwLock<()>>,
 }
 
 impl Scratch {
@@ -95,7 +108,9 @@ impl Drop for Scratch {
         };
         let name = std::mem::take(&mut self.name);
         let path = std::mem::take(&mut self.path);
+        let removals = self.removals.clone();
         let remove = move || {
+            let _removing = removals.read().unwrap_or_else(|e| e.into_inner());
             let removed = remove_tree(&root, OsStr::new(&name));
             // Already gone: the scratch root was removed with the engine first.
             if let Err(e) = removed
@@ -113,8 +128,7 @@ impl Drop for Scratch {
 
 /// Removes `name` under `parent` and everything in it, without recursion and with at most
 /// three directory handles open, whatever the depth or width of the tree. Symbolic links are
-/// removed, never followed. An entry that disappears meanwhile (removed by another remover,
-/// as when the scratch root goes while a task's scratch is still being removed) is fine.
+/// removed, never followed. An entry that disappears meanwhile is fine.
 ///
 /// It works level by level with two directories: the files of the top one are removed and
 /// the children of each of its subdirectories are moved into the other, which then becomes
@@ -248,25 +262,40 @@ mod tests {
         wait_gone(&path);
     }
 
-    #[test]
-    fn two_removers_of_one_tree_both_succeed() {
-        for _ in 0..20 {
-            let tmp = tempfile::tempdir().expect("tmp");
-            let parent = Dir::open_ambient_dir(tmp.path(), ambient_authority()).expect("open");
-            let mut dir = parent
-                .create_dir("root")
-                .and_then(|()| parent.open_dir("root"));
-            for n in 0..200 {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_root_waits_for_scratch_removals_in_progress() {
+        for _ in 0..10 {
+            let root = ScratchRoot::create().expect("root");
+            let scratch = root.scratch().expect("scratch");
+            let mut dir = Dir::open_ambient_dir(scratch.path(), ambient_authority());
+            for n in 0..300 {
                 let here = dir.expect("dir");
                 here.write(format!("f{n}"), b"x").expect("file");
                 here.create_dir("d").expect("mkdir");
                 dir = here.open_dir("d");
             }
-            let inner = parent.open_dir("root").expect("root");
-            let other = std::thread::spawn(move || remove_tree(&inner, OsStr::new("d")));
-            remove_tree(&parent, OsStr::new("root")).expect("outer remover");
-            other.join().expect("thread").expect("inner remover");
-            assert!(parent.entries().expect("list").next().is_none());
+            let root_path = root.path().to_path_buf();
+            drop(scratch);
+            tokio::task::spawn_blocking(move || drop(root))
+                .await
+                .expect("root removed");
+            assert!(
+                !root_path.exists(),
+                "nothing left of {}",
+                root_path.display()
+            );
+            let parent = root_path.parent().expect("parent");
+            let name = root_path
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
+            let leftovers = std::fs::read_dir(parent)
+                .expect("temp dir")
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&name))
+                .count();
+            assert_eq!(leftovers, 0);
         }
     }
 
