@@ -7,7 +7,7 @@
 //!
 //! - [`cli`] — the command line (subcommands and one flag per setting).
 //! - [`config`] — settings from defaults, a TOML file, `PROPLET_*` env and CLI flags.
-//! - [`protocol`] — pure wire types and topic names (PROTOCOL.md).
+//! - [`protocol`] — pure wire types and topic names (docs/protocol.md).
 //! - [`transport`] — the MQTT session — the only rumqttc user — and the [`transport::Publisher`].
 //! - [`tasks`] — admission, concurrency, fetching binaries, stop, drain, heartbeat.
 //! - [`runtime`] — running one task — the only Wasmtime user, with [`sandbox`].

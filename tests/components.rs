@@ -1,4 +1,4 @@
-//! Components (WASI preview 2): named exports called with WAVE inputs (PROTOCOL.md vector
+//! Components (WASI preview 2): named exports called with WAVE inputs (docs/protocol.md vector
 //! V17), `wasi:cli/run` commands, and latent tasks with invocations (V15, V16).
 
 mod common;

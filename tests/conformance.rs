@@ -1,4 +1,4 @@
-//! PROTOCOL.md §10 conformance vectors V1–V14 and V19, for both manager generations,
+//! docs/protocol.md §10 conformance vectors V1–V14 and V19, for both manager generations,
 //! against a real mosquitto and the real worker.
 
 mod common;

@@ -1,4 +1,4 @@
-//! `image_url` over HTTP (PROTOCOL.md §5.9.3, vector V18): content type, status, size and
+//! `image_url` over HTTP (docs/protocol.md §5.9.3, vector V18): content type, status, size and
 //! time limits; no registry request is ever sent for an http(s) URL.
 
 mod common;

@@ -1,6 +1,6 @@
 //! The demo's sample workloads, as WebAssembly text so the demo needs no build step.
 
-/// `add(i32, i32) -> i32`: a core-module export (the PROTOCOL.md test module).
+/// `add(i32, i32) -> i32`: a core-module export (the docs/protocol.md test module).
 pub const ADD: &str = r#"(module
   (func (export "add") (param i32 i32) (result i32)
     local.get 0 local.get 1 i32.add))"#;

@@ -26,7 +26,7 @@ pub enum Inbound {
     Chunk(Chunk),
 }
 
-/// Who a start or invoke is meant for (PROTOCOL.md §5.2 step 2, §8.5).
+/// Who a start or invoke is meant for (docs/protocol.md §5.2 step 2, §8.5).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct Target {
     /// The proplet the latest manager picked; absent in seed-era starts.
@@ -48,7 +48,7 @@ impl Target {
     }
 }
 
-/// A start request (PROTOCOL.md §4.3), seed-era or latest.
+/// A start request (docs/protocol.md §4.3), seed-era or latest.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct StartRequest {
     /// Task id, echoed as `task_id` in the result.
@@ -72,10 +72,10 @@ pub struct StartRequest {
     /// Environment of the workload.
     #[serde(default, deserialize_with = "text_map")]
     pub env: BTreeMap<String, String>,
-    /// Long-running task (PROTOCOL.md §5.5).
+    /// Long-running task (docs/protocol.md §5.5).
     #[serde(default, deserialize_with = "or_default")]
     pub daemon: bool,
-    /// Precompile only; run on invoke (PROTOCOL.md §5.7).
+    /// Precompile only; run on invoke (docs/protocol.md §5.7).
     #[serde(default, deserialize_with = "or_default")]
     pub latent: bool,
     /// Encrypted OCI workload (TEE only).
@@ -143,7 +143,7 @@ pub struct LimitsSpec {
 }
 
 impl StartRequest {
-    /// Checks the fields every start needs (PROTOCOL.md §4.3.4).
+    /// Checks the fields every start needs (docs/protocol.md §4.3.4).
     pub fn validate(&self) -> Result<(), ProtocolError> {
         if self.id.is_empty() {
             return Err(ProtocolError::Invalid("start has no id".into()));
@@ -175,7 +175,7 @@ fn is_sha256_digest(text: &str) -> bool {
         .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// A stop request (PROTOCOL.md §4.4); only `id` matters, whatever the era.
+/// A stop request (docs/protocol.md §4.4); only `id` matters, whatever the era.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct StopRequest {
     /// The task to stop.
@@ -183,7 +183,7 @@ pub struct StopRequest {
     pub id: String,
 }
 
-/// An invocation of a latent task (PROTOCOL.md §4.5).
+/// An invocation of a latent task (docs/protocol.md §4.5).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct InvokeRequest {
     /// The latent task id.
@@ -206,7 +206,7 @@ pub struct InvokeRequest {
     pub target: Target,
 }
 
-/// One chunk of a binary sent by the registry proxy (PROTOCOL.md §4.9).
+/// One chunk of a binary sent by the registry proxy (docs/protocol.md §4.9).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Chunk {
     /// The requested reference; the reassembly key.

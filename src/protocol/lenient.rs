@@ -1,6 +1,6 @@
 //! Lenient field decoders shared by the inbound message types.
 //!
-//! Both manager generations must be understood (PROTOCOL.md §8.4): `null` means "absent",
+//! Both manager generations must be understood (docs/protocol.md §8.4): `null` means "absent",
 //! `inputs` may be numbers (seed era) or strings (latest), and env values may be any scalar.
 
 use std::collections::BTreeMap;

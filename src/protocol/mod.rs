@@ -1,4 +1,4 @@
-//! The Propeller wire protocol: topics, inbound and outbound messages (PROTOCOL.md).
+//! The Propeller wire protocol: topics, inbound and outbound messages (docs/protocol.md).
 //!
 //! Pure data and functions: this module knows nothing of MQTT clients, Wasmtime or tasks,
 //! and depends only on serde. Everything here is unit-tested against the protocol's

@@ -7,7 +7,7 @@ use super::Topic;
 /// Why a task failed, in a form a machine can act on.
 ///
 /// Sent as `error_kind` next to the human-readable `error` text (managers ignore unknown
-/// keys, PROTOCOL.md §1.3).
+/// keys, docs/protocol.md §1.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
@@ -60,7 +60,7 @@ impl ErrorKind {
     }
 }
 
-/// Discovery metadata (latest manager, PROTOCOL.md §4.1); every member is optional.
+/// Discovery metadata (latest manager, docs/protocol.md §4.1); every member is optional.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Metadata {
     /// Free text from `PROPLET_DESCRIPTION`.
@@ -180,7 +180,7 @@ impl Outcome {
     }
 }
 
-/// `control/proplet/results` (PROTOCOL.md §4.6, §8.6).
+/// `control/proplet/results` (docs/protocol.md §4.6, §8.6).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TaskResult {
     /// The start's `id`.
@@ -192,7 +192,7 @@ pub struct TaskResult {
     pub outcome: Outcome,
 }
 
-/// `control/proplet/invoke_results` (PROTOCOL.md §4.7).
+/// `control/proplet/invoke_results` (docs/protocol.md §4.7).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct InvokeResult {
     /// The latent task id.

@@ -1,6 +1,6 @@
 //! Topic names: the one place where MQTT topic strings are built and parsed.
 //!
-//! Every Propeller topic hangs off one base, `m/{tenant}/c/{channel}` (PROTOCOL.md §2).
+//! Every Propeller topic hangs off one base, `m/{tenant}/c/{channel}` (docs/protocol.md §2).
 //! [`Topics`] renders a [`Topic`] under that base and parses a received topic back into a
 //! [`Topic`] by exact suffix match — never by substring.
 

@@ -1,4 +1,4 @@
-//! Components (WASI preview 2) in-process (PROTOCOL.md §5.3, "H, Wasmtime"): a named
+//! Components (WASI preview 2) in-process (docs/protocol.md §5.3, "H, Wasmtime"): a named
 //! export called with WAVE-encoded inputs, or a `wasi:cli/run` command whose stdout is the
 //! result. Which one a component is, is read from its type, never from its bytes.
 

@@ -1,4 +1,4 @@
-//! Core modules (WASI preview 1) in-process (PROTOCOL.md §5.3, "H, Wasmtime").
+//! Core modules (WASI preview 1) in-process (docs/protocol.md §5.3, "H, Wasmtime").
 
 use tokio::sync::oneshot;
 use tracing::{Instrument as _, Span};

@@ -1,5 +1,5 @@
-//! An external runtime binary as a subprocess (`PROPLET_EXTERNAL_WASM_RUNTIME`,
-//! PROTOCOL.md §5.3 "H, external").
+//! An external runtime binary as a subprocess (`PROPLET_EXTERNAL_WASM_RUNTIME`; the
+//! command line below is the upstream proplet's, so the same runtimes work).
 //!
 //! The binary is written to a private temp file that is removed when the run ends, however
 //! it ends. The command line is the one upstream uses with the wasmtime CLI, except that

@@ -1,4 +1,4 @@
-//! Core-module arguments and results as text (PROTOCOL.md §5.3–5.4).
+//! Core-module arguments and results as text (docs/protocol.md §5.3–5.4).
 
 use wasmtime::{Val, ValType};
 

@@ -1,4 +1,4 @@
-//! Reassembly of registry chunks (PROTOCOL.md §4.9, §5.9.2). Pure and synchronous.
+//! Reassembly of registry chunks (docs/protocol.md §4.9, §5.9.2). Pure and synchronous.
 //!
 //! Assemblies are keyed by `app_name`, and only names this proplet asked for are assembled
 //! (another proplet's transfer is ignored). The first chunk fixes `total_chunks`; a chunk

@@ -1,5 +1,5 @@
 //! Getting a task's binary: inline base64, registry chunks through the proxy, or HTTP(S)
-//! (PROTOCOL.md §5.9).
+//! (docs/protocol.md §5.9).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,4 +1,4 @@
-//! Latent tasks and invocations (PROTOCOL.md §5.7): a latent start is fetched and
+//! Latent tasks and invocations (docs/protocol.md §5.7): a latent start is fetched and
 //! precompiled but not run; each `control/manager/invoke` then runs it once, with the
 //! invoke's env merged over the deploy-time env and its inputs (when given) replacing the
 //! deploy-time inputs, and answers on `invoke_results`.

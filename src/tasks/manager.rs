@@ -75,7 +75,7 @@ pub(super) struct Shared {
     pub(super) volumes: Vec<crate::sandbox::Volume>,
     /// Where guests may connect.
     pub(super) network: Arc<[crate::sandbox::NetRule]>,
-    /// Precompiled latent tasks, by task id (PROTOCOL.md §5.7).
+    /// Precompiled latent tasks, by task id (docs/protocol.md §5.7).
     pub(super) latent: Mutex<HashMap<String, LatentTask>>,
     /// Most latent tasks deployed at once, and bytes of their binaries.
     pub(super) latent_limits: (usize, u64),
@@ -406,7 +406,7 @@ async fn run_task(
         outcome = work => outcome,
     };
     if acked.load(Ordering::Relaxed) {
-        // A daemon's one result was its start acknowledgement (PROTOCOL.md §5.5).
+        // A daemon's one result was its start acknowledgement (docs/protocol.md §5.5).
         return match outcome {
             Ok(_) => info!(task_id = %id, "daemon task finished"),
             Err(e) => info!(task_id = %id, "daemon task ended: {}", e.log_text()),

@@ -1,7 +1,7 @@
 //! The MQTT session: one task, on a thread of its own, owns rumqttc's `EventLoop`; another
 //! forwards the messages queued in the [`Outbox`] to the client.
 //!
-//! Rules kept here (rumqttc's contract and PROTOCOL.md §8):
+//! Rules kept here (rumqttc's contract and docs/protocol.md §8):
 //! - the event loop never awaits anything but the next event inside its poll loop: client
 //!   requests are `try_*` calls, and decoded messages go to the task manager through a
 //!   queue that never makes it wait; reconnection is polling again after a capped backoff;
