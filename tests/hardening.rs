@@ -333,3 +333,50 @@ async fn waiting_tasks_hold_a_bounded_number_of_binary_bytes() {
     );
     drop(d);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployed_latent_tasks_are_bounded_by_count_and_bytes() {
+    let broker = Broker::start();
+    let mut m = Manager::connect(&broker).await;
+    // Two 42 KB greet components fit in 100 KiB; a 188 KB fs component never does.
+    let d = Daemon::start(
+        &broker,
+        &[
+            ("PROPLET_MODULE_CACHE_ENTRIES", "2"),
+            ("PROPLET_LATENT_MAX_BYTES", "100KiB"),
+        ],
+    );
+    m.wait_ready().await;
+    let latent = |id: &str, guest: &str| {
+        start(
+            id,
+            json!({"file": guests::component_base64(guest), "name": "greet", "inputs": [], "latent": true}),
+        )
+    };
+    m.send_json("control/manager/start", &latent("big", "fs"))
+        .await;
+    assert_err(
+        &m.result("big").await,
+        "overloaded",
+        "PROPLET_LATENT_MAX_BYTES",
+    );
+    // Invokes wait for their deploys: once both answer, both are deployed.
+    for id in ["one", "two"] {
+        m.send_json("control/manager/start", &latent(id, "greet"))
+            .await;
+        let invoke = json!({"id": id, "invocation_id": id, "inputs": ["\"x\""], "proplet_id": P});
+        m.send_json("control/manager/invoke", &invoke).await;
+        let r = m
+            .expect(
+                "control/proplet/invoke_results",
+                Duration::from_secs(30),
+                |v| v["invocation_id"] == id,
+            )
+            .await;
+        assert_eq!(r["results"], "\"Hello, x!\"", "{r}");
+    }
+    m.send_json("control/manager/start", &latent("three", "greet"))
+        .await;
+    assert_err(&m.result("three").await, "overloaded", "at most 2 tasks");
+    drop(d);
+}

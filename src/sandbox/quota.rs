@@ -108,7 +108,8 @@ impl ScratchQuota {
 /// the blocking pool. Never resolves while the tree stays within the quota.
 pub async fn watch(dir: Dir, quota: ScratchQuota) -> String {
     let dir = std::sync::Arc::new(dir);
-    let mut tick = tokio::time::interval(SAMPLE);
+    // The first measurement after one interval: a task that ends sooner costs nothing.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + SAMPLE, SAMPLE);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;

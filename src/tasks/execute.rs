@@ -65,10 +65,8 @@ impl Shared {
 
     /// `held` now counting a binary of `bytes` instead, or `overloaded`.
     fn resize<'a>(&'a self, held: Held<'a>, bytes: usize) -> Result<Held<'a>, TaskError> {
-        match held.resize(bytes as u64) {
-            Some(held) => Ok(held),
-            None => self.hold(bytes as u64),
-        }
+        held.resize(bytes as u64)
+            .ok_or_else(|| self.queue_bytes_overloaded())
     }
 
     /// The budgets and mounts of a start (recorded in its receipt), or why it gets none.

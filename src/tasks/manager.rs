@@ -349,12 +349,17 @@ impl Shared {
 
     /// Counts `bytes` against the waiting tasks' byte budget, or answers `overloaded`.
     pub(super) fn hold(&self, bytes: u64) -> Result<Held<'_>, TaskError> {
-        self.queue_bytes.hold(bytes).ok_or_else(|| {
-            let (used, max) = (self.queue_bytes.used(), self.queue_bytes.max());
-            TaskError::Overloaded(format!(
-                "waiting tasks hold {used} of {max} bytes of binaries (PROPLET_TASK_QUEUE_BYTES)"
-            ))
-        })
+        self.queue_bytes
+            .hold(bytes)
+            .ok_or_else(|| self.queue_bytes_overloaded())
+    }
+
+    /// The answer to a start whose binary does not fit the waiting tasks' byte budget.
+    pub(super) fn queue_bytes_overloaded(&self) -> TaskError {
+        let (used, max) = (self.queue_bytes.used(), self.queue_bytes.max());
+        TaskError::Overloaded(format!(
+            "waiting tasks hold {used} of {max} bytes of binaries (PROPLET_TASK_QUEUE_BYTES)"
+        ))
     }
 
     pub(super) fn cancel_reason(&self) -> &'static str {
