@@ -1,5 +1,5 @@
-//! The MQTT session: one task, on a thread of its own, owns rumqttc's `EventLoop`; another
-//! forwards the messages queued in the [`Outbox`] to the client.
+//! The MQTT session: one task owns rumqttc's `EventLoop`; another forwards the messages
+//! queued in the [`Outbox`] to the client. Both run on a thread of their own.
 //!
 //! Rules kept here (rumqttc's contract and docs/protocol.md §8):
 //! - the event loop never awaits anything but the next event inside its poll loop: client
@@ -55,8 +55,8 @@ pub struct MqttSession {
     topics: Topics,
     intake_open: Arc<AtomicBool>,
     close_tx: oneshot::Sender<Outbound>,
-    forwarder: JoinHandle<()>,
-    event_loop: JoinHandle<()>,
+    /// The thread running the forwarder and the event loop.
+    thread: JoinHandle<()>,
     /// Ends the event loop's thread at once if the session is dropped without
     /// [`MqttSession::close`] (its owner was aborted): nobody is left to flush for.
     abandoned: DropGuard,
@@ -109,21 +109,25 @@ impl MqttSession {
             heartbeats,
             abandoned: abandoned.clone(),
         };
-        let event_loop = on_own_thread(run_loop(eventloop, state, finish_rx, cfg.timeout))?;
         let fwd = Forwarder {
             client: client.clone(),
             topics: topics.clone(),
             qos,
             flush,
         };
-        let forwarder = tokio::spawn(fwd.run(outbound, close_rx, finish_tx));
+        let timeout = cfg.timeout;
+        let thread = on_own_thread(async move {
+            tokio::join!(
+                fwd.run(outbound, close_rx, finish_tx),
+                run_loop(eventloop, state, finish_rx, timeout),
+            );
+        })?;
         let session = MqttSession {
             client,
             topics,
             intake_open,
             close_tx,
-            forwarder,
-            event_loop,
+            thread,
             abandoned: abandoned.drop_guard(),
         };
         Ok((session, SessionEvents { inbound, ready }))
@@ -148,13 +152,8 @@ impl MqttSession {
         if self.close_tx.send(offline).is_err() {
             warn!("MQTT forwarder already stopped");
         }
-        for (name, task) in [
-            ("forwarder", self.forwarder),
-            ("event loop", self.event_loop),
-        ] {
-            if let Err(e) = task.await {
-                warn!(error = %e, "MQTT {name} task failed");
-            }
+        if let Err(e) = self.thread.await {
+            warn!(error = %e, "MQTT session thread failed");
         }
     }
 }
@@ -204,9 +203,10 @@ fn network_options(cfg: &MqttConfig) -> NetworkOptions {
     net
 }
 
-/// Runs the event loop on a thread of its own with a small runtime of its own (I/O and
-/// timers): the OS schedules it, so reading, acknowledging and keep-alive never wait in the
-/// shared runtime's run queue behind thousands of tasks (as under a burst of starts).
+/// Runs the forwarder and the event loop on a thread of their own with a small runtime of
+/// their own (I/O and timers): the OS schedules it, so handing over heartbeats, reading,
+/// acknowledging and keep-alive never wait in the shared runtime's run queue behind
+/// thousands of tasks (as under a burst of starts).
 fn on_own_thread(
     event_loop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<JoinHandle<()>, TransportError> {
