@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -11,7 +12,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::protocol::{Discovery, Liveliness, Metadata, Outbound};
-use crate::runtime::{ExternalRuntime, Runtime, RuntimeError};
+use crate::runtime::{ExternalRuntime, Runtime, RuntimeError, TaskRuntime};
 use crate::tasks::{FetchError, Fetcher, ManagerParts, TaskManager, heartbeat};
 use crate::telemetry::{self, Metrics};
 use crate::transport::{MqttSession, PacketLimit, Publisher, SessionEvents, TransportError};
@@ -90,13 +91,13 @@ struct Running {
 
 impl Running {
     fn start(config: &Config, workdir: &Path, metrics: Metrics) -> Result<Running, WorkerError> {
-        let runtime = match &config.tasks.external_runtime {
+        let runtime: Arc<dyn TaskRuntime> = match &config.tasks.external_runtime {
             // A daemon has no deadline: its CPU time is capped at the longest one allowed.
-            Some(program) => Runtime::External(
+            Some(program) => Arc::new(Runtime::External(
                 ExternalRuntime::new(program.clone(), workdir.to_path_buf())
                     .with_cpu_limit(config.budgets.max.timeout),
-            ),
-            None => Runtime::wasmtime(
+            )),
+            None => Arc::new(Runtime::wasmtime(
                 crate::runtime::CacheLimits {
                     entries: config.tasks.module_cache_entries,
                     bytes: config.tasks.module_cache_bytes,
@@ -104,13 +105,13 @@ impl Running {
                 config.budgets.metering(),
                 sandbox_limits(config),
                 metrics.clone(),
-            )?,
+            )?),
         };
         let id = &config.identity;
         let discovery = Outbound::Discovery(Discovery {
             proplet_id: id.proplet_id.clone(),
             namespace: id.namespace.clone(),
-            metadata: metadata(config, &runtime),
+            metadata: metadata(config, runtime.as_ref()),
         });
         let limit = PacketLimit::new(&config.mqtt, id);
         let (publisher, outbound) = Publisher::new(OUTBOUND_CAPACITY, limit);
@@ -209,7 +210,7 @@ fn liveliness(config: &Config, status: &'static str) -> Outbound {
     })
 }
 
-fn metadata(config: &Config, runtime: &Runtime) -> Metadata {
+fn metadata(config: &Config, runtime: &dyn TaskRuntime) -> Metadata {
     Metadata {
         description: config.metadata.description.clone(),
         tags: config.metadata.tags.clone(),

@@ -16,7 +16,9 @@ mod workload;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -111,7 +113,7 @@ impl TaskSpec {
 }
 
 /// What a successful run produced.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskOutput {
     /// The result text (return value, or stdout of a command).
     pub result: String,
@@ -210,6 +212,43 @@ async fn run_in_process(
     }
 }
 
+/// What a runtime can do. The task lifecycle asks this, never which runtime it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Features {
+    /// It meters fuel (a task may ask for a fuel budget).
+    pub fuel: bool,
+    /// It gives guests granted host directories (a task may ask for mounts).
+    pub mounts: bool,
+    /// It compiles ahead of the first run (latent tasks can be deployed).
+    pub latent: bool,
+    /// It runs components, not only core modules.
+    pub components: bool,
+}
+
+/// A boxed future of a runtime operation.
+pub type RuntimeFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, RuntimeError>> + Send + 'a>>;
+
+/// Where tasks run, as the task lifecycle sees it: [`Runtime`] in the daemon, a stub in the
+/// lifecycle's unit tests.
+pub trait TaskRuntime: Send + Sync {
+    /// What this runtime can do.
+    fn features(&self) -> Features;
+
+    /// `wasmtime-internal` or the external runtime's path, for discovery metadata.
+    fn describe(&self) -> String;
+
+    /// Compiles `binary` into the cache ahead of its first run (latent tasks).
+    fn precompile<'a>(&'a self, binary: &'a Binary) -> RuntimeFuture<'a, ()>;
+
+    /// Runs `spec` to completion under its deadline. `started` fires once the guest begins
+    /// executing (after compile and instantiation). Dropping the future stops the guest.
+    fn run(
+        &self,
+        spec: TaskSpec,
+        started: Option<oneshot::Sender<()>>,
+    ) -> RuntimeFuture<'_, TaskOutput>;
+}
+
 /// Where tasks run: in-process Wasmtime, or an external runtime binary.
 pub enum Runtime {
     /// In-process.
@@ -236,29 +275,7 @@ impl Runtime {
         Runtime::External(ExternalRuntime::new(program, workdir))
     }
 
-    /// `wasmtime-internal` or the external runtime's path, for discovery metadata.
-    pub fn describe(&self) -> String {
-        match self {
-            Runtime::Wasmtime(_) => "wasmtime-internal".into(),
-            Runtime::External(e) => e.program().display().to_string(),
-        }
-    }
-
-    /// Compiles `binary` into the cache ahead of its first run (latent tasks).
-    pub async fn precompile(&self, binary: &Binary) -> Result<(), RuntimeError> {
-        match self {
-            Runtime::Wasmtime(engine) => engine
-                .prepare(&binary.digest, binary.bytes.clone())
-                .await
-                .map(|_| ()),
-            Runtime::External(_) => Err(RuntimeError::Invalid(
-                "latent tasks are not supported by this runtime".into(),
-            )),
-        }
-    }
-
-    /// Runs `spec` to completion under its deadline. `started` fires once the guest begins
-    /// executing (after fetch, compile and instantiation).
+    /// Runs `spec` to completion under its deadline (see [`TaskRuntime::run`]).
     pub async fn run(
         &self,
         spec: TaskSpec,
@@ -277,5 +294,46 @@ impl Runtime {
                 .unwrap_or(Err(RuntimeError::Timeout(limit))),
             None => run.await,
         }
+    }
+}
+
+impl TaskRuntime for Runtime {
+    fn features(&self) -> Features {
+        let in_process = matches!(self, Runtime::Wasmtime(_));
+        Features {
+            fuel: in_process,
+            mounts: in_process,
+            latent: in_process,
+            components: true,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Runtime::Wasmtime(_) => "wasmtime-internal".into(),
+            Runtime::External(e) => e.program().display().to_string(),
+        }
+    }
+
+    fn precompile<'a>(&'a self, binary: &'a Binary) -> RuntimeFuture<'a, ()> {
+        Box::pin(async move {
+            match self {
+                Runtime::Wasmtime(engine) => engine
+                    .prepare(&binary.digest, binary.bytes.clone())
+                    .await
+                    .map(|_| ()),
+                Runtime::External(_) => Err(RuntimeError::Invalid(
+                    "latent tasks are not supported by this runtime".into(),
+                )),
+            }
+        })
+    }
+
+    fn run(
+        &self,
+        spec: TaskSpec,
+        started: Option<oneshot::Sender<()>>,
+    ) -> RuntimeFuture<'_, TaskOutput> {
+        Box::pin(Runtime::run(self, spec, started))
     }
 }

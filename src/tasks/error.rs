@@ -11,6 +11,12 @@ pub enum TaskError {
     /// The start request is invalid.
     #[error("invalid start request: {0}")]
     Invalid(String),
+    /// An invoke message could not be decoded (the decoder's text).
+    #[error("{0}")]
+    InvalidInvoke(String),
+    /// An invoke names a task that is not deployed as a latent task here.
+    #[error("task {0} has not been precompiled; deploy it as a latent task first")]
+    NotDeployed(String),
     /// The binary could not be obtained.
     #[error(transparent)]
     Fetch(#[from] FetchError),
@@ -34,7 +40,9 @@ impl TaskError {
     /// to the manager in the result.
     pub fn log_text(&self) -> String {
         match self {
-            TaskError::Invalid(_) => "invalid request (details in the result)".into(),
+            TaskError::Invalid(_) | TaskError::InvalidInvoke(_) => {
+                "invalid request (details in the result)".into()
+            }
             TaskError::Runtime(RuntimeError::Invalid(_)) => {
                 "the task does not fit the binary (details in the result)".into()
             }
@@ -54,7 +62,9 @@ impl TaskError {
     /// The wire classification.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            TaskError::Invalid(_) => ErrorKind::Invalid,
+            TaskError::Invalid(_) | TaskError::InvalidInvoke(_) | TaskError::NotDeployed(_) => {
+                ErrorKind::Invalid
+            }
             TaskError::Fetch(e) => e.kind(),
             TaskError::Runtime(e) => e.kind(),
             TaskError::Capability(CapabilityError::Denied(_)) => ErrorKind::Denied,

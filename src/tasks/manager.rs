@@ -1,25 +1,28 @@
-//! The task manager: one entry point for every inbound message, one result per task.
+//! The task manager: one entry point for every inbound message. It decodes, admits and
+//! hands each unit of work to its [`Job`]; what it refuses (invalid, overloaded, unknown
+//! latent task) it answers itself, so every id gets one answer.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, oneshot};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{Instrument as _, Span, debug, info, warn};
 
-use super::held::{ByteBudget, Held};
-use super::latent::{self, Deploying, LatentTask};
+use super::admission::{Admissions, JobKey, Refusal};
+use super::job::{Context, Job, Kind};
+use super::latent::{Deployments, LatentLimits};
+use super::prepare::Preparer;
+use super::publish::Answers;
 use super::receipt::Receipt;
 use super::{Fetcher, TaskError, spans};
 use crate::config::TaskSettings;
-use crate::protocol::{ErrorKind, Inbound, Outcome, Rejected, StartRequest, Topic};
-use crate::runtime::{Runtime, TaskOutput};
+use crate::protocol::{Inbound, InvokeRequest, Rejected, StartRequest, Topic};
+use crate::runtime::{TaskOutput, TaskRuntime};
 use crate::sandbox::{Budgets, Policy};
 use crate::telemetry::{Metrics, TraceHeaders, trace};
 use crate::transport::Publisher;
+
+/// How long an invoke waits for its deploy on a node without a default task timeout.
+const DEPLOY_WAIT: Duration = Duration::from_secs(600);
 
 /// What the manager is built from.
 pub struct ManagerParts {
@@ -28,7 +31,7 @@ pub struct ManagerParts {
     /// Where results go.
     pub publisher: Publisher,
     /// Where tasks run.
-    pub runtime: Runtime,
+    pub runtime: Arc<dyn TaskRuntime>,
     /// Where binaries come from.
     pub fetcher: Fetcher,
     /// Node default and maximum budgets.
@@ -44,180 +47,149 @@ pub struct ManagerParts {
 /// Owns every task from admission to its one result. Cheap to clone.
 #[derive(Clone)]
 pub struct TaskManager {
-    pub(super) shared: Arc<Shared>,
-}
-
-pub(super) struct Shared {
-    pub(super) proplet_id: String,
-    pub(super) publisher: Publisher,
-    pub(super) runtime: Runtime,
-    pub(super) fetcher: Fetcher,
-    pub(super) budgets: Budgets,
-    pub(super) policy: Policy,
-    /// Admitted tasks and invocations (queued, fetching or running), with their stop switch.
-    pub(super) tasks: Mutex<HashMap<JobKey, CancellationToken>>,
-    /// Execution slots: `PROPLET_MAX_CONCURRENT_TASKS`.
-    pub(super) slots: Semaphore,
-    /// Running plus waiting tasks may not exceed this.
-    pub(super) capacity: usize,
-    /// Bytes of binaries that waiting tasks hold.
-    pub(super) queue_bytes: ByteBudget,
-    pub(super) admitted: AtomicUsize,
-    /// Tasks holding an execution slot.
-    pub(super) running: AtomicUsize,
-    pub(super) metrics: Metrics,
-    /// Every task and every reply, so shutdown can wait for them.
-    pub(super) tracker: TaskTracker,
-    /// Parent of every task's token; fired when the drain deadline passes.
-    pub(super) shutdown: CancellationToken,
-    pub(super) draining: AtomicBool,
-    /// Host directories tasks may mount.
-    pub(super) volumes: Vec<crate::sandbox::Volume>,
-    /// Where guests may connect.
-    pub(super) network: Arc<[crate::sandbox::NetRule]>,
-    /// Precompiled latent tasks, by task id (docs/protocol.md §5.7).
-    pub(super) latent: Mutex<HashMap<String, LatentTask>>,
-    /// Most latent tasks deployed at once, and bytes of their binaries.
-    pub(super) latent_limits: (usize, u64),
-    /// Latent tasks being fetched and compiled, by task id.
-    pub(super) deploying: Mutex<std::collections::HashSet<String>>,
-    /// Bumped whenever a deploy ends (ready or failed), for invokes waiting on one.
-    pub(super) deployed: tokio::sync::watch::Sender<u64>,
-}
-
-/// What an admitted unit of work is keyed by: a task by its id, an invocation by its task
-/// and invocation ids. Distinct kinds never collide, whatever the ids contain.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(super) enum JobKey {
-    /// A start (a task, a daemon or a latent deploy).
-    Task(String),
-    /// One invocation of a latent task.
-    Invocation {
-        /// The latent task's id.
-        task: String,
-        /// The invoke's `invocation_id`.
-        invocation: String,
-    },
-}
-
-/// Removes a task from the table when its future ends, whichever way.
-pub(super) struct Admission<'a> {
-    pub(super) shared: &'a Shared,
-    pub(super) key: JobKey,
-}
-
-impl Drop for Admission<'_> {
-    fn drop(&mut self) {
-        self.shared.lock_tasks().remove(&self.key);
-        self.shared.admitted.fetch_sub(1, Ordering::Relaxed);
-        self.shared.occupancy();
-    }
+    cx: Arc<Context>,
 }
 
 impl TaskManager {
     /// A manager with nothing running.
     pub fn new(parts: ManagerParts) -> Self {
-        let max = parts.settings.max_concurrent.get();
-        let shared = Shared {
-            proplet_id: parts.proplet_id,
-            publisher: parts.publisher,
-            runtime: parts.runtime,
+        let settings = &parts.settings;
+        let prepare = Preparer {
+            proplet_id: parts.proplet_id.clone(),
+            features: parts.runtime.features(),
             fetcher: parts.fetcher,
             budgets: parts.budgets,
             policy: parts.policy,
-            tasks: Mutex::new(HashMap::new()),
-            slots: Semaphore::new(max),
-            capacity: max + parts.settings.queue_capacity,
-            queue_bytes: ByteBudget::new(parts.settings.queue_bytes),
-            admitted: AtomicUsize::new(0),
-            running: AtomicUsize::new(0),
-            metrics: parts.metrics,
-            tracker: TaskTracker::new(),
-            shutdown: CancellationToken::new(),
-            draining: AtomicBool::new(false),
-            latent: Mutex::new(HashMap::new()),
-            deploying: Mutex::new(std::collections::HashSet::new()),
-            deployed: tokio::sync::watch::Sender::new(0),
-            latent_limits: (
-                parts.settings.module_cache_entries,
-                parts.settings.latent_max_bytes,
-            ),
-            volumes: parts.settings.volumes.clone(),
-            network: parts.settings.net_allow.clone().into(),
+            volumes: settings.volumes.clone(),
+            network: settings.net_allow.clone().into(),
+            metrics: parts.metrics.clone(),
         };
-        TaskManager {
-            shared: Arc::new(shared),
-        }
+        let limits = LatentLimits {
+            tasks: settings.module_cache_entries,
+            bytes: settings.latent_max_bytes,
+        };
+        let cx = Context {
+            admissions: Admissions::new(settings, parts.metrics.clone()),
+            prepare,
+            runtime: parts.runtime,
+            deployments: Deployments::new(limits),
+            answers: Answers::new(parts.proplet_id, parts.publisher, parts.metrics),
+            deploy_wait: parts.budgets.default.timeout.unwrap_or(DEPLOY_WAIT),
+        };
+        TaskManager { cx: Arc::new(cx) }
     }
 
     /// Tasks admitted and not yet finished.
     pub fn active(&self) -> usize {
-        self.shared.admitted.load(Ordering::Relaxed)
+        self.cx.admissions.active()
     }
 
     /// Handles one inbound message without blocking: work is spawned.
     pub fn handle(&self, msg: Result<Inbound, Rejected>) {
         match msg {
-            Ok(Inbound::Start(req)) => self.start(*req),
+            Ok(Inbound::Start(req)) => self.start(req),
             Ok(Inbound::Stop(req)) => self.stop(&req.id),
             Ok(Inbound::Invoke(req)) => self.invoke(req),
-            Ok(Inbound::Chunk(chunk)) => self.shared.fetcher.on_chunk(chunk),
+            Ok(Inbound::Chunk(chunk)) => self.cx.prepare.fetcher.on_chunk(chunk),
             Err(rejected) => self.rejected(rejected),
         }
     }
 
-    fn start(&self, req: StartRequest) {
-        let s = &self.shared;
-        if !req.target.includes(&s.proplet_id) {
+    fn proplet_id(&self) -> &str {
+        self.cx.answers.proplet_id()
+    }
+
+    /// Decode, admit, spawn: a start (a task, a daemon or a latent deploy).
+    fn start(&self, req: Box<StartRequest>) {
+        if !req.target.includes(self.proplet_id()) {
             return debug!(task_id = %req.id, "start is for another proplet");
         }
-        let span = spans::task(&req, &s.proplet_id);
+        let span = spans::task(&req, self.proplet_id());
         let receipt = Receipt::new(spans::headers(&req.trace));
-        let valid = span.in_scope(|| {
-            let decode = tracing::info_span!("decode").entered();
-            let valid = req.validate();
-            if let Err(e) = &valid {
-                trace::fail(&decode, "invalid", e.log_text());
-            }
-            valid
-        });
-        if let Err(e) = valid {
-            let outcome = Err(TaskError::Invalid(e.to_string()));
-            return self.reply(&req.id, outcome, receipt, span);
+        if let Err(e) = span.in_scope(|| validate(&req)) {
+            return self.reply(&req.id, Err(e), receipt, span);
         }
-        let token = match s.admit(JobKey::Task(req.id.clone()), &s.shutdown) {
-            Ok(token) => token,
-            Err(None) => {
+        let key = JobKey::Task(req.id.clone());
+        let cancel = match self.cx.admissions.admit(key.clone()) {
+            Ok(cancel) => cancel,
+            Err(Refusal::Duplicate) => {
                 return info!(task_id = %req.id, "duplicate start of an active task ignored");
             }
-            Err(Some(e)) => return self.reply(&req.id, Err(e), receipt, span),
+            Err(Refusal::Full(e)) => return self.reply(&req.id, Err(e), receipt, span),
         };
         span.in_scope(
             || info!(task_id = %req.id, name = %req.name, daemon = req.daemon, "task admitted"),
         );
-        if req.latent {
-            s.deploying_from_now(&req.id);
-        }
-        let task = run_task(self.shared.clone(), req, token, receipt);
-        s.tracker.spawn(task.instrument(span));
+        let kind = if req.latent {
+            // Before anything else is handled, so that an invoke right behind it waits.
+            self.cx.deployments.begin(&req.id);
+            Kind::Deploy(req)
+        } else {
+            Kind::Start(req)
+        };
+        self.spawn(Job {
+            key,
+            kind,
+            receipt,
+            cancel,
+            span,
+        });
     }
 
+    /// Decode, admit, spawn: one invocation of a latent task deployed or being deployed.
+    fn invoke(&self, req: InvokeRequest) {
+        if !req.target.includes(self.proplet_id()) {
+            return;
+        }
+        if req.invocation_id.is_empty() {
+            return warn!(task_id = %req.id, "invoke without invocation_id ignored");
+        }
+        let receipt = Receipt::new(spans::headers(&req.trace));
+        let ids = (req.id.clone(), req.invocation_id.clone());
+        if !self.cx.deployments.known(&req.id) {
+            return self.reply_invoke(ids, TaskError::NotDeployed(req.id), receipt);
+        }
+        let key = JobKey::Invocation {
+            task: req.id.clone(),
+            invocation: req.invocation_id.clone(),
+        };
+        let cancel = match self.cx.admissions.admit(key.clone()) {
+            Ok(cancel) => cancel,
+            Err(Refusal::Duplicate) => {
+                return info!(task_id = %req.id, invocation_id = %req.invocation_id, "duplicate invoke ignored");
+            }
+            Err(Refusal::Full(e)) => return self.reply_invoke(ids, e, receipt),
+        };
+        let span = spans::invoke(&req, self.proplet_id());
+        self.spawn(Job {
+            key,
+            kind: Kind::Invoke(Box::new(req)),
+            receipt,
+            cancel,
+            span,
+        });
+    }
+
+    fn spawn(&self, job: Job) {
+        let run = job.run(self.cx.clone());
+        self.cx.admissions.tracker().spawn(run);
+    }
+
+    /// Fires the switch of task `id` (a start, a daemon or a deploy in progress), and
+    /// forgets the latent task `id`, cancelling its invocations.
     fn stop(&self, id: &str) {
-        let running = self
-            .shared
-            .lock_tasks()
-            .get(&JobKey::Task(id.to_owned()))
-            .cloned();
-        let latent = self.shared.lock_latent().remove(id);
-        if running.is_none() && latent.is_none() {
+        let running = self.cx.admissions.switch(&JobKey::Task(id.to_owned()));
+        let latent = self.cx.deployments.remove(id);
+        if running.is_none() && !latent {
             return debug!(task_id = %id, "Task {id} not found in running tasks");
         }
         info!(task_id = %id, "stopping task");
-        for token in running.into_iter().chain(latent.map(|l| l.token)) {
-            token.cancel();
+        if let Some(switch) = running {
+            switch.cancel();
         }
     }
 
+    /// Answers a message that could not be decoded, when it names what to answer.
     fn rejected(&self, r: Rejected) {
         warn!(
             topic = r.topic.suffix(),
@@ -225,27 +197,29 @@ impl TaskManager {
             "rejected message: {}",
             r.error.log_text()
         );
-        if !r.target.includes(&self.shared.proplet_id) {
+        if !r.target.includes(self.proplet_id()) {
             return;
         }
+        let receipt = Receipt::new(TraceHeaders::default());
         match (r.topic, r.id, r.invocation_id) {
             (Topic::Start, Some(id), _) => {
-                let span = spans::rejected(r.topic, &id, &self.shared.proplet_id);
+                let span = spans::rejected(r.topic, &id, self.proplet_id());
                 span.in_scope(|| {
                     let decode = tracing::info_span!("decode");
                     trace::fail(&decode, "invalid", r.error.log_text());
                 });
                 let outcome = Err(TaskError::Invalid(r.error.to_string()));
-                self.reply(&id, outcome, Receipt::new(TraceHeaders::default()), span)
+                self.reply(&id, outcome, receipt, span)
             }
             (Topic::Invoke, Some(id), Some(inv)) => {
-                self.reply_invoke(id, inv, ErrorKind::Invalid, r.error.to_string())
+                let e = TaskError::InvalidInvoke(r.error.to_string());
+                self.reply_invoke((id, inv), e, receipt)
             }
             _ => {}
         }
     }
 
-    /// Publishes a result in the background (no task is running for it).
+    /// Publishes a start's answer in the background (no job runs for it).
     fn reply(
         &self,
         id: &str,
@@ -256,166 +230,44 @@ impl TaskManager {
         if id.is_empty() {
             return;
         }
-        let shared = self.shared.clone();
+        let cx = self.cx.clone();
         let id = id.to_owned();
-        let reply = async move { shared.publish_result(&id, outcome, &receipt).await };
-        self.shared.tracker.spawn(reply.instrument(span));
+        let reply = async move { cx.answers.result(&id, outcome, &receipt).await };
+        self.cx.admissions.tracker().spawn(reply.instrument(span));
     }
 
-    pub(super) fn reply_invoke(
-        &self,
-        task_id: String,
-        invocation_id: String,
-        kind: ErrorKind,
-        error: String,
-    ) {
-        let shared = self.shared.clone();
-        let outcome = Receipt::new(TraceHeaders::default()).seal(Outcome::failed(kind, error));
+    /// Publishes an invoke's refusal in the background (no job runs for it).
+    fn reply_invoke(&self, ids: (String, String), error: TaskError, receipt: Receipt) {
+        let cx = self.cx.clone();
         let reply = async move {
-            let ids = (task_id, invocation_id);
-            shared.publish_invoke(ids, outcome, Duration::ZERO).await
+            let ids = (ids.0.as_str(), ids.1.as_str());
+            cx.answers.invocation(ids, Err(error), &receipt).await
         };
-        self.shared.tracker.spawn(reply);
+        self.cx.admissions.tracker().spawn(reply);
     }
 
     /// Stops intake, lets admitted tasks finish for up to `drain`, then cancels the rest
     /// (each still publishes its `cancelled` result) and waits for every reply to go out.
     pub async fn shutdown(&self, drain: Duration) {
-        let s = &self.shared;
-        s.draining.store(true, Ordering::Relaxed);
-        s.metrics.draining();
-        s.tracker.close();
-        if tokio::time::timeout(drain, s.tracker.wait()).await.is_err() {
+        let admissions = &self.cx.admissions;
+        admissions.drain();
+        let tracker = admissions.tracker();
+        if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
             warn!(
                 remaining = self.active(),
                 "drain deadline passed; cancelling the remaining tasks"
             );
-            s.shutdown.cancel();
-            s.tracker.wait().await;
+            admissions.shutdown_switch().cancel();
+            tracker.wait().await;
         }
     }
 }
 
-impl Shared {
-    fn lock_tasks(&self) -> MutexGuard<'_, HashMap<JobKey, CancellationToken>> {
-        // Entries are inserted and removed whole; a poisoned map is still consistent.
-        self.tasks.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(super) fn lock_latent(&self) -> MutexGuard<'_, HashMap<String, LatentTask>> {
-        // Entries are inserted and removed whole; a poisoned map is still consistent.
-        self.latent.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Admits `key` under `parent`: `Err(None)` for a duplicate, `Err(Some(_))` when there
-    /// is no room (or the proplet is draining).
-    pub(super) fn admit(
-        &self,
-        key: JobKey,
-        parent: &CancellationToken,
-    ) -> Result<CancellationToken, Option<TaskError>> {
-        if self.draining.load(Ordering::Relaxed) {
-            return Err(Some(TaskError::Overloaded(
-                "the proplet is shutting down".into(),
-            )));
-        }
-        let mut tasks = self.lock_tasks();
-        if tasks.contains_key(&key) {
-            return Err(None);
-        }
-        if self.admitted.load(Ordering::Relaxed) >= self.capacity {
-            let why = format!("all {} running and queued places are taken", self.capacity);
-            return Err(Some(TaskError::Overloaded(why)));
-        }
-        let token = parent.child_token();
-        tasks.insert(key, token.clone());
-        self.admitted.fetch_add(1, Ordering::Relaxed);
-        drop(tasks);
-        self.occupancy();
-        Ok(token)
-    }
-
-    /// Publishes the admitted and running counts to the metrics.
-    pub(super) fn occupancy(&self) {
-        let admitted = self.admitted.load(Ordering::Relaxed);
-        let running = self.running.load(Ordering::Relaxed);
-        self.metrics.occupancy(admitted, running);
-    }
-
-    /// Counts a start's inline binary against the waiting tasks' byte budget.
-    pub(super) fn hold_inline(&self, req: &StartRequest) -> Result<Held<'_>, TaskError> {
-        self.hold(req.file.len() as u64)
-    }
-
-    /// Counts `bytes` against the waiting tasks' byte budget, or answers `overloaded`.
-    pub(super) fn hold(&self, bytes: u64) -> Result<Held<'_>, TaskError> {
-        self.queue_bytes
-            .hold(bytes)
-            .ok_or_else(|| self.queue_bytes_overloaded())
-    }
-
-    /// The answer to a start whose binary does not fit the waiting tasks' byte budget.
-    pub(super) fn queue_bytes_overloaded(&self) -> TaskError {
-        let (used, max) = (self.queue_bytes.used(), self.queue_bytes.max());
-        TaskError::Overloaded(format!(
-            "waiting tasks hold {used} of {max} bytes of binaries (PROPLET_TASK_QUEUE_BYTES)"
-        ))
-    }
-
-    pub(super) fn cancel_reason(&self) -> &'static str {
-        if self.shutdown.is_cancelled() {
-            "the proplet is shutting down"
-        } else {
-            "stopped by the manager"
-        }
-    }
-}
-
-/// One task from admission to its result.
-async fn run_task(
-    shared: Arc<Shared>,
-    mut req: StartRequest,
-    token: CancellationToken,
-    receipt: Receipt,
-) {
-    let id = req.id.clone();
-    let _admission = Admission {
-        shared: &shared,
-        key: JobKey::Task(id.clone()),
-    };
-    let _deploying = req.latent.then(|| Deploying::adopt(&shared, &id));
-    let held = match shared.hold_inline(&req) {
-        Ok(held) => held,
-        Err(e) => return shared.publish_result(&id, Err(e), &receipt).await,
-    };
-    if req.latent {
-        return latent::deploy(&shared, &req, &token, &receipt).await;
-    }
-    let acked = AtomicBool::new(false);
-    let (started_tx, started_rx) = oneshot::channel();
-    let daemon = req.daemon;
-    let work = async {
-        let started = daemon.then_some(started_tx);
-        let ack = async {
-            if daemon {
-                shared
-                    .ack_when_started(&id, started_rx, &acked, &receipt)
-                    .await;
-            }
-        };
-        tokio::join!(shared.execute(&mut req, started, &receipt, held), ack).0
-    };
-    let outcome = tokio::select! {
-        biased;
-        _ = token.cancelled() => Err(TaskError::Cancelled(shared.cancel_reason())),
-        outcome = work => outcome,
-    };
-    if acked.load(Ordering::Relaxed) {
-        // A daemon's one result was its start acknowledgement (docs/protocol.md §5.5).
-        return match outcome {
-            Ok(_) => info!(task_id = %id, "daemon task finished"),
-            Err(e) => info!(task_id = %id, "daemon task ended: {}", e.log_text()),
-        };
-    }
-    shared.publish_result(&id, outcome, &receipt).await;
+/// Checks a start under a `decode` span, marked failed when it is invalid.
+fn validate(req: &StartRequest) -> Result<(), TaskError> {
+    let decode = tracing::info_span!("decode").entered();
+    req.validate().map_err(|e| {
+        trace::fail(&decode, "invalid", e.log_text());
+        TaskError::Invalid(e.to_string())
+    })
 }

@@ -1,20 +1,30 @@
 //! Task lifecycle: admission, concurrency, fetching, running, stopping, draining, and the
 //! heartbeat.
 //!
-//! Depends on `protocol` (messages), `runtime` (running a [`crate::runtime::TaskSpec`]) and
-//! the [`crate::transport::Publisher`] handle — never on rumqttc or Wasmtime directly.
+//! The lifecycle of one unit of work reads top to bottom in [`job`]; the [`TaskManager`]
+//! only decodes, admits and answers refusals. The modules depend one way:
+//! `manager` → `job` → `admission`, `prepare`, `latent`, `publish` → `held`, `fetch`,
+//! `receipt`, `error`.
+//!
+//! Depends on `protocol` (messages), `runtime` (a [`crate::runtime::TaskRuntime`] running a
+//! [`crate::runtime::TaskSpec`]) and the [`crate::transport::Publisher`] handle — never on
+//! rumqttc or Wasmtime directly.
 
+mod admission;
 mod chunks;
 mod error;
-mod execute;
 mod fetch;
 pub mod heartbeat;
 mod held;
+mod job;
 mod latent;
 mod manager;
+mod prepare;
 mod publish;
 mod receipt;
 mod spans;
+#[cfg(test)]
+mod tests;
 
 pub use chunks::{Assembler, ChunkError};
 pub use error::TaskError;

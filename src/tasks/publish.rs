@@ -7,37 +7,42 @@
 use tracing::{Instrument as _, Span, warn};
 
 use super::TaskError;
-use super::manager::Shared;
 use super::receipt::Receipt;
 use crate::protocol::{ErrorKind, InvokeResult, Outbound, Outcome, TaskResult, Topic};
 use crate::runtime::TaskOutput;
-use crate::telemetry::trace;
-use crate::transport::{Encoded, TransportError};
+use crate::telemetry::{Metrics, trace};
+use crate::transport::{Encoded, Publisher, TransportError};
 
-impl Shared {
-    /// Logs a failure (and marks the current task span failed) and turns the run's outcome
-    /// into wire fields.
-    pub(super) fn outcome(id: &str, outcome: Result<TaskOutput, TaskError>) -> Outcome {
-        match outcome {
-            Ok(out) => Outcome::ok(out.result),
-            Err(e) => {
-                let kind = e.kind();
-                let text = e.log_text();
-                warn!(task_id = %id, kind = kind.as_str(), "task failed: {text}");
-                trace::fail(&Span::current(), kind.as_str(), &text);
-                Outcome::failed(kind, e.to_string())
-            }
+/// Where a job's one answer goes: results and invocation results, counted in the metrics.
+pub(super) struct Answers {
+    proplet_id: String,
+    publisher: Publisher,
+    metrics: Metrics,
+}
+
+impl Answers {
+    /// Answers as `proplet_id` through `publisher`, counting in `metrics`.
+    pub(super) fn new(proplet_id: String, publisher: Publisher, metrics: Metrics) -> Self {
+        Answers {
+            proplet_id,
+            publisher,
+            metrics,
         }
     }
 
+    /// Our id on the wire.
+    pub(super) fn proplet_id(&self) -> &str {
+        &self.proplet_id
+    }
+
     /// Publishes a task's one result with its receipt, and counts it.
-    pub(super) async fn publish_result(
+    pub(super) async fn result(
         &self,
         id: &str,
         outcome: Result<TaskOutput, TaskError>,
         receipt: &Receipt,
     ) {
-        let outcome = receipt.seal(Self::outcome(id, outcome));
+        let outcome = receipt.seal(outcome_fields(id, outcome));
         let wrap = |outcome| {
             Outbound::Result(TaskResult {
                 task_id: id.to_owned(),
@@ -45,44 +50,48 @@ impl Shared {
                 outcome,
             })
         };
+        self.send(id, outcome, wrap, receipt, Topic::Results).await;
+    }
+
+    /// Publishes an invocation's one result (`ids`: the task and invocation ids) with its
+    /// receipt, and counts it.
+    pub(super) async fn invocation(
+        &self,
+        ids: (&str, &str),
+        outcome: Result<TaskOutput, TaskError>,
+        receipt: &Receipt,
+    ) {
+        let (task_id, invocation_id) = ids;
+        let outcome = receipt.seal(outcome_fields(task_id, outcome));
+        let wrap = |outcome| {
+            Outbound::InvokeResult(InvokeResult {
+                task_id: task_id.to_owned(),
+                invocation_id: invocation_id.to_owned(),
+                proplet_id: self.proplet_id.clone(),
+                outcome,
+            })
+        };
+        self.send(task_id, outcome, wrap, receipt, Topic::InvokeResults)
+            .await;
+    }
+
+    /// Fits the message `wrap` makes of `outcome` into one packet, counts what is answered,
+    /// and queues it under a `publish` span.
+    async fn send(
+        &self,
+        id: &str,
+        outcome: Outcome,
+        wrap: impl Fn(Outcome) -> Outbound,
+        receipt: &Receipt,
+        topic: Topic,
+    ) {
         let (kind, encoded) = self.fit(id, outcome, wrap);
         self.metrics
             .task_finished(kind.map(ErrorKind::as_str), receipt.elapsed());
         let Some(encoded) = encoded else { return };
         let sent = self.publisher.send_encoded(encoded);
-        if sent.instrument(publish_span(Topic::Results)).await.is_err() {
-            warn!(task_id = %id, "result lost: the MQTT session is closed");
-        }
-    }
-
-    /// Publishes an invocation's result (already sealed with its receipt; `ids` are the
-    /// task and invocation ids) and counts what was answered, after `elapsed`.
-    pub(super) async fn publish_invoke(
-        &self,
-        ids: (String, String),
-        outcome: Outcome,
-        elapsed: std::time::Duration,
-    ) {
-        let (task_id, invocation_id) = ids;
-        let wrap = |outcome| {
-            Outbound::InvokeResult(InvokeResult {
-                task_id: task_id.clone(),
-                invocation_id: invocation_id.clone(),
-                proplet_id: self.proplet_id.clone(),
-                outcome,
-            })
-        };
-        let (kind, encoded) = self.fit(&task_id, outcome, wrap);
-        self.metrics
-            .task_finished(kind.map(ErrorKind::as_str), elapsed);
-        let Some(encoded) = encoded else { return };
-        let sent = self.publisher.send_encoded(encoded);
-        if sent
-            .instrument(publish_span(Topic::InvokeResults))
-            .await
-            .is_err()
-        {
-            warn!("invoke result lost: the MQTT session is closed");
+        if sent.instrument(publish_span(topic)).await.is_err() {
+            warn!(task_id = %id, "{} lost: the MQTT session is closed", topic.suffix());
         }
     }
 
@@ -118,14 +127,20 @@ impl Shared {
             }
         }
     }
+}
 
-    /// An invocation's outcome, sealed with its receipt (counted once published).
-    pub(super) fn invoke_outcome(
-        id: &str,
-        outcome: Result<TaskOutput, TaskError>,
-        receipt: &Receipt,
-    ) -> Outcome {
-        receipt.seal(Self::outcome(id, outcome))
+/// Logs a failure (and marks the current span failed) and turns the run's outcome into
+/// wire fields.
+fn outcome_fields(id: &str, outcome: Result<TaskOutput, TaskError>) -> Outcome {
+    match outcome {
+        Ok(out) => Outcome::ok(out.result),
+        Err(e) => {
+            let kind = e.kind();
+            let text = e.log_text();
+            warn!(task_id = %id, kind = kind.as_str(), "task failed: {text}");
+            trace::fail(&Span::current(), kind.as_str(), &text);
+            Outcome::failed(kind, e.to_string())
+        }
     }
 }
 

@@ -59,16 +59,12 @@ pub(super) fn rejected(topic: Topic, id: &str, proplet_id: &str) -> Span {
     )
 }
 
-/// The root span of an invocation, linked to the span of its latent task's deploy.
-pub(super) fn invoke(
-    req: &InvokeRequest,
-    name: &str,
-    proplet_id: &str,
-    deploy: Option<opentelemetry::trace::SpanContext>,
-) -> Span {
+/// The root span of an invocation. Its latent task may still be deploying: once known,
+/// [`invoked`] names the span after it and links it to the deploy.
+pub(super) fn invoke(req: &InvokeRequest, proplet_id: &str) -> Span {
     let span = tracing::info_span!(
         "invoke",
-        otel.name = %display_name("invoke", name),
+        otel.name = "invoke",
         otel.kind = "consumer",
         messaging.system = "mqtt",
         messaging.operation.type = "process",
@@ -79,8 +75,14 @@ pub(super) fn invoke(
         proplet.id = %proplet_id,
     );
     trace::continue_trace(&span, &headers(&req.trace));
-    trace::link(&span, deploy);
     span
+}
+
+/// Names an invocation's span after its latent task's function `name`, and links it to
+/// the span of the task's deploy.
+pub(super) fn invoked(span: &Span, name: &str, deploy: Option<opentelemetry::trace::SpanContext>) {
+    trace::rename(span, display_name("invoke", name));
+    trace::link(span, deploy);
 }
 
 fn display_name(kind: &str, name: &str) -> String {

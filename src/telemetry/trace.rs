@@ -68,6 +68,11 @@ pub fn link(span: &Span, to: Option<SpanContext>) {
     }
 }
 
+/// Renames `span` as exported (a name known only after the span began).
+pub fn rename(span: &Span, name: String) {
+    span.context().span().update_name(name);
+}
+
 /// Marks `span` failed with `kind` (`error.type`) and `message` as the status description.
 pub fn fail(span: &Span, kind: &'static str, message: &str) {
     span.set_attribute("error.type", kind);
