@@ -242,7 +242,7 @@ async fn a_result_too_large_for_a_packet_is_answered_output_limit_and_never_repl
     .await;
 
     // An invocation whose result would not fit is answered the same way.
-    let r = invoke_when_ready(&mut m, &oversized_invocation()).await;
+    let r = invoke_and_answer(&mut m, &oversized_invocation()).await;
     assert_err(&r, "output_limit", "PROPLET_MQTT_MAX_PACKET_SIZE");
 }
 
@@ -263,25 +263,14 @@ fn oversized_invocation() -> Value {
     shell(&name)
 }
 
-/// Sends `invoke` until the latent task has been precompiled (an earlier attempt is answered
-/// "has not been precompiled"); returns the first other answer.
-async fn invoke_when_ready(m: &mut Manager, invoke: &Value) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        m.send_json("control/manager/invoke", invoke).await;
-        let r = m
-            .expect(
-                "control/proplet/invoke_results",
-                Duration::from_secs(60),
-                |v| v["invocation_id"] == invoke["invocation_id"],
-            )
-            .await;
-        let waiting = r["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("has not been precompiled"));
-        if !waiting {
-            return r;
-        }
-        assert!(Instant::now() < deadline, "the latent task never deployed");
-    }
+/// Sends `invoke` and returns its answer (an invoke sent while its latent task is still
+/// compiling waits for the deploy).
+async fn invoke_and_answer(m: &mut Manager, invoke: &Value) -> Value {
+    m.send_json("control/manager/invoke", invoke).await;
+    m.expect(
+        "control/proplet/invoke_results",
+        Duration::from_secs(60),
+        |v| v["invocation_id"] == invoke["invocation_id"],
+    )
+    .await
 }

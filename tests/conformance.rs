@@ -261,7 +261,8 @@ async fn v13_stop_latest_and_seed_bodies() {
         &start("s2", json!({"file": spin, "name": "spin", "inputs": []})),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // No wait: the stops come from the same client, after the starts, and the proplet
+    // handles messages in order, so both tasks are admitted when their stop arrives.
     m.send_json(
         "control/manager/stop",
         &json!({"broadcast": false, "id": "s1", "proplet_id": P}),

@@ -261,8 +261,17 @@ async fn the_worker_survives_everything_thrown_at_it() {
             other => panic!("burst-{n}: unexpected {other:?}: {r}"),
         }
     }
-    assert_eq!(ok + overloaded, 10_000);
-    assert!(ok >= 258, "at least the slots and the queue ran: {ok}");
+    assert!(
+        ok >= 258,
+        "at least the slots and the queue ran: {ok} ({overloaded} overloaded)"
+    );
+    // Each burst id was answered once: a second answer for any of them would be here.
+    m.expect_none("control/proplet/results", Duration::from_secs(1), |v| {
+        v["task_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("burst-"))
+    })
+    .await;
 
     m.expect("control/proplet/alive", Duration::from_secs(5), |v| {
         v["status"] == "alive"

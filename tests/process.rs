@@ -6,6 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::daemon::Daemon;
+use common::probe::Probe;
 use common::*;
 use serde_json::json;
 
@@ -64,11 +65,12 @@ async fn sigterm_drains_reports_and_goes_offline() {
 async fn sigint_cancels_what_the_drain_deadline_cuts_off() {
     let broker = Broker::start();
     let mut m = Manager::connect(&broker).await;
-    let mut d = Daemon::start(&broker, &[("PROPLET_DRAIN_TIMEOUT", "500ms")]);
+    let probe = Probe::new();
+    let mut d = Daemon::start(&broker, &[("PROPLET_DRAIN_TIMEOUT", "500ms"), probe.env()]);
     m.wait_ready().await;
     m.send_json("control/manager/start", &spinner("cut-off"))
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    probe.wait_for("proplet_tasks_running 1").await;
     d.signal("-INT");
     assert_err(&m.result("cut-off").await, "cancelled", "shutting down");
     m.expect("control/proplet/alive", LONG, |v| v["status"] == "offline")
@@ -94,14 +96,17 @@ async fn a_killed_proplet_leaves_its_last_will() {
 async fn survives_a_broker_restart_without_losing_results() {
     let mut broker = Broker::start();
     let mut m = Manager::connect(&broker).await;
-    let _d = Daemon::start(&broker, &[("PROPLET_TASK_TIMEOUT", "2s")]);
+    let probe = Probe::new();
+    let _d = Daemon::start(&broker, &[("PROPLET_TASK_TIMEOUT", "2s"), probe.env()]);
     m.wait_ready().await;
     m.send_json("control/manager/start", &spinner("across-outage"))
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    probe.wait_for("proplet_tasks_running 1").await;
     broker.kill();
     // The task ends (timeout) while the broker is away; its result must not be lost.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    probe
+        .wait_for(r#"proplet_tasks_total{outcome="error",error_kind="timeout"} 1"#)
+        .await;
     broker.restart();
     m.expect("control/proplet/create", LONG, |v| v["proplet_id"] == P)
         .await;
@@ -117,13 +122,17 @@ async fn survives_a_broker_restart_without_losing_results() {
 async fn heartbeats_and_stops_work_while_every_slot_spins() {
     let broker = Broker::start();
     let mut m = Manager::connect(&broker).await;
-    let _d = Daemon::start(&broker, &[("PROPLET_MAX_CONCURRENT_TASKS", "4")]);
+    let probe = Probe::new();
+    let _d = Daemon::start(
+        &broker,
+        &[("PROPLET_MAX_CONCURRENT_TASKS", "4"), probe.env()],
+    );
     m.wait_ready().await;
     for i in 0..4 {
         m.send_json("control/manager/start", &spinner(&format!("spin-{i}")))
             .await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    probe.wait_for("proplet_tasks_running 4").await;
     let mut last = m.expect("control/proplet/alive", LONG, |_| true).await;
     let mut at = Instant::now();
     for _ in 0..4 {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::daemon::Daemon;
 use common::otlp::{Collector, Received};
+use common::probe::Probe;
 use common::*;
 use serde_json::{Value, json};
 
@@ -208,7 +209,7 @@ async fn grpc_export_and_invocations_linked_to_their_deploy() {
     let deploy = json!({"file": guests::component_base64("greet"), "name": "greet", "inputs": ["\"nobody\""], "latent": true, "proplet_id": P});
     m.send_json("control/manager/start", &start("lat", deploy))
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // No wait: an invoke that arrives while its task compiles waits for the deploy.
     let caller = traceparent(CALLER_TRACE, CALLER_SPAN);
     let invoke = json!({"id": "lat", "invocation_id": "inv-1", "inputs": ["\"world\""], "proplet_id": P, "traceparent": caller});
     m.send_json("control/manager/invoke", &invoke).await;
@@ -249,28 +250,12 @@ async fn grpc_export_and_invocations_linked_to_their_deploy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_metrics_over_http() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let probe = Probe::new();
     let mut broker = Broker::start();
     let mut m = Manager::connect(&broker).await;
-    let d = Daemon::start(
-        &broker,
-        &[
-            ("PROPLET_METRICS_ADDR", addr.as_str()),
-            ("PROPLET_MQTT_TIMEOUT", "1s"),
-        ],
-    );
+    let d = Daemon::start(&broker, &[probe.env(), ("PROPLET_MQTT_TIMEOUT", "1s")]);
     m.wait_ready().await;
-    let get = |path: &str| {
-        let url = format!("http://{addr}{path}");
-        async move {
-            let resp = reqwest::get(url).await.expect("GET");
-            (resp.status().as_u16(), resp.text().await.expect("body"))
-        }
-    };
+    let get = |path: &'static str| probe.get(path);
     assert_eq!(get("/healthz").await.0, 200);
     assert_eq!(get("/readyz").await, (200, "ready\n".into()));
     let caller = traceparent(CALLER_TRACE, CALLER_SPAN);
@@ -316,11 +301,10 @@ async fn health_and_metrics_over_http() {
     );
     assert!(!text.contains("proplet_heartbeats_total 0\n"), "{text}");
     broker.kill();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(get("/readyz").await.0, 503, "not ready without the broker");
+    probe.wait_ready_status(503).await;
     broker.restart();
     m.wait_ready().await;
-    assert_eq!(get("/readyz").await.0, 200);
+    probe.wait_ready_status(200).await;
     assert!(
         get("/metrics")
             .await

@@ -7,6 +7,7 @@ pub mod guests;
 pub mod http;
 pub mod otlp;
 pub mod pki;
+pub mod probe;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
