@@ -15,7 +15,7 @@ use crate::config::{SETTINGS, Setting};
     about = "Propeller worker: runs WebAssembly tasks received over MQTT"
 )]
 pub struct Cli {
-    /// TOML file with settings (top-level keys, or a [proplet] section); also PROPLET_CONFIG_FILE.
+    /// TOML file with settings (top-level keys, or a `[proplet]` section); also PROPLET_CONFIG_FILE.
     #[arg(short, long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Settings given as flags; they override the file and the environment.
@@ -90,7 +90,7 @@ impl FromArgMatches for SettingFlags {
     fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
         let flags = SETTINGS
             .iter()
-            .filter_map(|s| matches.get_one::<String>(s.key).map(|v| (s, v.clone())))
+            .filter_map(|s| matches.get_one::<String>(s.key).map(|v| (*s, v.clone())))
             .collect();
         Ok(SettingFlags(flags))
     }

@@ -2,15 +2,16 @@
 //! specification reads them.
 
 use super::resolve::Reader;
+use super::settings::*;
 use super::values;
 use super::{ConfigError, OtelSettings, OtlpProtocol, RootSampler};
 
 /// Reads the trace export settings.
 pub(super) fn settings(r: &Reader<'_>) -> Result<OtelSettings, ConfigError> {
-    let protocol = r.req("otel_protocol", protocol)?;
-    let disabled = r.req("otel_sdk_disabled", values::boolean)?;
-    let signal = r.opt("otel_traces_endpoint", url)?;
-    let base = r.opt("otel_endpoint", url)?;
+    let protocol = r.req(&OTEL_PROTOCOL, protocol)?;
+    let disabled = r.req(&OTEL_SDK_DISABLED, values::boolean)?;
+    let signal = r.opt(&OTEL_TRACES_ENDPOINT, url)?;
+    let base = r.opt(&OTEL_ENDPOINT, url)?;
     let traces_endpoint = match (disabled, signal, base) {
         (true, _, _) => None,
         (false, Some(full), _) => Some(full),
@@ -19,16 +20,14 @@ pub(super) fn settings(r: &Reader<'_>) -> Result<OtelSettings, ConfigError> {
         }
         (false, None, base) => base,
     };
-    let (parent_based, sampler) = r.req("otel_traces_sampler", sampler_kind)?;
-    let ratio = r.opt("otel_traces_sampler_arg", ratio)?.unwrap_or(1.0);
+    let (parent_based, sampler) = r.req(&OTEL_TRACES_SAMPLER, sampler_kind)?;
+    let ratio = r.opt(&OTEL_TRACES_SAMPLER_ARG, ratio)?.unwrap_or(1.0);
     Ok(OtelSettings {
         traces_endpoint,
         protocol,
-        headers: r.opt("otel_headers", pairs)?.unwrap_or_default(),
-        service_name: r.req("otel_service_name", nonempty)?,
-        resource: r
-            .opt("otel_resource_attributes", pairs)?
-            .unwrap_or_default(),
+        headers: r.opt(&OTEL_HEADERS, pairs)?.unwrap_or_default(),
+        service_name: r.req(&OTEL_SERVICE_NAME, nonempty)?,
+        resource: r.opt(&OTEL_RESOURCE_ATTRIBUTES, pairs)?.unwrap_or_default(),
         sampler: match sampler {
             RootSampler::Ratio(_) => RootSampler::Ratio(ratio),
             other => other,

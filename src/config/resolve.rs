@@ -3,7 +3,7 @@
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
-use super::settings::{SETTINGS, Setting};
+use super::settings::*;
 use super::values::{self, BrokerAddress};
 use super::*;
 use crate::sandbox::Limits;
@@ -14,24 +14,24 @@ pub(super) struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    pub(super) fn text(&self, key: &str) -> Option<String> {
-        self.layers.get(key).map(|r| r.text.clone())
+    pub(super) fn text(&self, setting: &Setting) -> Option<String> {
+        self.layers.get(setting.key).map(|r| r.text.clone())
     }
 
     pub(super) fn opt<T>(
         &self,
-        key: &'static str,
+        setting: &'static Setting,
         parse: impl Fn(&str) -> Result<T, String>,
     ) -> Result<Option<T>, ConfigError> {
-        let Some(raw) = self.layers.get(key) else {
+        let Some(raw) = self.layers.get(setting.key) else {
             return Ok(None);
         };
         parse(raw.text.trim())
             .map(Some)
             .map_err(|reason| ConfigError::Invalid {
                 origin: raw.source.clone(),
-                key,
-                value: if setting(key).secret {
+                key: setting.key,
+                value: if setting.secret {
                     "<redacted>".into()
                 } else {
                     raw.text.clone()
@@ -42,27 +42,18 @@ impl Reader<'_> {
 
     pub(super) fn req<T>(
         &self,
-        key: &'static str,
+        setting: &'static Setting,
         parse: impl Fn(&str) -> Result<T, String>,
     ) -> Result<T, ConfigError> {
-        self.opt(key, parse)?.ok_or_else(|| missing(key))
+        self.opt(setting, parse)?.ok_or_else(|| missing(setting))
     }
 }
 
-fn setting(key: &str) -> &'static Setting {
-    // Invariant: every key used in this file is in the table (checked by a unit test).
-    SETTINGS
-        .iter()
-        .find(|s| s.key == key)
-        .expect("key is in SETTINGS")
-}
-
-fn missing(key: &'static str) -> ConfigError {
-    let s = setting(key);
+fn missing(setting: &'static Setting) -> ConfigError {
     ConfigError::Missing {
-        key,
-        env: s.env.join(" or "),
-        flag: s.flag,
+        key: setting.key,
+        env: setting.env.join(" or "),
+        flag: setting.flag,
     }
 }
 
@@ -89,13 +80,13 @@ fn usize_in(min: u64, max: u64) -> impl Fn(&str) -> Result<usize, String> {
 }
 
 /// Settings without which a proplet cannot start.
-const REQUIRED: [&str; 3] = ["tenant_id", "channel_id", "entity_id"];
+const REQUIRED: [&Setting; 3] = [&TENANT_ID, &CHANNEL_ID, &ENTITY_ID];
 
 /// Every missing required setting at once, rather than one per attempt.
 fn check_required(r: &Reader<'_>) -> Result<(), ConfigError> {
     let mut absent: Vec<ConfigError> = REQUIRED
         .into_iter()
-        .filter(|key| r.text(key).is_none())
+        .filter(|setting| r.text(setting).is_none())
         .map(missing)
         .collect();
     match absent.len() {
@@ -114,36 +105,36 @@ fn check_required(r: &Reader<'_>) -> Result<(), ConfigError> {
 pub fn from_layers(layers: Layers) -> Result<Config, ConfigError> {
     let r = Reader { layers: &layers };
     check_required(&r)?;
-    let proplet_id = r.req("entity_id", topic_segment)?;
+    let proplet_id = r.req(&ENTITY_ID, topic_segment)?;
     let identity = Identity {
-        tenant_id: r.req("tenant_id", topic_segment)?,
-        channel_id: r.req("channel_id", topic_segment)?,
+        tenant_id: r.req(&TENANT_ID, topic_segment)?,
+        channel_id: r.req(&CHANNEL_ID, topic_segment)?,
         client_id: r
-            .opt("instance_id", text)?
+            .opt(&INSTANCE_ID, text)?
             .unwrap_or_else(|| proplet_id.clone()),
-        api_key: r.opt("api_key", text)?,
-        namespace: r.req("namespace", text)?,
+        api_key: r.opt(&API_KEY, text)?,
+        namespace: r.req(&NAMESPACE, text)?,
         proplet_id,
     };
     let config = Config {
         identity,
         mqtt: mqtt(&r)?,
-        liveliness_interval: r.req("liveliness_interval", positive_duration)?,
+        liveliness_interval: r.req(&LIVELINESS_INTERVAL, positive_duration)?,
         tasks: tasks(&r)?,
         fetch: fetch(&r)?,
         budgets: budgets(&r)?,
         admission: admission(&r)?,
         metadata: MetadataSettings {
-            description: r.text("description"),
-            tags: r.text("tags").map(|t| values::list(&t)).unwrap_or_default(),
-            location: r.text("location"),
+            description: r.text(&DESCRIPTION),
+            tags: r.text(&TAGS).map(|t| values::list(&t)).unwrap_or_default(),
+            location: r.text(&LOCATION),
         },
         log: LogSettings {
-            level: r.req("log_level", text)?,
-            json: r.req("log_format", log_format)?,
+            level: r.req(&LOG_LEVEL, text)?,
+            json: r.req(&LOG_FORMAT, log_format)?,
         },
         otel: super::otel::settings(&r)?,
-        metrics_addr: r.opt("metrics_addr", socket_addr)?,
+        metrics_addr: r.opt(&METRICS_ADDR, socket_addr)?,
         layers: layers.clone(),
     };
     Ok(config)
@@ -176,20 +167,20 @@ fn log_format(t: &str) -> Result<bool, String> {
 }
 
 fn mqtt(r: &Reader<'_>) -> Result<MqttConfig, ConfigError> {
-    let address: BrokerAddress = r.req("mqtt_address", values::broker_address)?;
-    let cert = r.opt("mqtt_tls_client_cert", readable_file)?;
-    let key = r.opt("mqtt_tls_client_key", readable_file)?;
+    let address: BrokerAddress = r.req(&MQTT_ADDRESS, values::broker_address)?;
+    let cert = r.opt(&MQTT_TLS_CLIENT_CERT, readable_file)?;
+    let key = r.opt(&MQTT_TLS_CLIENT_KEY, readable_file)?;
     let client = match (cert, key) {
         (Some(c), Some(k)) => Some((c, k)),
         (None, None) => None,
-        (Some(_), None) => return Err(missing("mqtt_tls_client_key")),
-        (None, Some(_)) => return Err(missing("mqtt_tls_client_cert")),
+        (Some(_), None) => return Err(missing(&MQTT_TLS_CLIENT_KEY)),
+        (None, Some(_)) => return Err(missing(&MQTT_TLS_CLIENT_CERT)),
     };
     Ok(MqttConfig {
         address,
-        qos: r.req("mqtt_qos", values::qos)?,
-        timeout: r.req("mqtt_timeout", positive_duration)?,
-        keep_alive: r.req("mqtt_keep_alive", |t| {
+        qos: r.req(&MQTT_QOS, values::qos)?,
+        timeout: r.req(&MQTT_TIMEOUT, positive_duration)?,
+        keep_alive: r.req(&MQTT_KEEP_ALIVE, |t| {
             values::duration(t).and_then(|d| {
                 if d.as_secs() >= 1 || d.is_zero() {
                     Ok(d)
@@ -198,18 +189,18 @@ fn mqtt(r: &Reader<'_>) -> Result<MqttConfig, ConfigError> {
                 }
             })
         })?,
-        max_packet_size: r.req("mqtt_max_packet_size", |t| {
+        max_packet_size: r.req(&MQTT_MAX_PACKET_SIZE, |t| {
             values::bytes(t)
                 .and_then(|b| values::bounded(&b.to_string(), 1024, 268_435_455))
                 .map(|b| b as usize)
         })?,
-        inflight: r.req("mqtt_inflight", |t| {
+        inflight: r.req(&MQTT_INFLIGHT, |t| {
             values::bounded(t, 1, u16::MAX.into()).map(|n| n as u16)
         })?,
-        request_channel_capacity: r.req("mqtt_request_channel_capacity", usize_in(1, 1 << 20))?,
-        clean_session: r.req("mqtt_clean_session", values::boolean)?,
+        request_channel_capacity: r.req(&MQTT_REQUEST_CHANNEL_CAPACITY, usize_in(1, 1 << 20))?,
+        clean_session: r.req(&MQTT_CLEAN_SESSION, values::boolean)?,
         tls: TlsFiles {
-            ca_cert: r.opt("mqtt_tls_ca_cert", readable_file)?,
+            ca_cert: r.opt(&MQTT_TLS_CA_CERT, readable_file)?,
             client,
         },
     })
@@ -218,37 +209,37 @@ fn mqtt(r: &Reader<'_>) -> Result<MqttConfig, ConfigError> {
 fn tasks(r: &Reader<'_>) -> Result<TaskSettings, ConfigError> {
     let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
     let max = r
-        .opt("max_concurrent_tasks", usize_in(1, 65_536))?
+        .opt(&MAX_CONCURRENT_TASKS, usize_in(1, 65_536))?
         .unwrap_or(cores);
     Ok(TaskSettings {
         max_concurrent: NonZeroUsize::new(max).unwrap_or(NonZeroUsize::MIN),
-        queue_capacity: r.req("task_queue_capacity", usize_in(0, 1 << 20))?,
-        queue_bytes: r.req("task_queue_bytes", |t| values::bytes(t).and_then(nonzero))?,
-        scratch_bytes: r.req("scratch_limit", |t| values::bytes(t).and_then(nonzero))?,
-        drain_timeout: r.req("drain_timeout", values::duration)?,
-        module_cache_entries: r.req("module_cache_entries", usize_in(1, 1 << 16))?,
-        latent_max_bytes: r.req("latent_max_bytes", |t| values::bytes(t).and_then(nonzero))?,
-        module_cache_bytes: r.req("module_cache_bytes", |t| {
+        queue_capacity: r.req(&TASK_QUEUE_CAPACITY, usize_in(0, 1 << 20))?,
+        queue_bytes: r.req(&TASK_QUEUE_BYTES, |t| values::bytes(t).and_then(nonzero))?,
+        scratch_bytes: r.req(&SCRATCH_LIMIT, |t| values::bytes(t).and_then(nonzero))?,
+        drain_timeout: r.req(&DRAIN_TIMEOUT, values::duration)?,
+        module_cache_entries: r.req(&MODULE_CACHE_ENTRIES, usize_in(1, 1 << 16))?,
+        latent_max_bytes: r.req(&LATENT_MAX_BYTES, |t| values::bytes(t).and_then(nonzero))?,
+        module_cache_bytes: r.req(&MODULE_CACHE_BYTES, |t| {
             values::bytes(t)
                 .and_then(nonzero)
                 .map(|b| usize::try_from(b).unwrap_or(usize::MAX))
         })?,
-        external_runtime: r.opt("external_wasm_runtime", |t| Ok(PathBuf::from(t)))?,
+        external_runtime: r.opt(&EXTERNAL_WASM_RUNTIME, |t| Ok(PathBuf::from(t)))?,
         volumes: r
-            .opt("volumes", crate::sandbox::capabilities::parse_volumes)?
+            .opt(&VOLUMES, crate::sandbox::capabilities::parse_volumes)?
             .unwrap_or_default(),
         net_allow: r
-            .opt("net_allow", crate::sandbox::network::parse_net_allow)?
+            .opt(&NET_ALLOW, crate::sandbox::network::parse_net_allow)?
             .unwrap_or_default(),
     })
 }
 
 fn fetch(r: &Reader<'_>) -> Result<FetchSettings, ConfigError> {
     Ok(FetchSettings {
-        chunk_timeout: r.req("chunk_timeout", positive_duration)?,
-        max_binary_bytes: r.req("max_binary_size", |t| values::bytes(t).and_then(nonzero))?,
-        max_assemblies: r.req("max_chunk_assemblies", usize_in(1, 4096))?,
-        http_timeout: r.req("http_fetch_timeout", positive_duration)?,
+        chunk_timeout: r.req(&CHUNK_TIMEOUT, positive_duration)?,
+        max_binary_bytes: r.req(&MAX_BINARY_SIZE, |t| values::bytes(t).and_then(nonzero))?,
+        max_assemblies: r.req(&MAX_CHUNK_ASSEMBLIES, usize_in(1, 4096))?,
+        http_timeout: r.req(&HTTP_FETCH_TIMEOUT, positive_duration)?,
     })
 }
 
@@ -261,33 +252,33 @@ fn nonzero(n: u64) -> Result<u64, String> {
 }
 
 fn budgets(r: &Reader<'_>) -> Result<Budgets, ConfigError> {
-    let deadline = |key: &'static str| -> Result<Option<std::time::Duration>, ConfigError> {
+    let deadline = |key: &'static Setting| -> Result<Option<std::time::Duration>, ConfigError> {
         let t = r.req(key, values::duration)?;
         Ok((!t.is_zero()).then_some(t))
     };
-    let memory = |key: &'static str| {
+    let memory = |key: &'static Setting| {
         r.req(key, |t| {
             values::bytes(t).and_then(|b| values::bounded(&b.to_string(), 65_536, 1 << 40))
         })
     };
-    let output = |key: &'static str| {
+    let output = |key: &'static Setting| {
         r.req(key, |t| {
             values::bytes(t).and_then(nonzero).map(|b| b as usize)
         })
     };
-    let fuel = |key: &'static str| r.opt(key, |t| values::bounded(t, 1, u64::MAX));
+    let fuel = |key: &'static Setting| r.opt(key, |t| values::bounded(t, 1, u64::MAX));
     let budgets = Budgets {
         default: Limits {
-            timeout: deadline("task_timeout")?,
-            memory_bytes: memory("task_memory")?,
-            output_bytes: output("output_limit")?,
-            fuel: fuel("task_fuel")?,
+            timeout: deadline(&TASK_TIMEOUT)?,
+            memory_bytes: memory(&TASK_MEMORY)?,
+            output_bytes: output(&OUTPUT_LIMIT)?,
+            fuel: fuel(&TASK_FUEL)?,
         },
         max: Limits {
-            timeout: deadline("task_timeout_max")?,
-            memory_bytes: memory("task_memory_max")?,
-            output_bytes: output("output_limit_max")?,
-            fuel: fuel("task_fuel_max")?,
+            timeout: deadline(&TASK_TIMEOUT_MAX)?,
+            memory_bytes: memory(&TASK_MEMORY_MAX)?,
+            output_bytes: output(&OUTPUT_LIMIT_MAX)?,
+            fuel: fuel(&TASK_FUEL_MAX)?,
         },
     };
     budgets.validate().map_err(ConfigError::Inconsistent)?;
@@ -295,15 +286,12 @@ fn budgets(r: &Reader<'_>) -> Result<Budgets, ConfigError> {
 }
 
 fn admission(r: &Reader<'_>) -> Result<Policy, ConfigError> {
-    let sources = r.req("allowed_sources", |t| {
+    let sources = r.req(&ALLOWED_SOURCES, |t| {
         Policy::new(t, false, Vec::new()).map(|_| t.to_owned())
     })?;
-    let required = r.req("require_signature", values::boolean)?;
+    let required = r.req(&REQUIRE_SIGNATURE, values::boolean)?;
     let keys = r
-        .opt(
-            "trusted_keys",
-            crate::sandbox::admission::parse_trusted_keys,
-        )?
+        .opt(&TRUSTED_KEYS, crate::sandbox::admission::parse_trusted_keys)?
         .unwrap_or_default();
     Policy::new(&sources, required, keys).map_err(ConfigError::Inconsistent)
 }

@@ -37,428 +37,509 @@ const fn s(
     }
 }
 
-/// Every setting, in display order.
-pub const SETTINGS: &[Setting] = &[
-    s(
+/// A setting whose value is redacted in `proplet config`, logs and errors.
+const fn secret(
+    key: &'static str,
+    flag: &'static str,
+    env: &'static [&'static str],
+    default: Option<&'static str>,
+    help: &'static str,
+) -> Setting {
+    Setting {
+        secret: true,
+        ..s(key, flag, env, default, help)
+    }
+}
+
+/// Defines each setting as a constant documented by its help text (what the resolver
+/// reads, so a misspelt name does not compile) and [`SETTINGS`], the table of all of them
+/// in order (so no constant can be left out of it).
+macro_rules! settings {
+    ($($name:ident = $make:ident($key:literal, $flag:literal, $env:expr, $default:expr, $help:literal $(,)?);)*) => {
+        $(#[doc = $help] pub const $name: Setting = $make($key, $flag, $env, $default, $help);)*
+
+        /// Every setting, in display order.
+        pub const SETTINGS: &[&Setting] = &[$(&$name),*];
+
+        /// Each constant's name with its setting, for the test that they agree.
+        #[cfg(test)]
+        const NAMED: &[(&str, &Setting)] = &[$((stringify!($name), &$name)),*];
+    };
+}
+
+settings! {
+    TENANT_ID = s(
         "tenant_id",
         "tenant-id",
         &["PROPLET_TENANT_ID", "PROPLET_DOMAIN_ID"],
         None,
         "Tenant (seed era: domain) id: the {A} of the topic base m/{A}/c/{C}. Required.",
-    ),
-    s(
+    );
+
+    CHANNEL_ID = s(
         "channel_id",
         "channel-id",
         &["PROPLET_CHANNEL_ID"],
         None,
         "Channel id: the {C} of the topic base. Required.",
-    ),
-    s(
+    );
+
+    ENTITY_ID = s(
         "entity_id",
         "entity-id",
         &["PROPLET_ENTITY_ID", "PROPLET_CLIENT_ID"],
         None,
         "Entity (seed era: client) id: MQTT username and proplet_id in every message. Required.",
-    ),
-    Setting {
-        secret: true,
-        ..s(
-            "api_key",
-            "api-key",
-            &["PROPLET_API_KEY", "PROPLET_CLIENT_KEY"],
-            None,
-            "API (seed era: client) key: the MQTT password.",
-        )
-    },
-    s(
+    );
+
+    API_KEY = secret(
+        "api_key",
+        "api-key",
+        &["PROPLET_API_KEY", "PROPLET_CLIENT_KEY"],
+        None,
+        "API (seed era: client) key: the MQTT password.",
+    );
+
+    INSTANCE_ID = s(
         "instance_id",
         "instance-id",
         &["PROPLET_INSTANCE_ID"],
         None,
         "MQTT client id; defaults to the entity id.",
-    ),
-    s(
+    );
+
+    NAMESPACE = s(
         "namespace",
         "namespace",
         &["PROPLET_MANAGER_K8S_NAMESPACE"],
         Some("default"),
         "namespace field of discovery and heartbeats.",
-    ),
-    s(
+    );
+
+    MQTT_ADDRESS = s(
         "mqtt_address",
         "mqtt-address",
         &["PROPLET_MQTT_ADDRESS"],
         Some("tcp://localhost:1883"),
         "Broker: tcp://, mqtt://, ssl://, mqtts:// URL or host:port.",
-    ),
-    s(
+    );
+
+    MQTT_QOS = s(
         "mqtt_qos",
         "mqtt-qos",
         &["PROPLET_MQTT_QOS"],
         Some("2"),
         "QoS of every publish and subscription: 0, 1 or 2.",
-    ),
-    s(
+    );
+
+    MQTT_TIMEOUT = s(
         "mqtt_timeout",
         "mqtt-timeout",
         &["PROPLET_MQTT_TIMEOUT"],
         Some("30s"),
         "Connect timeout and the longest wait to hand a message to the client (10 or 10s).",
-    ),
-    s(
+    );
+
+    MQTT_KEEP_ALIVE = s(
         "mqtt_keep_alive",
         "mqtt-keep-alive",
         &["PROPLET_MQTT_KEEP_ALIVE"],
         Some("30s"),
         "MQTT keep-alive interval.",
-    ),
-    s(
+    );
+
+    MQTT_MAX_PACKET_SIZE = s(
         "mqtt_max_packet_size",
         "mqtt-max-packet-size",
         &["PROPLET_MQTT_MAX_PACKET_SIZE"],
         Some("10MiB"),
         "Largest MQTT packet accepted or sent.",
-    ),
-    s(
+    );
+
+    MQTT_INFLIGHT = s(
         "mqtt_inflight",
         "mqtt-inflight",
         &["PROPLET_MQTT_INFLIGHT"],
         Some("10"),
         "Most unacknowledged QoS 1/2 publishes at once (mosquitto allows 20).",
-    ),
-    s(
+    );
+
+    MQTT_REQUEST_CHANNEL_CAPACITY = s(
         "mqtt_request_channel_capacity",
         "mqtt-request-channel-capacity",
         &["PROPLET_MQTT_REQUEST_CHANNEL_CAPACITY"],
         Some("128"),
         "Capacity of the queue in front of the MQTT client.",
-    ),
-    s(
+    );
+
+    MQTT_CLEAN_SESSION = s(
         "mqtt_clean_session",
         "mqtt-clean-session",
         &["PROPLET_MQTT_CLEAN_SESSION"],
         Some("false"),
         "Start a clean MQTT session; false keeps starts queued by the broker while the link is down.",
-    ),
-    s(
+    );
+
+    MQTT_TLS_CA_CERT = s(
         "mqtt_tls_ca_cert",
         "mqtt-tls-ca-cert",
         &["PROPLET_MQTT_TLS_CA_CERT"],
         None,
         "PEM CA bundle for a TLS broker (default: the system roots).",
-    ),
-    s(
+    );
+
+    MQTT_TLS_CLIENT_CERT = s(
         "mqtt_tls_client_cert",
         "mqtt-tls-client-cert",
         &["PROPLET_MQTT_TLS_CLIENT_CERT"],
         None,
         "PEM client certificate for mutual TLS.",
-    ),
-    s(
+    );
+
+    MQTT_TLS_CLIENT_KEY = s(
         "mqtt_tls_client_key",
         "mqtt-tls-client-key",
         &["PROPLET_MQTT_TLS_CLIENT_KEY"],
         None,
         "PEM client key for mutual TLS.",
-    ),
-    s(
+    );
+
+    LIVELINESS_INTERVAL = s(
         "liveliness_interval",
         "liveliness-interval",
         &["PROPLET_LIVELINESS_INTERVAL"],
         Some("5s"),
         "Heartbeat period (10 or 10s); below the manager's 10 s alive window.",
-    ),
-    s(
+    );
+
+    EXTERNAL_WASM_RUNTIME = s(
         "external_wasm_runtime",
         "external-wasm-runtime",
         &["PROPLET_EXTERNAL_WASM_RUNTIME"],
         None,
         "Run every task with this runtime binary (e.g. wasmtime) instead of in-process.",
-    ),
-    s(
+    );
+
+    VOLUMES = s(
         "volumes",
         "volumes",
         &["PROPLET_VOLUMES"],
         None,
         "Host directories tasks may mount: name=/dir:ro,other=/dir:rw (default: none; every task still gets a private /tmp).",
-    ),
-    s(
+    );
+
+    NET_ALLOW = s(
         "net_allow",
         "net-allow",
         &["PROPLET_NET_ALLOW"],
         None,
         "Where guests may connect: host:port patterns (IP, *, localhost, or a name resolved at startup; default: no network).",
-    ),
-    s(
+    );
+
+    MAX_CONCURRENT_TASKS = s(
         "max_concurrent_tasks",
         "max-concurrent-tasks",
         &["PROPLET_MAX_CONCURRENT_TASKS"],
         None,
         "Tasks that run at once (default: the number of cores).",
-    ),
-    s(
+    );
+
+    TASK_QUEUE_CAPACITY = s(
         "task_queue_capacity",
         "task-queue-capacity",
         &["PROPLET_TASK_QUEUE_CAPACITY"],
         Some("1024"),
         "Tasks that may wait for a slot; beyond that a start is answered 'overloaded'.",
-    ),
-    s(
+    );
+
+    SCRATCH_LIMIT = s(
         "scratch_limit",
         "scratch-limit",
         &["PROPLET_SCRATCH_LIMIT"],
         Some("64MiB"),
         "Bytes a task's private /tmp may hold (at most 10,000 entries); past it the task ends with output_limit.",
-    ),
-    s(
+    );
+
+    TASK_QUEUE_BYTES = s(
         "task_queue_bytes",
         "task-queue-bytes",
         &["PROPLET_TASK_QUEUE_BYTES"],
         Some("256MiB"),
         "Bytes of binaries that tasks waiting for a slot may hold; beyond that a start is answered 'overloaded'.",
-    ),
-    s(
+    );
+
+    DRAIN_TIMEOUT = s(
         "drain_timeout",
         "drain-timeout",
         &["PROPLET_DRAIN_TIMEOUT"],
         Some("30s"),
         "On SIGINT/SIGTERM, how long running tasks may finish before they are cancelled.",
-    ),
-    s(
+    );
+
+    TASK_TIMEOUT = s(
         "task_timeout",
         "task-timeout",
         &["PROPLET_TASK_TIMEOUT"],
         Some("10m"),
         "Wall-clock deadline of a non-daemon task (0 = none).",
-    ),
-    s(
+    );
+
+    TASK_MEMORY = s(
         "task_memory",
         "task-memory",
         &["PROPLET_TASK_MEMORY"],
         Some("256MiB"),
         "Linear memory a guest may allocate.",
-    ),
-    s(
+    );
+
+    TASK_TIMEOUT_MAX = s(
         "task_timeout_max",
         "task-timeout-max",
         &["PROPLET_TASK_TIMEOUT_MAX"],
         Some("1h"),
         "Longest deadline a task may ask for with limits.timeout_ms (0 = no cap).",
-    ),
-    s(
+    );
+
+    TASK_MEMORY_MAX = s(
         "task_memory_max",
         "task-memory-max",
         &["PROPLET_TASK_MEMORY_MAX"],
         Some("1GiB"),
         "Most linear memory a task may ask for with limits.memory_bytes.",
-    ),
-    s(
+    );
+
+    OUTPUT_LIMIT = s(
         "output_limit",
         "output-limit",
         &["PROPLET_OUTPUT_LIMIT"],
         Some("1MiB"),
         "Bytes of stdout, of stderr, and of log lines plus result kept per task; more is output_limit.",
-    ),
-    s(
+    );
+
+    OUTPUT_LIMIT_MAX = s(
         "output_limit_max",
         "output-limit-max",
         &["PROPLET_OUTPUT_LIMIT_MAX"],
         Some("8MiB"),
         "Largest output budget a task may ask for with limits.output_bytes.",
-    ),
-    s(
+    );
+
+    TASK_FUEL = s(
         "task_fuel",
         "task-fuel",
         &["PROPLET_TASK_FUEL"],
         None,
         "Fuel (Wasmtime instruction budget) of a task that asks for none (default: unmetered).",
-    ),
-    s(
+    );
+
+    TASK_FUEL_MAX = s(
         "task_fuel_max",
         "task-fuel-max",
         &["PROPLET_TASK_FUEL_MAX"],
         None,
         "Most fuel a task may ask for; setting it or PROPLET_TASK_FUEL turns metering on.",
-    ),
-    s(
+    );
+
+    ALLOWED_SOURCES = s(
         "allowed_sources",
         "allowed-sources",
         &["PROPLET_ALLOWED_SOURCES"],
         Some("inline,registry,http"),
         "Where binaries may come from: inline, registry, http (any URL), https, or host names (*.example.com).",
-    ),
-    s(
+    );
+
+    REQUIRE_SIGNATURE = s(
         "require_signature",
         "require-signature",
         &["PROPLET_REQUIRE_SIGNATURE"],
         Some("false"),
         "Refuse binaries without a valid ed25519 signature by a trusted key.",
-    ),
-    s(
+    );
+
+    TRUSTED_KEYS = s(
         "trusted_keys",
         "trusted-keys",
         &["PROPLET_TRUSTED_KEYS"],
         None,
         "Trusted ed25519 public keys: comma-separated ed25519:<base64>, or key files (one per line).",
-    ),
-    s(
+    );
+
+    MODULE_CACHE_ENTRIES = s(
         "module_cache_entries",
         "module-cache-entries",
         &["PROPLET_MODULE_CACHE_ENTRIES"],
         Some("64"),
         "Compiled modules kept in memory, keyed by content digest.",
-    ),
-    s(
+    );
+
+    MODULE_CACHE_BYTES = s(
         "module_cache_bytes",
         "module-cache-bytes",
         &["PROPLET_MODULE_CACHE_BYTES"],
         Some("512MiB"),
         "Bytes of compiled code kept in memory; the least recently used modules are dropped beyond it.",
-    ),
-    s(
+    );
+
+    LATENT_MAX_BYTES = s(
         "latent_max_bytes",
         "latent-max-bytes",
         &["PROPLET_LATENT_MAX_BYTES"],
         Some("256MiB"),
         "Bytes of binaries that deployed latent tasks may hold (at most PROPLET_MODULE_CACHE_ENTRIES tasks); beyond that a deploy is answered 'overloaded'.",
-    ),
-    s(
+    );
+
+    CHUNK_TIMEOUT = s(
         "chunk_timeout",
         "chunk-timeout",
         &["PROPLET_CHUNK_TIMEOUT"],
         Some("60s"),
         "How long a task waits for registry chunks.",
-    ),
-    s(
+    );
+
+    MAX_BINARY_SIZE = s(
         "max_binary_size",
         "max-binary-size",
         &["PROPLET_MAX_BINARY_SIZE"],
         Some("100MiB"),
         "Largest binary accepted from any source.",
-    ),
-    s(
+    );
+
+    MAX_CHUNK_ASSEMBLIES = s(
         "max_chunk_assemblies",
         "max-chunk-assemblies",
         &["PROPLET_MAX_CHUNK_ASSEMBLIES"],
         Some("16"),
         "Registry transfers assembled at once.",
-    ),
-    s(
+    );
+
+    HTTP_FETCH_TIMEOUT = s(
         "http_fetch_timeout",
         "http-fetch-timeout",
         &["PROPLET_HTTP_FETCH_TIMEOUT"],
         Some("30s"),
         "Timeout of an http(s):// image_url download.",
-    ),
-    s(
+    );
+
+    DESCRIPTION = s(
         "description",
         "description",
         &["PROPLET_DESCRIPTION"],
         None,
         "Discovery metadata: description.",
-    ),
-    s(
+    );
+
+    TAGS = s(
         "tags",
         "tags",
         &["PROPLET_TAGS"],
         None,
         "Discovery metadata: comma-separated tags.",
-    ),
-    s(
+    );
+
+    LOCATION = s(
         "location",
         "location",
         &["PROPLET_LOCATION"],
         None,
         "Discovery metadata: location.",
-    ),
-    s(
+    );
+
+    LOG_LEVEL = s(
         "log_level",
         "log-level",
         &["PROPLET_LOG_LEVEL"],
         Some("info"),
         "Log filter: error, warn, info, debug, trace or a tracing directive (RUST_LOG wins).",
-    ),
-    s(
+    );
+
+    LOG_FORMAT = s(
         "log_format",
         "log-format",
         &["PROPLET_LOG_FORMAT"],
         Some("text"),
         "Log format: text or json (JSON lines carry trace_id and span_id).",
-    ),
-    s(
+    );
+
+    OTEL_ENDPOINT = s(
         "otel_endpoint",
         "otel-endpoint",
         &["OTEL_EXPORTER_OTLP_ENDPOINT", "PROPLET_OTEL_URL"],
         None,
         "OTLP collector base URL (http/protobuf appends /v1/traces); unset = no trace export.",
-    ),
-    s(
+    );
+
+    OTEL_TRACES_ENDPOINT = s(
         "otel_traces_endpoint",
         "otel-traces-endpoint",
         &["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"],
         None,
         "Full OTLP traces URL; wins over OTEL_EXPORTER_OTLP_ENDPOINT.",
-    ),
-    s(
+    );
+
+    OTEL_PROTOCOL = s(
         "otel_protocol",
         "otel-protocol",
         &["OTEL_EXPORTER_OTLP_PROTOCOL"],
         Some("http/protobuf"),
         "OTLP transport: http/protobuf or grpc.",
-    ),
-    Setting {
-        secret: true,
-        ..s(
-            "otel_headers",
-            "otel-headers",
-            &["OTEL_EXPORTER_OTLP_HEADERS"],
-            None,
-            "Headers sent to the collector: key=value,key2=value2 (e.g. an API key).",
-        )
-    },
-    s(
+    );
+
+    OTEL_HEADERS = secret(
+        "otel_headers",
+        "otel-headers",
+        &["OTEL_EXPORTER_OTLP_HEADERS"],
+        None,
+        "Headers sent to the collector: key=value,key2=value2 (e.g. an API key).",
+    );
+
+    OTEL_SERVICE_NAME = s(
         "otel_service_name",
         "otel-service-name",
         &["OTEL_SERVICE_NAME"],
         Some("proplet"),
         "service.name of exported spans.",
-    ),
-    s(
+    );
+
+    OTEL_RESOURCE_ATTRIBUTES = s(
         "otel_resource_attributes",
         "otel-resource-attributes",
         &["OTEL_RESOURCE_ATTRIBUTES"],
         None,
         "Extra resource attributes: key=value,key2=value2.",
-    ),
-    s(
+    );
+
+    OTEL_TRACES_SAMPLER = s(
         "otel_traces_sampler",
         "otel-traces-sampler",
         &["OTEL_TRACES_SAMPLER"],
         Some("parentbased_always_on"),
         "always_on, always_off, traceidratio, or parentbased_ of any of them.",
-    ),
-    s(
+    );
+
+    OTEL_TRACES_SAMPLER_ARG = s(
         "otel_traces_sampler_arg",
         "otel-traces-sampler-arg",
         &["OTEL_TRACES_SAMPLER_ARG"],
         None,
         "The ratio for the traceidratio samplers (0 to 1; default 1).",
-    ),
-    s(
+    );
+
+    OTEL_SDK_DISABLED = s(
         "otel_sdk_disabled",
         "otel-sdk-disabled",
         &["OTEL_SDK_DISABLED"],
         Some("false"),
         "true turns trace export off whatever else is set.",
-    ),
-    s(
+    );
+
+    METRICS_ADDR = s(
         "metrics_addr",
         "metrics-addr",
         &["PROPLET_METRICS_ADDR"],
         None,
         "host:port of the HTTP endpoint with /healthz, /readyz and Prometheus /metrics (unset = off).",
-    ),
-];
+    );
+}
 
 /// Seed-era TOML keys (`[proplet]` section written by upstream provisioning) → our keys.
 pub const LEGACY_KEYS: &[(&str, &str)] = &[
@@ -473,7 +554,7 @@ pub fn by_key(key: &str) -> Option<&'static Setting> {
         .iter()
         .find(|(old, _)| *old == key)
         .map_or(key, |(_, new)| new);
-    SETTINGS.iter().find(|s| s.key == key)
+    SETTINGS.iter().find(|s| s.key == key).copied()
 }
 
 #[cfg(test)]
@@ -516,6 +597,14 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn each_constant_is_named_after_its_key() {
+        for (name, setting) in NAMED {
+            assert_eq!(name.to_lowercase(), setting.key);
+        }
+        assert_eq!(NAMED.len(), SETTINGS.len());
     }
 
     #[test]

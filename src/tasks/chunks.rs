@@ -31,7 +31,7 @@ pub enum ChunkError {
         /// This chunk's total.
         got: u64,
     },
-    /// Index out of range, zero total, or more than [`MAX_CHUNKS`].
+    /// Index out of range, zero total, or more than `MAX_CHUNKS`.
     #[error("chunk {idx} of {total} for {app_name} is out of range (at most {MAX_CHUNKS} chunks)")]
     OutOfRange {
         /// Transfer key.

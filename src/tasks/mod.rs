@@ -1,7 +1,7 @@
 //! Task lifecycle: admission, concurrency, fetching, running, stopping, draining, and the
 //! heartbeat.
 //!
-//! The lifecycle of one unit of work reads top to bottom in [`job`]; the [`TaskManager`]
+//! The lifecycle of one unit of work reads top to bottom in `job.rs`; the [`TaskManager`]
 //! only decodes, admits and answers refusals. The modules depend one way:
 //! `manager` → `job` → `admission`, `prepare`, `latent`, `publish` → `held`, `fetch`,
 //! `receipt`, `error`.
