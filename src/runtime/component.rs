@@ -9,10 +9,10 @@ use wasmtime::component::{Func, Instance, InstancePre, Val};
 use wasmtime::{Engine, Store};
 
 use super::engine::WasmEngine;
-use super::host::{Captured, ComponentState, component_state};
-use super::outcome::{self, Failure, Finished, check_arity, is_clean_exit};
+use super::host::ComponentState;
+use super::outcome::{self, Failure, Finished, is_clean_exit};
 use super::workload::HANDLER_INTERFACE;
-use super::{RuntimeError, TaskOutput, TaskSpec};
+use super::{RuntimeError, TaskSpec};
 
 /// What to call in a component.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,27 +111,17 @@ pub fn resolve(component: &Component, engine: &Engine, spec: &TaskSpec) -> Resul
     ))
 }
 
-/// Runs a prepared component in a fresh deny-by-default store and classifies the outcome.
-pub async fn run(
-    engine: &WasmEngine,
+/// The export a task calls in a prepared component, or why there is none.
+pub fn target(
     pre: &InstancePre<ComponentState>,
+    engine: &WasmEngine,
     spec: &TaskSpec,
-    started: Option<oneshot::Sender<()>>,
-) -> Result<TaskOutput, RuntimeError> {
-    let target = resolve(&pre.component().component_type(), engine.engine(), spec)
-        .map_err(RuntimeError::Invalid)?;
-    let captured = Captured::new(spec);
-    let scratch = engine.scratch()?;
-    let state = component_state(spec, &captured, &scratch, engine.task_handles())
-        .map_err(RuntimeError::internal)?;
-    let mut store = engine.store(state, spec)?;
-    let span = outcome::execute_span();
-    let run = execute(&mut store, pre, &target, spec, started, &span);
-    let outcome = outcome::within_quota(engine, &scratch, run).await;
-    outcome::conclude(engine, &mut store, spec, outcome, &captured, &span)
+) -> Result<Target, RuntimeError> {
+    resolve(&pre.component().component_type(), engine.engine(), spec).map_err(RuntimeError::Invalid)
 }
 
-async fn execute(
+/// Runs a prepared component in `store`: instantiate, call the `target`.
+pub async fn execute(
     store: &mut Store<ComponentState>,
     pre: &InstancePre<ComponentState>,
     target: &Target,
@@ -139,21 +129,17 @@ async fn execute(
     started: Option<oneshot::Sender<()>>,
     span: &Span,
 ) -> Result<Finished, Failure> {
-    let instance = pre
-        .instantiate_async(&mut *store)
-        .instrument(tracing::info_span!("instantiate"))
-        .await
-        .map_err(Failure::Instantiate)?;
+    let instance = outcome::instantiated(pre.instantiate_async(&mut *store)).await?;
     let func = lookup(&instance, store, target)?;
     span.record("code.function", target.describe().as_str());
     let params = match target {
         Target::Command { .. } | Target::Workload => Vec::new(),
-        Target::Function { name, .. } => arguments(store, &func, name, &spec.inputs)?,
+        Target::Function { name, .. } => {
+            let params: Vec<_> = func.ty(&*store).params().map(|(_, t)| t).collect();
+            outcome::arguments(name, &params, &spec.inputs, wave)?
+        }
     };
-    if let Some(tx) = started {
-        // Nobody waits for non-daemon starts; a dropped receiver is fine.
-        tx.send(()).ok();
-    }
+    outcome::announce(started);
     let mut results = vec![Val::Bool(false); func.ty(&*store).results().len()];
     let command = matches!(target, Target::Command { .. });
     let call = func.call_async(&mut *store, &params, &mut results);
@@ -222,28 +208,14 @@ fn missing(name: &str) -> Failure {
     Failure::Invalid(format!("export '{name}' disappeared after instantiation"))
 }
 
-/// Parses each input as a WAVE value of its parameter's type.
-fn arguments(
-    store: &Store<ComponentState>,
-    func: &Func,
-    name: &str,
-    inputs: &[String],
-) -> Result<Vec<Val>, Failure> {
-    let ty = func.ty(store);
-    let params: Vec<_> = ty.params().map(|(_, t)| t).collect();
-    check_arity(name, params.len(), inputs.len())?;
-    inputs
-        .iter()
-        .zip(&params)
-        .map(|(text, ty)| {
-            Val::from_wave(ty, text).map_err(|e| {
-                Failure::Invalid(format!(
-                    "Failed to parse {text:?} as a WAVE value of type {}: {e:#}",
-                    type_name(ty)
-                ))
-            })
-        })
-        .collect()
+/// An input parsed as a WAVE value of its parameter's type.
+fn wave(text: &str, ty: &wasmtime::component::Type) -> Result<Val, String> {
+    Val::from_wave(ty, text).map_err(|e| {
+        format!(
+            "Failed to parse {text:?} as a WAVE value of type {}: {e:#}",
+            type_name(ty)
+        )
+    })
 }
 
 fn type_name(ty: &wasmtime::component::Type) -> String {

@@ -4,45 +4,22 @@ use tokio::sync::oneshot;
 use tracing::{Instrument as _, Span};
 use wasmtime::{Func, Instance, InstancePre, Store, Val};
 
-use super::engine::WasmEngine;
-use super::host::{Captured, HostState, host_state};
-use super::outcome::{self, Failure, Finished, check_arity, is_clean_exit};
-use super::{RuntimeError, TaskOutput, TaskSpec, values};
+use super::host::HostState;
+use super::outcome::{self, Failure, Finished, is_clean_exit};
+use super::{TaskSpec, values};
 
 /// Exports tried, in order, when the requested one does not exist (as upstream does).
 const FALLBACKS: [&str; 3] = ["main", "run", "_start"];
 
-/// Runs a prepared core module: instantiate in a fresh deny-by-default store, call the
-/// export or `_start`, and classify the outcome.
-pub async fn run(
-    engine: &WasmEngine,
-    pre: &InstancePre<HostState>,
-    spec: &TaskSpec,
-    started: Option<oneshot::Sender<()>>,
-) -> Result<TaskOutput, RuntimeError> {
-    let captured = Captured::new(spec);
-    let scratch = engine.scratch()?;
-    let state = host_state(spec, &captured, &scratch, engine.task_handles())
-        .map_err(RuntimeError::internal)?;
-    let mut store = engine.store(state, spec)?;
-    let span = outcome::execute_span();
-    let run = execute(&mut store, pre, spec, started, &span);
-    let outcome = outcome::within_quota(engine, &scratch, run).await;
-    outcome::conclude(engine, &mut store, spec, outcome, &captured, &span)
-}
-
-async fn execute(
+/// Runs a prepared core module in `store`: instantiate, call the export or `_start`.
+pub async fn execute(
     store: &mut Store<HostState>,
     pre: &InstancePre<HostState>,
     spec: &TaskSpec,
     started: Option<oneshot::Sender<()>>,
     span: &Span,
 ) -> Result<Finished, Failure> {
-    let instance = pre
-        .instantiate_async(&mut *store)
-        .instrument(tracing::info_span!("instantiate"))
-        .await
-        .map_err(Failure::Instantiate)?;
+    let instance = outcome::instantiated(pre.instantiate_async(&mut *store)).await?;
     let (entry, func) = resolve(&instance, store, spec)?;
     span.record("code.function", entry.as_str());
     let command = entry == "_start";
@@ -55,12 +32,10 @@ async fn execute(
     let args = if command {
         Vec::new()
     } else {
-        arguments(store, &func, &entry, &spec.inputs)?
+        let params: Vec<_> = func.ty(&*store).params().collect();
+        outcome::arguments(&entry, &params, &spec.inputs, values::parse)?
     };
-    if let Some(tx) = started {
-        // The receiver may be gone (nobody waits for non-daemon starts); that is fine.
-        tx.send(()).ok();
-    }
+    outcome::announce(started);
     let mut results = vec![Val::I32(0); func.ty(&*store).results().len()];
     let call = func.call_async(&mut *store, &args, &mut results);
     match call.instrument(span.clone()).await {
@@ -98,20 +73,4 @@ fn resolve(
         FALLBACKS.join(", "),
         exports.join(", ")
     )))
-}
-
-fn arguments(
-    store: &Store<HostState>,
-    func: &Func,
-    name: &str,
-    inputs: &[String],
-) -> Result<Vec<Val>, Failure> {
-    let ty = func.ty(store);
-    let params: Vec<_> = ty.params().collect();
-    check_arity(name, params.len(), inputs.len())?;
-    inputs
-        .iter()
-        .zip(&params)
-        .map(|(text, ty)| values::parse(text, ty).map_err(Failure::Invalid))
-        .collect()
 }

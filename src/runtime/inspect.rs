@@ -42,23 +42,16 @@ fn inspect_module(module: &Module) -> Inspection {
         .imports()
         .map(|i| format!("{}::{}: {}", i.module(), i.name(), extern_type(&i.ty())))
         .collect();
-    let (internals, exports): (Vec<String>, Vec<String>) = module
+    let exports = module
         .exports()
         .map(|e| format!("{}: {}", e.name(), extern_type(&e.ty())))
-        .partition(|line| is_internal(line));
+        .collect();
     let kind = if module.get_export("_start").is_some() {
         "core module (WASI preview 1), a command: `_start` runs it, stdout is the result"
     } else {
         "core module (WASI preview 1), a reactor: a task's `name` picks the export to call"
     };
-    let capabilities = capabilities(imports.iter().map(String::as_str));
-    Inspection {
-        kind: kind.into(),
-        imports,
-        exports,
-        internals,
-        capabilities,
-    }
+    Inspection::of(kind, imports, exports)
 }
 
 /// Whether an export line names a binding generator's own export.
@@ -67,6 +60,20 @@ fn is_internal(line: &str) -> bool {
 }
 
 impl Inspection {
+    /// What was found: the binding generators' internals set apart from the `exports`, and
+    /// the capabilities the `imports` ask for.
+    fn of(kind: &str, imports: Vec<String>, exports: Vec<String>) -> Self {
+        let (internals, exports) = exports.into_iter().partition(|line| is_internal(line));
+        let capabilities = capabilities(imports.iter().map(String::as_str));
+        Inspection {
+            kind: kind.into(),
+            imports,
+            exports,
+            internals,
+            capabilities,
+        }
+    }
+
     /// The same, with the binding generators' internals listed among the exports.
     pub fn with_internals(mut self) -> Self {
         self.exports.append(&mut self.internals);
@@ -92,15 +99,7 @@ fn inspect_component(engine: &Engine, component: &Component) -> Inspection {
         }
         describe_item(engine, name, &item.ty, &mut exports);
     }
-    let (internals, exports) = exports.into_iter().partition(|line| is_internal(line));
-    let capabilities = capabilities(imports.iter().map(String::as_str));
-    Inspection {
-        kind: kind.into(),
-        imports,
-        exports,
-        internals,
-        capabilities,
-    }
+    Inspection::of(kind, imports, exports)
 }
 
 fn describe_item(engine: &Engine, name: &str, item: &ComponentItem, out: &mut Vec<String>) {

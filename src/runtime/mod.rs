@@ -207,8 +207,19 @@ async fn run_in_process(
         .prepare(&spec.binary.digest, spec.binary.bytes.clone())
         .await?
     {
-        Prepared::Core(pre) => core::run(engine, &pre, spec, started).await,
-        Prepared::Component(pre) => component::run(engine, &pre, spec, started).await,
+        Prepared::Core(pre) => {
+            let execute = async |store: &mut _, span: &_| {
+                core::execute(store, &pre, spec, started, span).await
+            };
+            outcome::run_guest(engine, spec, host::host_state, execute).await
+        }
+        Prepared::Component(pre) => {
+            let target = component::target(&pre, engine, spec)?;
+            let execute = async |store: &mut _, span: &_| {
+                component::execute(store, &pre, &target, spec, started, span).await
+            };
+            outcome::run_guest(engine, spec, host::component_state, execute).await
+        }
     }
 }
 

@@ -3,8 +3,8 @@
 use wasmtime::Trap;
 use wasmtime_wasi::I32Exit;
 
-use tracing::Span;
 use tracing::field::Empty;
+use tracing::{Instrument as _, Span};
 
 use wasmtime::Store;
 
@@ -12,6 +12,7 @@ use super::engine::{Limited, WasmEngine};
 use super::host::Captured;
 use super::{RuntimeError, TaskOutput, TaskSpec};
 use crate::sandbox::{Meter, Scratch, quota};
+use tokio::sync::oneshot;
 
 /// How a run went wrong, before classification.
 pub enum Failure {
@@ -38,6 +39,46 @@ pub enum Finished {
 }
 
 /// Runs `execute` unless the task's `scratch` goes past the engine's scratch quota first
+/// Makes the state of a fresh store: the guest's WASI context over `captured` output and
+/// its `scratch`, with at most `handles` resources.
+pub type MakeState<T> = fn(&TaskSpec, &Captured, &Scratch, usize) -> wasmtime::Result<T>;
+
+/// Runs `execute` on a fresh deny-by-default store for `spec` (its state made by `state`)
+/// within the scratch quota, and classifies how it ended.
+pub async fn run_guest<T: Limited>(
+    engine: &WasmEngine,
+    spec: &TaskSpec,
+    state: MakeState<T>,
+    execute: impl AsyncFnOnce(&mut Store<T>, &Span) -> Result<Finished, Failure>,
+) -> Result<TaskOutput, RuntimeError> {
+    let captured = Captured::new(spec);
+    let scratch = engine.scratch()?;
+    let data =
+        state(spec, &captured, &scratch, engine.task_handles()).map_err(RuntimeError::internal)?;
+    let mut store = engine.store(data, spec)?;
+    let span = execute_span();
+    let outcome = within_quota(engine, &scratch, execute(&mut store, &span)).await;
+    conclude(engine, &mut store, spec, outcome, &captured, &span)
+}
+
+/// Awaits an instantiation under an `instantiate` span.
+pub async fn instantiated<I>(
+    instantiate: impl Future<Output = wasmtime::Result<I>>,
+) -> Result<I, Failure> {
+    instantiate
+        .instrument(tracing::info_span!("instantiate"))
+        .await
+        .map_err(Failure::Instantiate)
+}
+
+/// Tells whoever waits for it (a daemon's acknowledgement) that the guest is running.
+pub fn announce(started: Option<oneshot::Sender<()>>) {
+    if let Some(tx) = started {
+        // Nobody waits for non-daemon starts; a dropped receiver is fine.
+        tx.send(()).ok();
+    }
+}
+
 /// (the guest is then stopped: dropping the future stops it at the next epoch tick).
 pub async fn within_quota(
     engine: &WasmEngine,
@@ -170,14 +211,22 @@ fn describe(failure: Failure) -> String {
     }
 }
 
-/// Checks that `name` got as many inputs as it has parameters.
-pub fn check_arity(name: &str, expected: usize, got: usize) -> Result<(), Failure> {
-    if expected == got {
-        return Ok(());
+/// The arguments of a call to `name`: each input parsed by `parse` as its parameter's type,
+/// once the number of inputs matches the number of parameters.
+pub fn arguments<T, V>(
+    name: &str,
+    params: &[T],
+    inputs: &[String],
+    parse: impl Fn(&str, &T) -> Result<V, String>,
+) -> Result<Vec<V>, Failure> {
+    let (expected, got) = (params.len(), inputs.len());
+    if expected != got {
+        return Err(Failure::Invalid(format!(
+            "Argument count mismatch for function '{name}': expected {expected} arguments but got {got}"
+        )));
     }
-    Err(Failure::Invalid(format!(
-        "Argument count mismatch for function '{name}': expected {expected} arguments but got {got}"
-    )))
+    let parsed = inputs.iter().zip(params).map(|(text, ty)| parse(text, ty));
+    parsed.collect::<Result<_, _>>().map_err(Failure::Invalid)
 }
 
 /// The span of a guest's call: created before instantiation (which gets its own sibling

@@ -1,7 +1,8 @@
-//! The byte budget of waiting tasks (`PROPLET_TASK_QUEUE_BYTES`): binaries that tasks hold
-//! while they wait for an execution slot — inline base64, downloads, registry transfers —
-//! are counted, so that a burst of starts carrying large binaries is answered `overloaded`
-//! instead of holding gigabytes.
+//! The byte budget of waiting tasks (`PROPLET_TASK_QUEUE_BYTES`): a task counts its inline
+//! base64 from admission, then its binary once fetched, until it gets an execution slot —
+//! so that a burst of starts carrying large binaries is answered `overloaded` instead of
+//! holding gigabytes. (A download or registry transfer still in progress is bounded by
+//! `PROPLET_MAX_BINARY_SIZE` and the transfer limits, and counted here once complete.)
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

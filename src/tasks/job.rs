@@ -61,18 +61,14 @@ pub(super) enum Kind {
     Invoke(Box<InvokeRequest>),
 }
 
-/// One admitted unit of work.
+/// One admitted unit of work: its place in the task table, what it does, the receipt of
+/// what it used since its message arrived, its stop switch and its root span.
 pub(super) struct Job {
-    /// Its place in the task table.
-    pub(super) key: JobKey,
-    /// What it does.
-    pub(super) kind: Kind,
-    /// What it used, from the message's arrival.
-    pub(super) receipt: Receipt,
-    /// Its stop switch.
-    pub(super) cancel: CancellationToken,
-    /// Its root span.
-    pub(super) span: Span,
+    key: JobKey,
+    kind: Kind,
+    receipt: Receipt,
+    cancel: CancellationToken,
+    span: Span,
 }
 
 /// Gives a job's place back when it ends, whichever way.
@@ -88,6 +84,23 @@ impl Drop for Place<'_> {
 }
 
 impl Job {
+    /// The job admitted as `key` with its stop switch `cancel`.
+    pub(super) fn new(
+        key: JobKey,
+        cancel: CancellationToken,
+        kind: Kind,
+        receipt: Receipt,
+        span: Span,
+    ) -> Self {
+        Job {
+            key,
+            kind,
+            receipt,
+            cancel,
+            span,
+        }
+    }
+
     /// Runs the job to its one answer, then gives its place back.
     pub(super) async fn run(self, cx: Arc<Context>) {
         let Job {

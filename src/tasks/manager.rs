@@ -127,13 +127,7 @@ impl TaskManager {
         } else {
             Kind::Start(req)
         };
-        self.spawn(Job {
-            key,
-            kind,
-            receipt,
-            cancel,
-            span,
-        });
+        self.spawn(Job::new(key, cancel, kind, receipt, span));
     }
 
     /// Decode, admit, spawn: one invocation of a latent task deployed or being deployed.
@@ -161,13 +155,8 @@ impl TaskManager {
             Err(Refusal::Full(e)) => return self.reply_invoke(ids, e, receipt),
         };
         let span = spans::invoke(&req, self.proplet_id());
-        self.spawn(Job {
-            key,
-            kind: Kind::Invoke(Box::new(req)),
-            receipt,
-            cancel,
-            span,
-        });
+        let kind = Kind::Invoke(Box::new(req));
+        self.spawn(Job::new(key, cancel, kind, receipt, span));
     }
 
     fn spawn(&self, job: Job) {

@@ -24,15 +24,26 @@ fn generation(req: &StartRequest) -> &'static str {
     }
 }
 
+/// A messaging consumer span `$name` for a message that arrived on `$topic`, with `$fields`.
+macro_rules! consumer_span {
+    ($name:literal, $topic:expr, $($fields:tt)*) => {
+        tracing::info_span!(
+            $name,
+            otel.kind = "consumer",
+            messaging.system = "mqtt",
+            messaging.operation.type = "process",
+            messaging.destination.name = $topic.suffix(),
+            $($fields)*
+        )
+    };
+}
+
 /// The root span of a start.
 pub(super) fn task(req: &StartRequest, proplet_id: &str) -> Span {
-    let span = tracing::info_span!(
+    let span = consumer_span!(
         "task",
+        Topic::Start,
         otel.name = %display_name("task", &req.name),
-        otel.kind = "consumer",
-        messaging.system = "mqtt",
-        messaging.operation.type = "process",
-        messaging.destination.name = Topic::Start.suffix(),
         messaging.message.id = %req.id,
         task.id = %req.id,
         task.name = %req.name,
@@ -47,13 +58,10 @@ pub(super) fn task(req: &StartRequest, proplet_id: &str) -> Span {
 
 /// The root span of a message that could not be decoded but names a task.
 pub(super) fn rejected(topic: Topic, id: &str, proplet_id: &str) -> Span {
-    tracing::info_span!(
+    consumer_span!(
         "task",
+        topic,
         otel.name = "task (undecodable)",
-        otel.kind = "consumer",
-        messaging.system = "mqtt",
-        messaging.operation.type = "process",
-        messaging.destination.name = topic.suffix(),
         task.id = %id,
         proplet.id = %proplet_id,
     )
@@ -62,13 +70,10 @@ pub(super) fn rejected(topic: Topic, id: &str, proplet_id: &str) -> Span {
 /// The root span of an invocation. Its latent task may still be deploying: once known,
 /// [`invoked`] names the span after it and links it to the deploy.
 pub(super) fn invoke(req: &InvokeRequest, proplet_id: &str) -> Span {
-    let span = tracing::info_span!(
+    let span = consumer_span!(
         "invoke",
+        Topic::Invoke,
         otel.name = "invoke",
-        otel.kind = "consumer",
-        messaging.system = "mqtt",
-        messaging.operation.type = "process",
-        messaging.destination.name = Topic::Invoke.suffix(),
         messaging.message.id = %req.invocation_id,
         task.id = %req.id,
         invocation.id = %req.invocation_id,
