@@ -267,6 +267,7 @@ pub struct Config {
 }
 
 mod otel;
+mod reader;
 mod resolve;
 
 impl Config {

@@ -1,7 +1,7 @@
 //! The `OTEL_*` settings, resolved into [`OtelSettings`] the way the OpenTelemetry
 //! specification reads them.
 
-use super::resolve::Reader;
+use super::reader::Reader;
 use super::settings::*;
 use super::values;
 use super::{ConfigError, OtelSettings, OtlpProtocol, RootSampler};

@@ -3,59 +3,11 @@
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
+use super::reader::{Reader, missing};
 use super::settings::*;
 use super::values::{self, BrokerAddress};
 use super::*;
 use crate::sandbox::Limits;
-
-/// Reads typed values out of the merged layers, naming the source on error.
-pub(super) struct Reader<'a> {
-    layers: &'a Layers,
-}
-
-impl Reader<'_> {
-    pub(super) fn text(&self, setting: &Setting) -> Option<String> {
-        self.layers.get(setting.key).map(|r| r.text.clone())
-    }
-
-    pub(super) fn opt<T>(
-        &self,
-        setting: &'static Setting,
-        parse: impl Fn(&str) -> Result<T, String>,
-    ) -> Result<Option<T>, ConfigError> {
-        let Some(raw) = self.layers.get(setting.key) else {
-            return Ok(None);
-        };
-        parse(raw.text.trim())
-            .map(Some)
-            .map_err(|reason| ConfigError::Invalid {
-                origin: raw.source.clone(),
-                key: setting.key,
-                value: if setting.secret {
-                    "<redacted>".into()
-                } else {
-                    raw.text.clone()
-                },
-                reason,
-            })
-    }
-
-    pub(super) fn req<T>(
-        &self,
-        setting: &'static Setting,
-        parse: impl Fn(&str) -> Result<T, String>,
-    ) -> Result<T, ConfigError> {
-        self.opt(setting, parse)?.ok_or_else(|| missing(setting))
-    }
-}
-
-fn missing(setting: &'static Setting) -> ConfigError {
-    ConfigError::Missing {
-        key: setting.key,
-        env: setting.env.join(" or "),
-        flag: setting.flag,
-    }
-}
 
 /// A topic segment: non-empty, no MQTT wildcards or separators.
 fn topic_segment(text: &str) -> Result<String, String> {
@@ -103,7 +55,7 @@ fn check_required(r: &Reader<'_>) -> Result<(), ConfigError> {
 
 /// Builds the typed configuration.
 pub fn from_layers(layers: Layers) -> Result<Config, ConfigError> {
-    let r = Reader { layers: &layers };
+    let r = Reader::new(&layers);
     check_required(&r)?;
     let proplet_id = r.req(&ENTITY_ID, topic_segment)?;
     let identity = Identity {

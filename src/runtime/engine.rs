@@ -16,9 +16,9 @@ use tracing::Instrument as _;
 use wasmtime::component::{self, Component};
 use wasmtime::{Engine, InstancePre, Linker, Module, Store, UpdateDeadline};
 
-use super::host::{ComponentState, HostState};
+use super::host::{ComponentState, HostState, Limited};
 use super::{Digest, RuntimeError, TaskSpec};
-use crate::sandbox::{MemoryLimiter, SandboxLimits, Scratch, ScratchQuota, ScratchRoot};
+use crate::sandbox::{SandboxLimits, Scratch, ScratchQuota, ScratchRoot};
 use crate::telemetry::Metrics;
 
 /// How often the epoch advances: the granularity of preemption and deadlines.
@@ -61,16 +61,6 @@ impl Drop for EpochTicker {
             thread.join().ok();
         }
     }
-}
-
-/// Store state that carries the task's memory limiter and knows its output budget.
-pub trait Limited: Send + 'static {
-    /// The limiter Wasmtime consults on every memory or table growth.
-    fn limiter(&mut self) -> &mut MemoryLimiter;
-
-    /// Whether the guest tried to write past its output budget (it is then stopped at the
-    /// next epoch tick, whatever it does with the refused write).
-    fn output_exhausted(&self) -> bool;
 }
 
 /// A compiled, linked module or component, ready to instantiate.
@@ -157,7 +147,10 @@ impl WasmEngine {
         let mut component_linker = component::Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut component_linker)
             .map_err(RuntimeError::internal)?;
-        super::workload::add_to_linker(&mut component_linker).map_err(RuntimeError::internal)?;
+        super::workload::add_to_linker(&mut component_linker, |s: &mut ComponentState| {
+            &mut s.workload
+        })
+        .map_err(RuntimeError::internal)?;
         let ticker = EpochTicker::start(&engine).map_err(RuntimeError::internal)?;
         let scratch_root = ScratchRoot::create().map_err(RuntimeError::internal)?;
         Ok(WasmEngine {

@@ -49,8 +49,8 @@ pub struct ExternalRuntime {
     cpu_limit: Option<Duration>,
 }
 
-impl From<argv::Refused> for RuntimeError {
-    fn from(e: argv::Refused) -> Self {
+impl From<options::Refused> for RuntimeError {
+    fn from(e: options::Refused) -> Self {
         RuntimeError::Invalid(format!("refused for the external runtime: {e}"))
     }
 }

@@ -7,7 +7,6 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use crate::sandbox::{CappedOutput, MemoryLimiter, SCRATCH_PATH, Scratch, network};
 
 use super::TaskSpec;
-use super::engine::Limited;
 use super::workload::WorkloadContext;
 
 /// What a core module's `Store` holds.
@@ -30,6 +29,16 @@ pub struct ComponentState {
     pub workload: WorkloadContext,
     /// The guest's stdout and stderr.
     pub output: Captured,
+}
+
+/// Store state that carries the task's memory limiter and knows its output budget.
+pub trait Limited: Send + 'static {
+    /// The limiter Wasmtime consults on every memory or table growth.
+    fn limiter(&mut self) -> &mut MemoryLimiter;
+
+    /// Whether the guest tried to write past its output budget (it is then stopped at the
+    /// next epoch tick, whatever it does with the refused write).
+    fn output_exhausted(&self) -> bool;
 }
 
 impl Limited for HostState {

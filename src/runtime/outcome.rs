@@ -8,8 +8,9 @@ use tracing::{Instrument as _, Span};
 
 use wasmtime::Store;
 
-use super::engine::{Limited, WasmEngine};
+use super::engine::WasmEngine;
 use super::host::Captured;
+use super::host::Limited;
 use super::{RuntimeError, TaskOutput, TaskSpec};
 use crate::sandbox::{Meter, Scratch, quota};
 use tokio::sync::oneshot;

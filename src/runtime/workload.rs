@@ -7,7 +7,6 @@ use base64::Engine as _;
 use tracing::{Level, event};
 use wasmtime::component::HasSelf;
 
-use super::host::ComponentState;
 use crate::sandbox::Meter;
 
 wasmtime::component::bindgen!({
@@ -74,61 +73,62 @@ impl WorkloadContext {
     }
 }
 
-/// Adds the workload imports to a component linker.
-pub fn add_to_linker(
-    linker: &mut wasmtime::component::Linker<ComponentState>,
+/// Adds the workload imports to a component linker whose store state gives its
+/// [`WorkloadContext`] through `get`.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut wasmtime::component::Linker<T>,
+    get: fn(&mut T) -> &mut WorkloadContext,
 ) -> wasmtime::Result<()> {
-    Workload::add_to_linker::<ComponentState, HasSelf<ComponentState>>(linker, |s| s)
+    Workload::add_to_linker::<T, HasSelf<WorkloadContext>>(linker, get)
 }
 
-impl task::Host for ComponentState {
+impl task::Host for WorkloadContext {
     async fn id(&mut self) -> String {
-        self.workload.id.clone()
+        self.id.clone()
     }
 
     async fn name(&mut self) -> String {
-        self.workload.name.clone()
+        self.name.clone()
     }
 
     async fn args(&mut self) -> Vec<String> {
-        self.workload.args.clone()
+        self.args.clone()
     }
 
     async fn env(&mut self) -> Vec<(String, String)> {
-        self.workload.env.clone()
+        self.env.clone()
     }
 
     async fn inputs(&mut self) -> Vec<String> {
-        self.workload.inputs.clone()
+        self.inputs.clone()
     }
 
     async fn traceparent(&mut self) -> Option<String> {
-        self.workload
-            .env
+        self.env
             .iter()
             .find(|(k, _)| k == "TRACEPARENT")
             .map(|(_, v)| v.clone())
     }
 }
 
-impl report::Host for ComponentState {
+impl report::Host for WorkloadContext {
     async fn text(&mut self, value: String) -> Result<(), report::ReportError> {
         let size = value.len();
-        self.workload.report(value, size)
+        self.report(value, size)
     }
 
     async fn bytes(&mut self, value: Vec<u8>) -> Result<(), report::ReportError> {
         let size = value.len();
-        self.workload.report(
+        self.report(
             base64::engine::general_purpose::STANDARD.encode(value),
             size,
         )
     }
 }
 
-impl log::Host for ComponentState {
+impl log::Host for WorkloadContext {
     async fn write(&mut self, level: log::Level, message: String) {
-        let ctx = &mut self.workload;
+        let ctx = self;
         if !ctx.charge(message.len()) {
             return;
         }

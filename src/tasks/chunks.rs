@@ -181,10 +181,16 @@ mod tests {
 
     const APP: &str = "docker.io/example/addition:latest";
 
-    #[test]
-    fn assembles_out_of_order_with_duplicates() {
+    /// An assembler of up to 1 MiB in 4 transfers, expecting [`APP`].
+    fn expecting_app() -> Assembler {
         let mut a = Assembler::new(1 << 20, 4);
         a.expect(APP).unwrap();
+        a
+    }
+
+    #[test]
+    fn assembles_out_of_order_with_duplicates() {
+        let mut a = expecting_app();
         assert_eq!(a.accept(APP, 1, 2, b"world".to_vec()), Ok(None));
         assert_eq!(a.accept(APP, 1, 2, b"world".to_vec()), Ok(None));
         assert_eq!(
@@ -196,8 +202,7 @@ mod tests {
 
     #[test]
     fn two_streams_under_one_name_are_never_mixed() {
-        let mut a = Assembler::new(1 << 20, 4);
-        a.expect(APP).unwrap();
+        let mut a = expecting_app();
         assert_eq!(a.accept(APP, 0, 3, b"ours-0".to_vec()), Ok(None));
         assert_eq!(a.accept(APP, 1, 3, b"theirs-1".to_vec()), Ok(None));
         assert!(matches!(
@@ -217,8 +222,7 @@ mod tests {
 
     #[test]
     fn conflicting_totals_and_bad_indices_are_rejected() {
-        let mut a = Assembler::new(1 << 20, 4);
-        a.expect(APP).unwrap();
+        let mut a = expecting_app();
         assert_eq!(a.accept(APP, 0, 3, b"a".to_vec()), Ok(None));
         assert!(matches!(
             a.accept(APP, 1, 2, b"b".to_vec()),

@@ -15,41 +15,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::options::check_cli_args;
+use super::options::{Refused, check_cli_args};
 use crate::runtime::TaskSpec;
-
-/// Why a task's arguments or environment may not reach the external runtime.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refused {
-    /// A `cli_args` entry that is not an allowed option.
-    #[error(
-        "cli_args entry {0:?} is not an allowed runtime option (--invoke NAME, -W/-S/-O KEY[=VAL])"
-    )]
-    Arg(String),
-    /// An option key outside the allow-list of its group.
-    #[error("cli_args: {flag} key {key:?} is not allowed")]
-    Key {
-        /// `-W`, `-S` or `-O`.
-        flag: &'static str,
-        /// The refused key.
-        key: String,
-    },
-    /// An option without its value, or with a value that looks like another option.
-    #[error("cli_args: {0} needs a value that is not an option")]
-    MissingValue(String),
-    /// The export name would be read as an option.
-    #[error("export name {0:?} would be read as an option")]
-    Export(String),
-    /// An env name that is not a portable name (letters, digits, `_`).
-    #[error("env name {0:?} is not a portable name ([A-Za-z_][A-Za-z0-9_]*)")]
-    EnvName(String),
-    /// An env name the runtime process, its loader or libc would act on.
-    #[error("env name {0:?} is reserved: the runtime process itself would read it")]
-    EnvReserved(String),
-    /// An env value that no process environment can hold.
-    #[error("env value of {0} contains a NUL byte")]
-    EnvValue(String),
-}
 
 /// Names that the dynamic loader, libc, a shell or interpreter wrapper, Rust's standard
 /// library or Wasmtime read from their own environment.

@@ -162,13 +162,6 @@ impl Harness {
         assert_eq!(self.event().await, Event::Running(key.into()));
     }
 
-    /// Stops task `id` and expects its answer: `cancelled`.
-    async fn stop_cancels(&mut self, id: &str) {
-        self.stop(id);
-        let answer = self.result().await;
-        assert_err(&answer, id, "cancelled", "stopped by the manager");
-    }
-
     /// Finishes, expecting nothing more to have been published.
     async fn quiet(self, why: &str) {
         assert_eq!(self.finish().await, vec![], "{why}");
@@ -211,109 +204,177 @@ async fn a_task_runs_and_is_answered_once_with_its_receipt() {
     h.quiet("nothing more").await;
 }
 
-#[tokio::test]
-async fn stop_before_fetch_is_answered_cancelled() {
-    let mut h = harness(ALL, settings(1, 0));
-    h.start(
-        "t",
-        "echo",
-        json!({"file": "", "image_url": "registry/app:1"}),
-    );
-    let (topic, request) = h.next().await;
-    assert_eq!(
-        topic,
-        Topic::RegistryRequest,
-        "the binary is asked for: {request}"
-    );
-    h.stop_cancels("t").await;
-    h.quiet("nothing more").await;
+/// One step of a lifecycle script: a message in, an event awaited from the stub, a release,
+/// or the next message out.
+enum Step {
+    /// A start of `id` running the stub's behaviour `name`, with more fields.
+    Start(&'static str, &'static str, Value),
+    /// A latent deploy of `lat` running `name`, its compile behaving as the tag says.
+    Deploy(&'static str, &'static str),
+    /// A stop of `id`.
+    Stop(&'static str),
+    /// An invoke of `lat` as invocation `id`, with more fields.
+    Invoke(&'static str, Value),
+    /// The stub compiles (for `key`: a run's key, or `compile` for a deploy).
+    Compiling(&'static str),
+    /// The stub runs the guest keyed so.
+    Running(&'static str),
+    /// The stub lets the phase keyed so go.
+    Release(&'static str),
+    /// The next message asks the registry for a binary.
+    Asked,
+    /// The next message: task `id` answered with this result text.
+    Ok(&'static str, &'static str),
+    /// The next message: task `id` failed with this kind and text in the error.
+    Failed(&'static str, &'static str, &'static str),
+    /// The next message: invocation `id` of `lat` answered with this text.
+    Invoked(&'static str, &'static str),
+    /// The next message: invocation `id` of `lat` failed with this kind and text.
+    Refused(&'static str, &'static str, &'static str),
 }
 
-#[tokio::test]
-async fn stop_during_compile_is_answered_cancelled() {
-    let mut h = harness(ALL, settings(1, 0));
-    let file = b64(&stub::binary("compile-hang"));
-    h.start("t", "echo", json!({"file": file}));
-    assert_eq!(h.event().await, Event::Compiling("t".into()));
-    h.stop_cancels("t").await;
-    h.quiet("nothing more").await;
+use Step::*;
+
+/// Plays `steps` against a fresh manager with `features` and `settings`, then checks that
+/// nothing else was published by the time every job and reply is done.
+async fn script(features: Features, settings: TaskSettings, steps: Vec<Step>) {
+    let mut h = harness(features, settings);
+    for step in steps {
+        h.play(step).await;
+    }
+    h.quiet("no answer beyond the script's").await;
 }
 
-#[tokio::test]
-async fn stop_during_execute_is_answered_cancelled_and_frees_the_slot() {
-    let mut h = harness(ALL, settings(1, 0));
-    h.start("t", "hang", json!({}));
-    h.running("t").await;
-    h.stop_cancels("t").await;
-    h.start("next", "echo", json!({}));
-    assert_ok(&h.result().await, "next", "a,b");
-    h.quiet("nothing more").await;
-}
-
-#[tokio::test]
-async fn stop_after_the_result_changes_nothing() {
-    let mut h = harness(ALL, settings(1, 0));
-    h.start("t", "echo", json!({}));
-    assert_ok(&h.result().await, "t", "a,b");
-    h.stop("t");
-    h.stop("never-started");
-    h.quiet("no second answer").await;
-}
-
-#[tokio::test]
-async fn a_duplicate_start_of_an_active_task_is_ignored() {
-    let mut h = harness(ALL, settings(2, 0));
-    h.start("t", "hold", json!({}));
-    h.running("t").await;
-    h.start("t", "echo", json!({}));
-    h.release("t");
-    assert_ok(&h.result().await, "t", "released");
-    h.quiet("the duplicate is never answered").await;
-}
-
-#[tokio::test]
-async fn beyond_the_slots_and_the_queue_a_start_is_overloaded() {
-    let mut h = harness(ALL, settings(1, 1));
-    h.start("running", "hold", json!({}));
-    h.running("running").await;
-    h.start("queued", "echo", json!({}));
-    h.start("refused", "echo", json!({}));
-    assert_err(
-        &h.result().await,
-        "refused",
-        "overloaded",
-        "places are taken",
-    );
-    h.release("running");
-    assert_ok(&h.result().await, "running", "released");
-    assert_ok(&h.result().await, "queued", "a,b");
-    h.quiet("nothing more").await;
-}
-
-#[tokio::test]
-async fn grants_beyond_policy_or_the_runtime_are_denied_before_anything_runs() {
-    let limited = Features {
-        fuel: false,
-        mounts: false,
-        latent: false,
-        components: false,
+/// Defines a test that plays a script: `name(features, slots, queue) [steps]`.
+macro_rules! lifecycle {
+    ($(#[$meta:meta])* $name:ident($features:expr, $slots:literal, $queue:literal) [$($step:expr),* $(,)?]) => {
+        $(#[$meta])*
+        #[tokio::test]
+        async fn $name() {
+            script($features, settings($slots, $queue), vec![$($step),*]).await;
+        }
     };
-    let mut h = harness(limited, settings(1, 4));
-    h.start(
-        "memory",
-        "echo",
-        json!({"limits": {"memory_bytes": 1u64 << 40}}),
-    );
-    assert_err(&h.result().await, "memory", "denied", "");
-    h.start("fuel", "echo", json!({"limits": {"fuel": 1000}}));
-    assert_err(&h.result().await, "fuel", "denied", "fuel");
-    let mount = json!([{"volume": "data", "path": "/data"}]);
-    h.start("mount", "echo", json!({"mounts": mount}));
-    assert_err(&h.result().await, "mount", "denied", "mounts");
-    h.start("component", "echo", json!({}));
-    assert_err(&h.result().await, "component", "denied", "components");
-    h.quiet("nothing more").await;
-    // Nothing reached the runtime.
+}
+
+impl Harness {
+    async fn play(&mut self, step: Step) {
+        match step {
+            Start(id, name, extra) => self.start(id, name, extra),
+            Deploy(name, tag) => {
+                let file = b64(&stub::binary(tag));
+                let latent = json!({"latent": true, "file": file, "env": {"WHO": "deploy"}});
+                self.start("lat", name, latent);
+            }
+            Stop(id) => self.stop(id),
+            Invoke(id, extra) => self.invoke("lat", id, extra),
+            Compiling(key) => assert_eq!(self.event().await, Event::Compiling(key.into())),
+            Running(key) => self.running(key).await,
+            Release(key) => self.release(key),
+            Asked => assert_eq!(self.next().await.0, Topic::RegistryRequest),
+            Ok(id, text) => assert_ok(&self.result().await, id, text),
+            Failed(id, kind, text) => assert_err(&self.result().await, id, kind, text),
+            Invoked(id, text) => {
+                let answer = self.answer(Topic::InvokeResults).await;
+                assert_eq!(answer["invocation_id"], id, "{answer}");
+                assert_ok(&answer, "lat", text);
+            }
+            Refused(id, kind, text) => {
+                let answer = self.answer(Topic::InvokeResults).await;
+                assert_eq!(answer["invocation_id"], id, "{answer}");
+                assert_err(&answer, "lat", kind, text);
+            }
+        }
+    }
+}
+
+const STOPPED: &str = "stopped by the manager";
+const NOT_DEPLOYED: &str = "has not been precompiled";
+
+fn none() -> Value {
+    json!({})
+}
+
+lifecycle! {
+    stop_before_fetch_is_answered_cancelled(ALL, 1, 0) [
+        Start("t", "echo", json!({"file": "", "image_url": "registry/app:1"})),
+        Asked,
+        Stop("t"),
+        Failed("t", "cancelled", STOPPED),
+    ]
+}
+
+lifecycle! {
+    stop_during_compile_is_answered_cancelled(ALL, 1, 0) [
+        Start("t", "echo", json!({"file": b64(&stub::binary("compile-hang"))})),
+        Compiling("t"),
+        Stop("t"),
+        Failed("t", "cancelled", STOPPED),
+    ]
+}
+
+lifecycle! {
+    stop_during_execute_is_answered_cancelled_and_frees_the_slot(ALL, 1, 0) [
+        Start("t", "hang", none()),
+        Running("t"),
+        Stop("t"),
+        Failed("t", "cancelled", STOPPED),
+        Start("next", "echo", none()),
+        Ok("next", "a,b"),
+    ]
+}
+
+lifecycle! {
+    stop_after_the_result_changes_nothing(ALL, 1, 0) [
+        Start("t", "echo", none()),
+        Ok("t", "a,b"),
+        Stop("t"),
+        Stop("never-started"),
+    ]
+}
+
+lifecycle! {
+    a_duplicate_start_of_an_active_task_is_ignored(ALL, 2, 0) [
+        Start("t", "hold", none()),
+        Running("t"),
+        Start("t", "echo", none()),
+        Release("t"),
+        Ok("t", "released"),
+    ]
+}
+
+lifecycle! {
+    beyond_the_slots_and_the_queue_a_start_is_overloaded(ALL, 1, 1) [
+        Start("running", "hold", none()),
+        Running("running"),
+        Start("queued", "echo", none()),
+        Start("refused", "echo", none()),
+        Failed("refused", "overloaded", "places are taken"),
+        Release("running"),
+        Ok("running", "released"),
+        Ok("queued", "a,b"),
+    ]
+}
+
+/// A runtime that supports nothing optional.
+const BARE: Features = Features {
+    fuel: false,
+    mounts: false,
+    latent: false,
+    components: false,
+};
+
+lifecycle! {
+    // Nothing reaches the runtime: the stub would report it, and the script would fail.
+    grants_beyond_policy_or_the_runtime_are_denied_before_anything_runs(BARE, 1, 4) [
+        Start("memory", "echo", json!({"limits": {"memory_bytes": 1u64 << 40}})),
+        Failed("memory", "denied", "memory"),
+        Start("fuel", "echo", json!({"limits": {"fuel": 1000}})),
+        Failed("fuel", "denied", "fuel"),
+        Start("mount", "echo", json!({"mounts": [{"volume": "data", "path": "/data"}]})),
+        Failed("mount", "denied", "mounts"),
+        Start("component", "echo", none()),
+        Failed("component", "denied", "components"),
+    ]
 }
 
 #[tokio::test]
@@ -321,129 +382,97 @@ async fn an_invalid_start_is_answered_invalid() {
     let mut h = harness(ALL, settings(1, 0));
     h.start("t", "echo", json!({"file": "not base64!"}));
     assert_err(&h.result().await, "t", "invalid", "base64");
-    h.send(
-        Topic::Start,
-        &json!({"id": "bad", "inputs": {"not": "a list"}}),
-    );
+    let bad = json!({"id": "bad", "inputs": {"not": "a list"}});
+    h.send(Topic::Start, &bad);
     assert_err(&h.result().await, "bad", "invalid", "");
     h.quiet("nothing more").await;
 }
 
-#[tokio::test]
-async fn a_daemon_is_answered_once_running_and_never_again() {
-    let mut h = harness(ALL, settings(1, 0));
-    h.start("d", "hang", json!({"daemon": true}));
-    h.running("d").await;
-    assert_ok(&h.result().await, "d", "");
-    h.stop("d");
-    h.quiet("a stopped daemon answers nothing more").await;
+lifecycle! {
+    a_daemon_is_answered_once_running_and_never_again(ALL, 1, 0) [
+        Start("d", "hang", json!({"daemon": true})),
+        Running("d"),
+        Ok("d", ""),
+        Stop("d"),
+    ]
 }
 
-#[tokio::test]
-async fn an_invoke_before_any_deploy_is_refused() {
-    let mut h = harness(ALL, settings(1, 0));
-    h.invoke("lat", "i1", json!({}));
-    let refused = h.answer(Topic::InvokeResults).await;
-    assert_eq!(refused["invocation_id"], "i1", "{refused}");
-    assert_err(&refused, "lat", "invalid", "has not been precompiled");
-    h.quiet("nothing more").await;
+lifecycle! {
+    an_invoke_before_any_deploy_is_refused(ALL, 1, 0) [
+        Invoke("i1", none()),
+        Refused("i1", "invalid", NOT_DEPLOYED),
+    ]
 }
 
-/// Deploys `lat` running `name`, compiling as `tag` says.
-fn deploy(h: &Harness, name: &str, tag: &str) {
-    let file = b64(&stub::binary(tag));
-    h.start(
-        "lat",
-        name,
-        json!({"latent": true, "file": file, "env": {"WHO": "deploy"}}),
-    );
+lifecycle! {
+    an_invoke_while_its_task_compiles_waits_for_it(ALL, 1, 4) [
+        Deploy("env", "compile-hold"),
+        Compiling("compile"),
+        Invoke("i1", json!({"inputs": ["PROPLET_INVOCATION_ID"]})),
+        Release("compile"),
+        Running("i1"),
+        Invoked("i1", "i1"),
+    ]
 }
 
-#[tokio::test]
-async fn an_invoke_while_its_task_compiles_waits_for_it() {
-    let mut h = harness(ALL, settings(1, 4));
-    deploy(&h, "env", "compile-hold");
-    assert_eq!(h.event().await, Event::Compiling("compile".into()));
-    h.invoke("lat", "i1", json!({"inputs": ["PROPLET_INVOCATION_ID"]}));
-    h.release("compile");
-    h.running("i1").await;
-    let answer = h.answer(Topic::InvokeResults).await;
-    assert_ok(&answer, "lat", "i1");
-    assert_eq!(answer["invocation_id"], "i1");
-    h.quiet("a deploy is not answered").await;
+lifecycle! {
+    invokes_after_the_deploy_run_with_their_own_env_and_inputs(ALL, 2, 4) [
+        Deploy("env", ""),
+        Invoke("i1", json!({"inputs": ["WHO"]})),
+        Invoked("i1", "deploy"),
+        Invoke("i2", json!({"inputs": ["WHO"], "env": {"WHO": "invoke"}})),
+        Invoked("i2", "invoke"),
+        Invoke("i3", json!({"inputs": ["PROPLET_ID"]})),
+        Invoked("i3", "p1"),
+    ]
 }
 
-#[tokio::test]
-async fn invokes_after_the_deploy_run_with_their_own_env_and_inputs() {
-    let mut h = harness(ALL, settings(2, 4));
-    deploy(&h, "env", "");
-    h.invoke("lat", "i1", json!({"inputs": ["WHO"]}));
-    assert_ok(&h.answer(Topic::InvokeResults).await, "lat", "deploy");
-    let env = json!({"inputs": ["WHO"], "env": {"WHO": "invoke"}});
-    h.invoke("lat", "i2", env);
-    assert_ok(&h.answer(Topic::InvokeResults).await, "lat", "invoke");
-    h.invoke("lat", "i3", json!({"inputs": ["PROPLET_ID"]}));
-    assert_ok(&h.answer(Topic::InvokeResults).await, "lat", "p1");
-    h.quiet("nothing more").await;
+lifecycle! {
+    // A task whose id is what a string-built invocation key would be, an invocation whose
+    // id is its task's: all three are distinct jobs.
+    an_invocation_is_keyed_apart_from_tasks_and_duplicates_are_ignored(ALL, 3, 4) [
+        Deploy("hold", ""),
+        Start("lat-inv-lat", "hold", none()),
+        Running("lat-inv-lat"),
+        Invoke("lat", none()),
+        Running("lat"),
+        Invoke("lat", none()),
+        Release("lat"),
+        Invoked("lat", "released"),
+        Release("lat-inv-lat"),
+        Ok("lat-inv-lat", "released"),
+    ]
 }
 
-#[tokio::test]
-async fn an_invocation_is_keyed_apart_from_tasks_and_duplicates_are_ignored() {
-    let mut h = harness(ALL, settings(2, 4));
-    deploy(&h, "hold", "");
-    h.invoke("lat", "lat", json!({}));
-    h.running("lat").await;
-    h.invoke("lat", "lat", json!({}));
-    h.start("lat-inv-lat", "echo", json!({}));
-    assert_ok(&h.result().await, "lat-inv-lat", "a,b");
-    h.release("lat");
-    let answer = h.answer(Topic::InvokeResults).await;
-    assert_ok(&answer, "lat", "released");
-    h.quiet("the duplicate invoke is never answered").await;
+lifecycle! {
+    stopping_a_latent_task_cancels_its_invocations_and_forgets_it(ALL, 2, 4) [
+        Deploy("hang", ""),
+        Invoke("i1", none()),
+        Running("i1"),
+        Stop("lat"),
+        Refused("i1", "cancelled", STOPPED),
+        Invoke("i2", none()),
+        Refused("i2", "invalid", NOT_DEPLOYED),
+    ]
 }
 
-#[tokio::test]
-async fn stopping_a_latent_task_cancels_its_invocations_and_forgets_it() {
-    let mut h = harness(ALL, settings(2, 4));
-    deploy(&h, "hang", "");
-    h.invoke("lat", "i1", json!({}));
-    h.running("i1").await;
-    h.stop("lat");
-    let cancelled = h.answer(Topic::InvokeResults).await;
-    assert_err(&cancelled, "lat", "cancelled", "stopped by the manager");
-    h.invoke("lat", "i2", json!({}));
-    let refused = h.answer(Topic::InvokeResults).await;
-    assert_err(&refused, "lat", "invalid", "has not been precompiled");
-    h.quiet("nothing more").await;
+lifecycle! {
+    a_deploy_needs_a_runtime_that_compiles_ahead(Features { latent: false, ..ALL }, 1, 0) [
+        Deploy("echo", ""),
+        Failed("lat", "invalid", "not supported"),
+    ]
 }
 
-#[tokio::test]
-async fn an_invoke_waiting_for_a_deploy_that_is_stopped_is_refused() {
-    let mut h = harness(ALL, settings(1, 4));
-    deploy(&h, "echo", "compile-hang");
-    assert_eq!(h.event().await, Event::Compiling("compile".into()));
-    h.invoke("lat", "i1", json!({}));
-    h.stop("lat");
-    let (first, second) = (h.next().await, h.next().await);
-    let mut answers = [first, second];
-    answers.sort_by_key(|(topic, _)| *topic == Topic::InvokeResults);
-    assert_err(&answers[0].1, "lat", "cancelled", "stopped by the manager");
-    assert_err(&answers[1].1, "lat", "invalid", "has not been precompiled");
-    h.quiet("nothing more").await;
-}
-
-#[tokio::test]
-async fn a_deploy_needs_a_runtime_that_compiles_ahead() {
-    let mut h = harness(
-        Features {
-            latent: false,
-            ..ALL
-        },
-        settings(1, 0),
-    );
-    deploy(&h, "echo", "");
-    assert_err(&h.result().await, "lat", "invalid", "not supported");
-    h.quiet("nothing more").await;
+lifecycle! {
+    an_invoke_waiting_for_a_deploy_that_is_stopped_is_refused(ALL, 1, 4) [
+        Deploy("echo", "compile-hang"),
+        Compiling("compile"),
+        Invoke("i1", none()),
+        Stop("lat"),
+            // The deploy is answered first: waiting invokes wake once it has ended.
+        Failed("lat", "cancelled", STOPPED),
+        Refused("i1", "invalid", NOT_DEPLOYED),
+    ]
 }
 
 #[tokio::test]
