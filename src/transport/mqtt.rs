@@ -1,5 +1,5 @@
 //! The MQTT session: one task owns rumqttc's `EventLoop`; another forwards the messages
-//! queued in the [`Outbox`] to the client. Both run on a thread of their own.
+//! queued in the [`Outbox`] to the client. Each runs on a thread of its own.
 //!
 //! Rules kept here (rumqttc's contract and docs/protocol.md §8):
 //! - the event loop never awaits anything but the next event inside its poll loop: client
@@ -55,8 +55,8 @@ pub struct MqttSession {
     topics: Topics,
     intake_open: Arc<AtomicBool>,
     close_tx: oneshot::Sender<Outbound>,
-    /// The thread running the forwarder and the event loop.
-    thread: JoinHandle<()>,
+    forwarder: JoinHandle<()>,
+    event_loop: JoinHandle<()>,
     /// Ends the event loop's thread at once if the session is dropped without
     /// [`MqttSession::close`] (its owner was aborted): nobody is left to flush for.
     abandoned: DropGuard,
@@ -115,19 +115,15 @@ impl MqttSession {
             qos,
             flush,
         };
-        let timeout = cfg.timeout;
-        let thread = on_own_thread(async move {
-            tokio::join!(
-                fwd.run(outbound, close_rx, finish_tx),
-                run_loop(eventloop, state, finish_rx, timeout),
-            );
-        })?;
+        let event_loop = on_own_thread(run_loop(eventloop, state, finish_rx, cfg.timeout))?;
+        let forwarder = on_own_thread(fwd.run(outbound, close_rx, finish_tx))?;
         let session = MqttSession {
             client,
             topics,
             intake_open,
             close_tx,
-            thread,
+            forwarder,
+            event_loop,
             abandoned: abandoned.drop_guard(),
         };
         Ok((session, SessionEvents { inbound, ready }))
@@ -152,8 +148,13 @@ impl MqttSession {
         if self.close_tx.send(offline).is_err() {
             warn!("MQTT forwarder already stopped");
         }
-        if let Err(e) = self.thread.await {
-            warn!(error = %e, "MQTT session thread failed");
+        for (name, thread) in [
+            ("forwarder", self.forwarder),
+            ("event loop", self.event_loop),
+        ] {
+            if let Err(e) = thread.await {
+                warn!(error = %e, "MQTT {name} thread failed");
+            }
         }
     }
 }
@@ -203,20 +204,18 @@ fn network_options(cfg: &MqttConfig) -> NetworkOptions {
     net
 }
 
-/// Runs the forwarder and the event loop on a thread of their own with a small runtime of
-/// their own (I/O and timers): the OS schedules it, so handing over heartbeats, reading,
-/// acknowledging and keep-alive never wait in the shared runtime's run queue behind
-/// thousands of tasks (as under a burst of starts).
+/// Runs a session task (the forwarder or the event loop) on a thread of its own with a
+/// small runtime of its own (I/O and timers): the OS schedules it, so handing over
+/// heartbeats, reading, acknowledging and keep-alive never wait in the shared runtime's run
+/// queue behind thousands of tasks (as under a burst of starts).
 fn on_own_thread(
-    event_loop: impl std::future::Future<Output = ()> + Send + 'static,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<JoinHandle<()>, TransportError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(TransportError::Runtime)?;
-    Ok(tokio::task::spawn_blocking(move || {
-        runtime.block_on(event_loop)
-    }))
+    Ok(tokio::task::spawn_blocking(move || runtime.block_on(task)))
 }
 
 /// Always our own rustls configuration (configured CA or system roots, `ring` provider):
