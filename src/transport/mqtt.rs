@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, NetworkOptions,
-    Outgoing, Packet, Publish, QoS, Request, StateError, SubscribeFilter, TlsConfiguration,
-    Transport,
+    Outgoing, Packet, Publish, QoS, Request, StateError, Subscribe, SubscribeFilter,
+    TlsConfiguration, Transport,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -108,6 +108,8 @@ impl MqttSession {
             metrics,
             heartbeats,
             abandoned: abandoned.clone(),
+            unreleased: Vec::new(),
+            failures: Failures::default(),
         };
         let fwd = Forwarder {
             client: client.clone(),
@@ -309,7 +311,13 @@ struct LoopState {
     heartbeats: watch::Receiver<Option<Encoded>>,
     /// Fired when the session is dropped without being closed.
     abandoned: CancellationToken,
+    /// Packet ids of QoS 2 messages whose release the broker re-sent unexpectedly.
+    unreleased: Vec<u16>,
+    /// Connection failures, logged once per kind.
+    failures: Failures,
 }
 
 mod event_loop;
+mod failures;
 use event_loop::run_loop;
+use failures::Failures;

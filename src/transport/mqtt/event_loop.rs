@@ -74,6 +74,25 @@ async fn disconnect(el: &mut EventLoop, st: &LoopState, deadline: Instant) {
     }
 }
 
+/// Registers `pkid` as an incoming QoS 2 message awaiting its release, as if its PUBLISH
+/// had arrived on this connection, so that the broker's PUBREL for it is answered with
+/// PUBCOMP (completing the exchange) instead of dropping the connection. Called right after
+/// CONNACK, before anything is read. The PUBREC that rumqttc would send (the broker is past
+/// it) and the synthetic event are discarded.
+fn expect_release(el: &mut EventLoop, pkid: u16) {
+    let mut stand_in = Publish::new("", QoS::ExactlyOnce, Vec::new());
+    stand_in.pkid = pkid;
+    let events = el.state.events.len();
+    match el.state.handle_incoming_packet(Packet::Publish(stand_in)) {
+        Ok(_) => info!(
+            pkid,
+            "expecting the release of a QoS 2 message a previous process received"
+        ),
+        Err(e) => warn!(pkid, error = %e, "cannot expect the release of a QoS 2 message"),
+    }
+    el.state.events.truncate(events);
+}
+
 /// Whether the connection died on an incoming packet larger than we accept.
 fn is_oversized(e: &ConnectionError) -> bool {
     matches!(
@@ -93,6 +112,7 @@ impl LoopState {
                     "connected to the MQTT broker"
                 );
                 backoff.reset();
+                self.failures.connected();
                 self.on_connected(ack.session_present, el);
             }
             Event::Incoming(Packet::SubAck(ack)) => {
@@ -104,7 +124,7 @@ impl LoopState {
                     warn!("the broker refused a subscription; check the ACL for this proplet");
                 }
                 if !self.announced {
-                    self.announce();
+                    self.announce(el);
                 }
             }
             Event::Incoming(Packet::Publish(p)) => self.dispatch(&p),
@@ -133,29 +153,28 @@ impl LoopState {
                 Request::Publish(p)
             }));
         }
+        for pkid in std::mem::take(&mut self.unreleased) {
+            expect_release(el, pkid);
+        }
         let open = self.intake_open.load(Ordering::Relaxed);
         let filters: Vec<SubscribeFilter> = Topic::SUBSCRIPTIONS
             .into_iter()
             .filter(|t| open || !matches!(t, Topic::Start | Topic::Invoke))
             .map(|t| SubscribeFilter::new(self.topics.render(t), self.qos))
             .collect();
-        if let Err(e) = self.client.try_subscribe_many(filters) {
-            warn!(error = %e, "could not queue the subscriptions");
-        }
+        // Straight into the event loop's own queue, ahead of everything: unlike the client's
+        // bounded channel it is never full, so the subscription is never dropped.
+        let subscribe = Subscribe::new_many(filters);
+        el.pending.push_front(Request::Subscribe(subscribe));
     }
 
-    fn announce(&mut self) {
+    /// Announces the proplet (discovery), ahead of anything queued, and signals `ready`.
+    fn announce(&mut self, el: &mut EventLoop) {
         self.announced = true;
         let topic = self.topics.render(Topic::Create);
-        match self
-            .client
-            .try_publish(topic, self.qos, false, self.discovery.clone())
-        {
-            Ok(()) => {
-                self.flush.enqueued.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => warn!(error = %e, "could not queue the discovery announcement"),
-        }
+        let discovery = Publish::new(topic, self.qos, self.discovery.clone());
+        el.pending.push_front(Request::Publish(discovery));
+        self.flush.enqueued.fetch_add(1, Ordering::Relaxed);
         self.ready_tx.send_modify(|generation| *generation += 1);
     }
 
@@ -177,7 +196,15 @@ impl LoopState {
 
     fn on_error(&mut self, el: &mut EventLoop, e: &ConnectionError) {
         self.metrics.connected(false);
-        warn!(error = %e, "MQTT connection error; reconnecting");
+        self.failures.report(e);
+        if let ConnectionError::MqttState(StateError::Unsolicited(pkid)) = e {
+            // After a restart, the broker re-sends the release (PUBREL) of a QoS 2 message
+            // that a previous process acknowledged (PUBREC) before it died; rumqttc knows
+            // nothing of it and drops the connection. Expect it on the next connection.
+            if !self.unreleased.contains(pkid) {
+                self.unreleased.push(*pkid);
+            }
+        }
         if is_oversized(e) {
             // The broker would redeliver the oversized message on every resumed session and
             // the connection would never stay up: start the next session clean to drop it.

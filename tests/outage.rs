@@ -1,0 +1,144 @@
+//! Sessions that outlive a process, and brokers that are not there: against the real
+//! `proplet` binary and a real mosquitto.
+//! - a worker that died in the middle of a QoS 2 exchange (the broker had its PUBREC and
+//!   will re-send the PUBREL) works again on restart instead of reconnecting forever;
+//! - a broker that refuses connections at start-up is retried with capped, jittered
+//!   backoff, and the log says so once per kind of failure, not once per attempt.
+
+mod common;
+
+use std::time::Duration;
+
+use common::daemon::Daemon;
+use common::probe::Probe;
+use common::*;
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+use serde_json::json;
+
+/// Plays the part of a proplet (its client id, a persistent session) that dies right after
+/// acknowledging a QoS 2 start with PUBREC: the broker keeps the exchange and will send
+/// the PUBREL again to the next process with this client id.
+async fn die_between_pubrec_and_pubcomp(broker: &Broker, m: &Manager) {
+    let mut opts = MqttOptions::new(P, "127.0.0.1", broker.port);
+    opts.set_clean_session(false).set_manual_acks(true);
+    let (client, mut eventloop) = AsyncClient::new(opts, 16);
+    let start_topic = topic("control/manager/start");
+    let mut sent = false;
+    let exchange = async {
+        loop {
+            match eventloop.poll().await.expect("the broker is up") {
+                Event::Incoming(Packet::ConnAck(_)) => {
+                    client
+                        .subscribe(start_topic.clone(), QoS::ExactlyOnce)
+                        .await
+                        .expect("subscribe");
+                }
+                Event::Incoming(Packet::SubAck(_)) if !sent => {
+                    sent = true;
+                    m.send_json("control/manager/start", &start("lost", json!({})))
+                        .await;
+                }
+                Event::Incoming(Packet::Publish(p)) => client.ack(&p).await.expect("ack"),
+                Event::Outgoing(Outgoing::PubRec(_)) => return,
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .expect("the start reached the stand-in and was acknowledged with PUBREC");
+    // Dropping the event loop closes the socket without reading the PUBREL.
+    drop(eventloop);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pubrel_left_by_a_dead_process_does_not_keep_the_next_one_off_the_air() {
+    let broker = Broker::start();
+    let mut m = Manager::connect(&broker).await;
+    die_between_pubrec_and_pubcomp(&broker, &m).await;
+    let _d = Daemon::start(&broker, &[("PROPLET_MQTT_CLEAN_SESSION", "false")]);
+    m.wait_ready().await;
+    m.send_json("control/manager/start", &start("after", json!({})))
+        .await;
+    assert_ok(&m.result("after").await, "30");
+    // Settled: no further reconnect (each would announce the proplet again).
+    m.expect_none("control/proplet/create", Duration::from_secs(2), |_| true)
+        .await;
+}
+
+/// Reads `log` until `done` holds (at most 60 s).
+async fn wait_for_log(log: &std::path::Path, done: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if done(&text) {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log never showed it: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_refuses_connections_is_retried_with_one_warning() {
+    let mut broker = Broker::start();
+    let mut m = Manager::connect(&broker).await;
+    broker.kill();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("log");
+    let _d = Daemon::start_logged(&broker, &[], &log);
+    let again = "MQTT connection failed again";
+    wait_for_log(&log, |text| text.matches(again).count() >= 3).await;
+    broker.restart();
+    m.wait_ready().await;
+    let text = wait_for_log(&log, |text| {
+        text.contains("connected after repeated failures")
+    })
+    .await;
+    let warnings = text
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("MQTT"))
+        .count();
+    assert_eq!(warnings, 1, "one warning for one kind of failure:\n{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_of_results_never_crowds_out_the_subscriptions() {
+    let mut broker = Broker::start();
+    let mut m = Manager::connect(&broker).await;
+    let probe = Probe::new();
+    let _d = Daemon::start(
+        &broker,
+        &[
+            // The client's request queue holds one message: a backlog fills it at once.
+            ("PROPLET_MQTT_REQUEST_CHANNEL_CAPACITY", "1"),
+            ("PROPLET_MAX_CONCURRENT_TASKS", "4"),
+            ("PROPLET_TASK_TIMEOUT", "1s"),
+            probe.env(),
+        ],
+    );
+    m.wait_ready().await;
+    let spin = json!({"file": guests::base64("spin"), "name": "spin", "inputs": []});
+    for n in 0..4 {
+        let id = format!("backlog-{n}");
+        m.send_json("control/manager/start", &start(&id, spin.clone()))
+            .await;
+    }
+    probe.wait_for("proplet_tasks_running 4").await;
+    broker.kill();
+    probe
+        .wait_for(r#"proplet_tasks_total{outcome="error",error_kind="timeout"} 4"#)
+        .await;
+    broker.restart();
+    m.wait_ready().await;
+    for n in 0..4 {
+        let r = m.result(&format!("backlog-{n}")).await;
+        assert_err(&r, "timeout", "timed out");
+    }
+    m.send_json("control/manager/start", &start("subscribed", json!({})))
+        .await;
+    assert_ok(&m.result("subscribed").await, "30");
+}
