@@ -29,6 +29,7 @@ pub mod local;
 pub mod protocol;
 pub mod runtime;
 pub mod sandbox;
+pub mod state;
 pub mod tasks;
 pub mod telemetry;
 pub mod transport;

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::protocol::{Discovery, Liveliness, Metadata, Outbound};
 use crate::runtime::{ExternalRuntime, Runtime, RuntimeError, TaskRuntime};
+use crate::state::{Journal, StateDir, StateError};
 use crate::tasks::{FetchError, Fetcher, ManagerParts, TaskManager, heartbeat};
 use crate::telemetry::{self, Metrics};
 use crate::transport::{MqttSession, PacketLimit, Publisher, SessionEvents, TransportError};
@@ -38,6 +39,14 @@ pub enum WorkerError {
     /// The scratch directory for the external runtime could not be created.
     #[error("cannot create a working directory: {0}")]
     Workdir(std::io::Error),
+    /// No state directory is configured and no default location exists.
+    #[error(
+        "no state directory: set PROPLET_STATE_DIR (no HOME, XDG_STATE_HOME or STATE_DIRECTORY to default to)"
+    )]
+    NoStateDir,
+    /// The state directory or the journal cannot be used.
+    #[error(transparent)]
+    State(#[from] StateError),
     /// The health and metrics endpoint could not listen.
     #[error("cannot serve PROPLET_METRICS_ADDR {addr}: {source}")]
     Metrics {
@@ -52,6 +61,7 @@ pub enum WorkerError {
 /// stop intake → let tasks finish (up to the drain timeout) → cancel the rest (each reports
 /// `cancelled`) → publish offline → disconnect.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), WorkerError> {
+    let state = StateDir::open(config.state_dir.as_deref().ok_or(WorkerError::NoStateDir)?)?;
     let workdir = tempfile::Builder::new()
         .prefix("proplet-")
         .tempdir()
@@ -66,7 +76,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         ),
         None => None,
     };
-    let running = Running::start(&config, workdir.path(), metrics)?;
+    let running = Running::start(&config, workdir.path(), &state, metrics)?;
     shutdown.await;
     running.stop(config.tasks.drain_timeout).await;
     http_stop.cancel();
@@ -90,7 +100,13 @@ struct Running {
 }
 
 impl Running {
-    fn start(config: &Config, workdir: &Path, metrics: Metrics) -> Result<Running, WorkerError> {
+    fn start(
+        config: &Config,
+        workdir: &Path,
+        state: &StateDir,
+        metrics: Metrics,
+    ) -> Result<Running, WorkerError> {
+        let (journal, recovered) = Journal::open(state)?;
         let runtime: Arc<dyn TaskRuntime> = match &config.tasks.external_runtime {
             // A daemon has no deadline: its CPU time is capped at the longest one allowed.
             Some(program) => Arc::new(Runtime::External(
@@ -134,7 +150,9 @@ impl Running {
             policy: config.admission.clone(),
             settings: config.tasks.clone(),
             metrics: metrics.clone(),
+            journal,
         });
+        manager.recover(recovered);
         let stop = CancellationToken::new();
         let beat = liveliness(config, "alive");
         let every = config.liveliness_interval;

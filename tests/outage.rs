@@ -9,6 +9,8 @@ mod common;
 
 use std::time::Duration;
 
+const LONG: Duration = Duration::from_secs(60);
+
 use common::daemon::Daemon;
 use common::probe::Probe;
 use common::*;
@@ -141,4 +143,51 @@ async fn a_backlog_of_results_never_crowds_out_the_subscriptions() {
     m.send_json("control/manager/start", &start("subscribed", json!({})))
         .await;
     assert_ok(&m.result("subscribed").await, "30");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_a_killed_worker_left_are_answered_interrupted_by_the_next() {
+    let broker = Broker::start();
+    let mut m = Manager::connect(&broker).await;
+    let state = state_dir().display().to_string();
+    let probe = Probe::new();
+    let mut first = Daemon::start(&broker, &[("PROPLET_STATE_DIR", &state), probe.env()]);
+    m.wait_ready().await;
+    let deploy =
+        json!({"file": guests::component_base64("greet"), "name": "greet", "latent": true});
+    m.send_json("control/manager/start", &start("lat", deploy))
+        .await;
+    let invoke = json!({"id": "lat", "invocation_id": "i1", "inputs": ["\"x\""], "proplet_id": P});
+    m.send_json("control/manager/invoke", &invoke).await;
+    m.expect("control/proplet/invoke_results", LONG, |v| {
+        v["invocation_id"] == "i1"
+    })
+    .await;
+    let spin = json!({"file": guests::base64("spin"), "name": "spin", "inputs": []});
+    m.send_json("control/manager/start", &start("mid-run", spin))
+        .await;
+    probe.wait_for("proplet_tasks_running 1").await;
+    first.signal("-KILL");
+    first.wait(LONG).await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("log");
+    let _second = Daemon::start_logged(&broker, &[("PROPLET_STATE_DIR", &state)], &log);
+    let ran = m.result("mid-run").await;
+    assert_err(&ran, "interrupted", "stopped before answering");
+    assert_err(&m.result("lat").await, "interrupted", "deploy it again");
+    // Each is answered once, and the journal is empty again.
+    m.expect_none("control/proplet/results", Duration::from_secs(1), |v| {
+        v["task_id"] == "mid-run" || v["task_id"] == "lat"
+    })
+    .await;
+
+    let mut third = Daemon::start_logged(&broker, &[("PROPLET_STATE_DIR", &state)], &log);
+    assert_ne!(
+        third.wait(LONG).await,
+        Some(0),
+        "a second proplet on one state directory"
+    );
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("in use by another proplet"), "{text}");
 }

@@ -198,6 +198,7 @@ fn bad_tls_files_are_a_clear_startup_error() {
             .env("PROPLET_MQTT_TLS_CA_CERT", &ca)
             .env("PROPLET_MQTT_TLS_CLIENT_CERT", &cert)
             .env("PROPLET_MQTT_TLS_CLIENT_KEY", &key)
+            .env("PROPLET_STATE_DIR", state_dir())
             .output()
             .expect("run proplet");
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -263,6 +263,9 @@ pub struct Config {
     pub otel: OtelSettings,
     /// Where the health and metrics endpoint listens; `None` = off.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The state directory (`PROPLET_STATE_DIR` or its default); `None` when neither the
+    /// setting nor any default location is available.
+    pub state_dir: Option<PathBuf>,
     layers: Layers,
 }
 
@@ -291,7 +294,11 @@ impl Config {
         }
         layers.apply_env(env)?;
         layers.apply_cli(cli);
-        resolve::from_layers(layers)
+        let mut config = resolve::from_layers(layers)?;
+        if config.state_dir.is_none() {
+            config.state_dir = crate::state::default_path(env);
+        }
+        Ok(config)
     }
 
     /// Loads from the process environment and the given file and flags.

@@ -87,6 +87,7 @@ pub fn from_layers(layers: Layers) -> Result<Config, ConfigError> {
         },
         otel: super::otel::settings(&r)?,
         metrics_addr: r.opt(&METRICS_ADDR, socket_addr)?,
+        state_dir: r.opt(&STATE_DIR, |t| Ok(PathBuf::from(t)))?,
         layers: layers.clone(),
     };
     Ok(config)

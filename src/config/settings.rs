@@ -364,6 +364,14 @@ settings! {
         "Trusted ed25519 public keys: comma-separated ed25519:<base64>, or key files (one per line).",
     );
 
+    STATE_DIR = s(
+        "state_dir",
+        "state-dir",
+        &["PROPLET_STATE_DIR"],
+        None,
+        "Directory for the task journal, private (0700) and locked to one proplet; unset: $STATE_DIRECTORY (systemd), else $XDG_STATE_HOME/proplet, else ~/.local/state/proplet.",
+    );
+
     MODULE_CACHE_ENTRIES = s(
         "module_cache_entries",
         "module-cache-entries",

@@ -37,6 +37,9 @@ pub enum ErrorKind {
     Denied,
     /// A bug or an unexpected host failure.
     Internal,
+    /// The proplet stopped (crashed, was killed, lost power) while the task was accepted or
+    /// running; answered by the next process from its journal.
+    Interrupted,
 }
 
 impl ErrorKind {
@@ -56,6 +59,7 @@ impl ErrorKind {
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::Denied => "denied",
             ErrorKind::Internal => "internal",
+            ErrorKind::Interrupted => "interrupted",
         }
     }
 }

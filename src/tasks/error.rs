@@ -32,6 +32,9 @@ pub enum TaskError {
     /// No room to run or queue it.
     #[error("proplet overloaded: {0}")]
     Overloaded(String),
+    /// A previous process accepted it and stopped before answering.
+    #[error("interrupted: {0}")]
+    Interrupted(&'static str),
 }
 
 impl TaskError {
@@ -71,6 +74,7 @@ impl TaskError {
             TaskError::Capability(CapabilityError::Invalid(_)) => ErrorKind::Invalid,
             TaskError::Cancelled(_) => ErrorKind::Cancelled,
             TaskError::Overloaded(_) => ErrorKind::Overloaded,
+            TaskError::Interrupted(_) => ErrorKind::Interrupted,
         }
     }
 }

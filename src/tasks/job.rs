@@ -33,6 +33,7 @@ use super::receipt::Receipt;
 use super::spans;
 use crate::protocol::{InvokeRequest, StartRequest};
 use crate::runtime::{Binary, RuntimeError, TaskOutput, TaskRuntime};
+use crate::state::{Entry, EntryKind, Journal};
 use crate::telemetry::trace;
 
 /// Everything a job runs against. Built once by the manager.
@@ -49,6 +50,8 @@ pub(super) struct Context {
     pub(super) answers: Answers,
     /// Longest an invoke waits for its latent task's deploy.
     pub(super) deploy_wait: Duration,
+    /// Where accepted and answered jobs are written down.
+    pub(super) journal: Journal,
 }
 
 /// What a job does.
@@ -71,15 +74,44 @@ pub(super) struct Job {
     span: Span,
 }
 
-/// Gives a job's place back when it ends, whichever way.
+/// A job's place in the task table and in the journal: taken when it starts, given back
+/// when it ends, whichever way (its answer is queued by then).
 struct Place<'a> {
-    admissions: &'a Admissions,
+    cx: &'a Context,
     key: JobKey,
+    entry: Entry,
+}
+
+impl<'a> Place<'a> {
+    fn take(cx: &'a Context, key: JobKey, kind: &Kind) -> Self {
+        let entry = journal_entry(&key, kind);
+        cx.journal.accepted(entry.clone());
+        Place { cx, key, entry }
+    }
 }
 
 impl Drop for Place<'_> {
     fn drop(&mut self) {
-        self.admissions.release(&self.key);
+        self.cx.admissions.release(&self.key);
+        self.cx.journal.answered(self.entry.clone());
+    }
+}
+
+/// How the journal names a job.
+fn journal_entry(key: &JobKey, kind: &Kind) -> Entry {
+    let kind = match kind {
+        Kind::Start(_) => EntryKind::Start,
+        Kind::Deploy(_) => EntryKind::Deploy,
+        Kind::Invoke(_) => EntryKind::Invoke,
+    };
+    let (task, invocation) = match key {
+        JobKey::Task(id) => (id.clone(), None),
+        JobKey::Invocation { task, invocation } => (task.clone(), Some(invocation.clone())),
+    };
+    Entry {
+        task,
+        invocation,
+        kind,
     }
 }
 
@@ -110,10 +142,7 @@ impl Job {
             cancel,
             span,
         } = self;
-        let _place = Place {
-            admissions: &cx.admissions,
-            key,
-        };
+        let _place = Place::take(&cx, key, &kind);
         let lifecycle = async {
             match kind {
                 Kind::Start(req) => start(&cx, *req, &cancel, &receipt).await,

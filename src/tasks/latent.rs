@@ -15,6 +15,7 @@ use tracing::warn;
 use super::TaskError;
 use crate::protocol::{InvokeRequest, StartRequest};
 use crate::runtime::Binary;
+use crate::state::Journal;
 
 /// A deployed latent task.
 #[derive(Clone)]
@@ -63,6 +64,8 @@ pub(super) struct Deployments {
     /// Bumped whenever a deploy ends (ready or failed), for invokes waiting on one.
     settled: watch::Sender<u64>,
     limits: LatentLimits,
+    /// Where deployed tasks are written down, so a restart can say they are gone.
+    journal: Journal,
 }
 
 /// A deploy in progress (marked by [`Deployments::begin`]); when dropped, the mark goes
@@ -80,13 +83,14 @@ impl Drop for Deploying<'_> {
 }
 
 impl Deployments {
-    /// Nothing deployed, within `limits`.
-    pub(super) fn new(limits: LatentLimits) -> Self {
+    /// Nothing deployed, within `limits`, written down in `journal`.
+    pub(super) fn new(limits: LatentLimits, journal: Journal) -> Self {
         Deployments {
             deployed: Mutex::new(HashMap::new()),
             deploying: Mutex::new(HashSet::new()),
             settled: watch::Sender::new(0),
             limits,
+            journal,
         }
     }
 
@@ -152,6 +156,7 @@ impl Deployments {
                 "{count} latent tasks hold {bytes} bytes; at most {tasks} tasks and {max} bytes (PROPLET_LATENT_MAX_BYTES); stop one first"
             )));
         }
+        self.journal.deployed(&id);
         if let Some(previous) = map.insert(id, latent) {
             previous.token.cancel();
         }
@@ -161,6 +166,9 @@ impl Deployments {
     /// Forgets the deployed task `id` and cancels its invocations; whether there was one.
     pub(super) fn remove(&self, id: &str) -> bool {
         let removed = self.lock_deployed().remove(id);
+        if removed.is_some() {
+            self.journal.forgotten(id);
+        }
         removed.map(|l| l.token.cancel()).is_some()
     }
 }

@@ -18,6 +18,7 @@ use crate::config::TaskSettings;
 use crate::protocol::{Inbound, InvokeRequest, Rejected, StartRequest, Topic};
 use crate::runtime::{TaskOutput, TaskRuntime};
 use crate::sandbox::{Budgets, Policy};
+use crate::state::{Journal, Recovered};
 use crate::telemetry::{Metrics, TraceHeaders, trace};
 use crate::transport::Publisher;
 
@@ -42,6 +43,8 @@ pub struct ManagerParts {
     pub settings: TaskSettings,
     /// Where task outcomes, occupancy and fetched bytes are counted.
     pub metrics: Metrics,
+    /// Where accepted jobs and deployed latent tasks are written down.
+    pub journal: Journal,
 }
 
 /// Owns every task from admission to its one result. Cheap to clone.
@@ -72,11 +75,35 @@ impl TaskManager {
             admissions: Admissions::new(settings, parts.metrics.clone()),
             prepare,
             runtime: parts.runtime,
-            deployments: Deployments::new(limits),
+            deployments: Deployments::new(limits, parts.journal.clone()),
             answers: Answers::new(parts.proplet_id, parts.publisher, parts.metrics),
             deploy_wait: parts.budgets.default.timeout.unwrap_or(DEPLOY_WAIT),
+            journal: parts.journal,
         };
         TaskManager { cx: Arc::new(cx) }
+    }
+
+    /// Answers what a previous process accepted and never answered, and the latent tasks it
+    /// had deployed (lost with it), with `interrupted` errors: the manager can start or
+    /// deploy them again.
+    pub fn recover(&self, recovered: Recovered) {
+        for entry in recovered.unanswered {
+            let why = "the proplet stopped before answering (the task was accepted or running)";
+            let error = TaskError::Interrupted(why);
+            match entry.invocation {
+                Some(invocation) => self.reply_invoke((entry.task, invocation), error, receipt()),
+                None => self.reply_interrupted(&entry.task, error),
+            }
+        }
+        for id in recovered.latent {
+            let why = "the latent task was lost when the proplet restarted; deploy it again";
+            self.reply_interrupted(&id, TaskError::Interrupted(why));
+        }
+    }
+
+    fn reply_interrupted(&self, id: &str, error: TaskError) {
+        let span = spans::interrupted(id, self.proplet_id());
+        self.reply(id, Err(error), receipt(), span);
     }
 
     /// Tasks admitted and not yet finished.
@@ -250,6 +277,11 @@ impl TaskManager {
             tracker.wait().await;
         }
     }
+}
+
+/// The receipt of an answer that no message of this process asked for.
+fn receipt() -> Receipt {
+    Receipt::new(TraceHeaders::default())
 }
 
 /// Checks a start under a `decode` span, marked failed when it is invalid.

@@ -58,10 +58,20 @@ pub(super) fn task(req: &StartRequest, proplet_id: &str) -> Span {
 
 /// The root span of a message that could not be decoded but names a task.
 pub(super) fn rejected(topic: Topic, id: &str, proplet_id: &str) -> Span {
+    unrun("task (undecodable)", topic, id, proplet_id)
+}
+
+/// The root span of the answer to a task a previous process accepted and never answered.
+pub(super) fn interrupted(id: &str, proplet_id: &str) -> Span {
+    unrun("task (interrupted)", Topic::Start, id, proplet_id)
+}
+
+/// The root span of the answer to a task that never ran.
+fn unrun(name: &'static str, topic: Topic, id: &str, proplet_id: &str) -> Span {
     consumer_span!(
         "task",
         topic,
-        otel.name = "task (undecodable)",
+        otel.name = name,
         task.id = %id,
         proplet.id = %proplet_id,
     )

@@ -46,10 +46,20 @@ pub fn env(broker: &Broker, extra: &[(&str, &str)]) -> HashMap<String, String> {
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
     env.insert("PROPLET_MQTT_ADDRESS".into(), broker.url());
+    env.insert(
+        "PROPLET_STATE_DIR".into(),
+        state_dir().display().to_string(),
+    );
     for (k, v) in extra {
         env.insert((*k).to_owned(), (*v).to_owned());
     }
     env
+}
+
+/// A state directory of its own for one test proplet, under the system's temp directory
+/// (the proplet creates it; a test that restarts a proplet passes the same one again).
+pub fn state_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("proplet-test-state-{}", uuid::Uuid::new_v4()))
 }
 
 /// A broker, a connected manager and a ready in-process worker configured with `extra`.

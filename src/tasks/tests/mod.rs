@@ -21,6 +21,7 @@ use crate::config::{FetchSettings, TaskSettings};
 use crate::protocol::{Topic, decode};
 use crate::runtime::Features;
 use crate::sandbox::{Budgets, Policy};
+use crate::state::{Entry, EntryKind, Journal, Recovered, StateDir};
 use crate::telemetry::Metrics;
 use crate::transport::{Outbox, Publisher};
 
@@ -37,6 +38,8 @@ const ALL: Features = Features {
 
 struct Harness {
     manager: TaskManager,
+    /// The journal's directory, removed with the harness.
+    _state: (tempfile::TempDir, StateDir),
     outbox: Outbox,
     events: mpsc::UnboundedReceiver<Event>,
     released: watch::Sender<HashSet<String>>,
@@ -71,6 +74,9 @@ fn harness(features: Features, settings: TaskSettings) -> Harness {
     };
     let policy = Policy::default();
     let fetcher = Fetcher::new(&fetch, publisher.clone(), policy.clone()).expect("fetcher");
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = StateDir::open(root.path()).expect("state dir");
+    let (journal, _) = Journal::open(&dir).expect("journal");
     let manager = TaskManager::new(ManagerParts {
         proplet_id: "p1".into(),
         publisher,
@@ -80,9 +86,11 @@ fn harness(features: Features, settings: TaskSettings) -> Harness {
         policy,
         settings,
         metrics: Metrics::default(),
+        journal,
     });
     Harness {
         manager,
+        _state: (root, dir),
         outbox,
         events,
         released,
@@ -527,4 +535,41 @@ async fn the_drain_deadline_cancels_what_still_runs_and_answers_it() {
         assert!(["running", "queued"].contains(&id), "{id}");
         assert!(error.contains("shutting down"), "{id}: {error}");
     }
+}
+
+#[tokio::test]
+async fn what_a_previous_process_left_is_answered_interrupted() {
+    let mut h = harness(ALL, settings(1, 0));
+    let entry = |task: &str, invocation: Option<&str>, kind| Entry {
+        task: task.into(),
+        invocation: invocation.map(Into::into),
+        kind,
+    };
+    h.manager.recover(Recovered {
+        unanswered: vec![
+            entry("ran", None, EntryKind::Start),
+            entry("lat", Some("i1"), EntryKind::Invoke),
+        ],
+        latent: vec!["deployed".into()],
+    });
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        answers.push(h.next().await);
+    }
+    answers.sort_by(|a, b| a.1["task_id"].as_str().cmp(&b.1["task_id"].as_str()));
+    assert_err(&answers[0].1, "deployed", "interrupted", "deploy it again");
+    assert_eq!(answers[1].0, Topic::InvokeResults);
+    assert_err(
+        &answers[1].1,
+        "lat",
+        "interrupted",
+        "stopped before answering",
+    );
+    assert_err(
+        &answers[2].1,
+        "ran",
+        "interrupted",
+        "stopped before answering",
+    );
+    h.quiet("each is answered once").await;
 }

@@ -1,0 +1,330 @@
+//! The task journal: every job accepted and not yet answered, and every latent task
+//! deployed, so that a worker restarted after a crash can answer what its predecessor left
+//! (`interrupted`) instead of leaving the manager waiting forever.
+//!
+//! Writes go to a thread of their own, which commits whatever has queued up in one
+//! transaction (one fsync for a whole burst), in order; no task waits for the disk. A job is
+//! therefore on disk within one commit (milliseconds) of its arrival: a crash inside that
+//! window loses it from the journal.
+
+use std::path::Path;
+use std::sync::mpsc;
+
+use redb::{Database, DatabaseError, ReadableTable as _, StorageError, TableDefinition};
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use super::{StateDir, StateError};
+
+/// Jobs accepted and not answered: (task id, invocation id or "") → kind.
+const JOBS: TableDefinition<(&str, &str), &str> = TableDefinition::new("jobs");
+/// Latent tasks deployed: task id → "".
+const LATENT: TableDefinition<&str, &str> = TableDefinition::new("latent");
+
+/// What kind of job an entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A start: a task or a daemon.
+    Start,
+    /// A latent deploy.
+    Deploy,
+    /// An invocation of a latent task.
+    Invoke,
+}
+
+impl EntryKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Start => "start",
+            EntryKind::Deploy => "deploy",
+            EntryKind::Invoke => "invoke",
+        }
+    }
+
+    fn parse(text: &str) -> EntryKind {
+        match text {
+            "deploy" => EntryKind::Deploy,
+            "invoke" => EntryKind::Invoke,
+            _ => EntryKind::Start,
+        }
+    }
+}
+
+/// One job accepted and not yet answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The task id.
+    pub task: String,
+    /// The invocation id, for an invocation.
+    pub invocation: Option<String>,
+    /// What it is.
+    pub kind: EntryKind,
+}
+
+impl Entry {
+    fn key(&self) -> (&str, &str) {
+        (&self.task, self.invocation.as_deref().unwrap_or(""))
+    }
+}
+
+/// What a previous process left behind.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Jobs it accepted and never answered.
+    pub unanswered: Vec<Entry>,
+    /// Latent tasks it had deployed (lost with its memory).
+    pub latent: Vec<String>,
+}
+
+enum Op {
+    Flush,
+    Accept(Entry),
+    Answered(Entry),
+    Deployed(String),
+    Forgotten(String),
+}
+
+struct Request {
+    op: Op,
+    done: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+/// A handle on the journal; cheap to clone. The writer thread ends with the last handle.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    tx: mpsc::Sender<Request>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("journal request")
+    }
+}
+
+impl Journal {
+    /// Opens the journal in `dir` and takes what a previous process left in it. A journal
+    /// that cannot be read is set aside (renamed, and said so) and a new one started.
+    pub fn open(dir: &StateDir) -> Result<(Journal, Recovered), StateError> {
+        let path = dir.path().join("journal.redb");
+        let db = open_or_set_aside(&path)?;
+        let recovered = take_all(&db).map_err(|e| StateError::Journal(e.to_string()))?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("journal".into())
+            .spawn(move || write_batches(&db, &rx))
+            .map_err(|e| StateError::Journal(format!("cannot start its writer: {e}")))?;
+        Ok((Journal { tx }, recovered))
+    }
+
+    /// Records `entry` as accepted.
+    pub fn accepted(&self, entry: Entry) {
+        self.send(Op::Accept(entry), None);
+    }
+
+    /// Resolves once everything recorded before is on disk.
+    pub async fn flushed(&self) -> Result<(), StateError> {
+        let (done, committed) = oneshot::channel();
+        self.send(Op::Flush, Some(done));
+        match committed.await {
+            Ok(result) => result.map_err(StateError::Journal),
+            Err(_) => Err(StateError::Journal("its writer has stopped".into())),
+        }
+    }
+
+    /// Records `entry` as answered (its result is queued for the broker).
+    pub fn answered(&self, entry: Entry) {
+        self.send(Op::Answered(entry), None);
+    }
+
+    /// Records latent task `id` as deployed.
+    pub fn deployed(&self, id: &str) {
+        self.send(Op::Deployed(id.to_owned()), None);
+    }
+
+    /// Records latent task `id` as no longer deployed.
+    pub fn forgotten(&self, id: &str) {
+        self.send(Op::Forgotten(id.to_owned()), None);
+    }
+
+    fn send(&self, op: Op, done: Option<oneshot::Sender<Result<(), String>>>) {
+        if self.tx.send(Request { op, done }).is_err() {
+            warn!("the task journal's writer has stopped; this job is not journaled");
+        }
+    }
+}
+
+/// Opens (or creates) the database at `path`; one that is not a readable journal (corrupt,
+/// truncated, another format) is renamed aside and a new one started.
+fn open_or_set_aside(path: &Path) -> Result<Database, StateError> {
+    let journal = |e: DatabaseError| StateError::Journal(e.to_string());
+    match Database::create(path) {
+        Ok(db) => Ok(db),
+        Err(e) if unreadable(&e) => {
+            let aside = path.with_extension(format!("corrupt-{}", std::process::id()));
+            warn!(error = %e, aside = %aside.display(), "the task journal cannot be read: set aside, starting a new one (its unanswered tasks are dropped)");
+            std::fs::rename(path, &aside).map_err(|e| StateError::Journal(e.to_string()))?;
+            Database::create(path).map_err(journal)
+        }
+        Err(e) => Err(journal(e)),
+    }
+}
+
+/// Whether opening failed on what the file holds (not on who holds it, or on the disk).
+fn unreadable(e: &DatabaseError) -> bool {
+    match e {
+        DatabaseError::UpgradeRequired(_) | DatabaseError::Storage(StorageError::Corrupted(_)) => {
+            true
+        }
+        DatabaseError::Storage(StorageError::Io(io)) => matches!(
+            io.kind(),
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+        ),
+        _ => false,
+    }
+}
+
+/// Everything in the journal, which is then emptied (in one commit).
+fn take_all(db: &Database) -> Result<Recovered, redb::Error> {
+    let mut recovered = Recovered::default();
+    let txn = db.begin_write()?;
+    {
+        let mut jobs = txn.open_table(JOBS)?;
+        for row in jobs.iter()? {
+            let (key, kind) = row?;
+            let (task, invocation) = key.value();
+            recovered.unanswered.push(Entry {
+                task: task.to_owned(),
+                invocation: (!invocation.is_empty()).then(|| invocation.to_owned()),
+                kind: EntryKind::parse(kind.value()),
+            });
+        }
+        jobs.retain(|_, _| false)?;
+        let mut latent = txn.open_table(LATENT)?;
+        for row in latent.iter()? {
+            recovered.latent.push(row?.0.value().to_owned());
+        }
+        latent.retain(|_, _| false)?;
+    }
+    txn.commit()?;
+    if !recovered.unanswered.is_empty() || !recovered.latent.is_empty() {
+        info!(
+            unanswered = recovered.unanswered.len(),
+            latent = recovered.latent.len(),
+            "the task journal holds what a previous process left"
+        );
+    }
+    Ok(recovered)
+}
+
+/// Commits queued requests in batches until every handle is gone.
+fn write_batches(db: &Database, rx: &mpsc::Receiver<Request>) {
+    while let Ok(first) = rx.recv() {
+        let batch: Vec<Request> = std::iter::once(first).chain(rx.try_iter()).collect();
+        let result = commit(db, &batch).map_err(|e| e.to_string());
+        if let Err(e) = &result {
+            warn!(error = %e, "the task journal could not be written");
+        }
+        for request in batch {
+            if let Some(done) = request.done {
+                // The job may have been cancelled meanwhile; nobody to tell then.
+                done.send(result.clone()).ok();
+            }
+        }
+    }
+}
+
+fn commit(db: &Database, batch: &[Request]) -> Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    {
+        let mut jobs = txn.open_table(JOBS)?;
+        let mut latent = txn.open_table(LATENT)?;
+        for request in batch {
+            match &request.op {
+                Op::Flush => {}
+                Op::Accept(e) => drop(jobs.insert(e.key(), e.kind.as_str())?),
+                Op::Answered(e) => drop(jobs.remove(e.key())?),
+                Op::Deployed(id) => drop(latent.insert(id.as_str(), "")?),
+                Op::Forgotten(id) => drop(latent.remove(id.as_str())?),
+            }
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Opens the journal in `root`, waiting for the writer thread of an earlier handle in
+    /// this process to let go of the file.
+    async fn reopen(root: &Path) -> (StateDir, Journal, Recovered) {
+        for _ in 0..200 {
+            let dir = StateDir::open(root).expect("dir");
+            match Journal::open(&dir) {
+                Ok((journal, recovered)) => return (dir, journal, recovered),
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            }
+        }
+        panic!("the journal stayed open");
+    }
+
+    fn entry(task: &str, invocation: Option<&str>, kind: EntryKind) -> Entry {
+        Entry {
+            task: task.into(),
+            invocation: invocation.map(Into::into),
+            kind,
+        }
+    }
+
+    #[tokio::test]
+    async fn what_was_accepted_and_not_answered_is_recovered_once() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let run = entry("t", None, EntryKind::Start);
+        let call = entry("lat", Some("i1"), EntryKind::Invoke);
+        let done = entry("done", None, EntryKind::Start);
+        {
+            let dir = StateDir::open(root.path()).expect("dir");
+            let (journal, recovered) = Journal::open(&dir).expect("journal");
+            assert_eq!(recovered, Recovered::default());
+            for e in [&run, &call, &done] {
+                journal.accepted(e.clone());
+            }
+            journal.deployed("lat");
+            journal.deployed("gone");
+            journal.answered(done.clone());
+            journal.flushed().await.expect("on disk");
+            journal.forgotten("gone");
+            journal.accepted(entry("x", None, EntryKind::Deploy));
+            journal.answered(entry("x", None, EntryKind::Deploy));
+            journal.accepted(run.clone());
+            journal.flushed().await.expect("on disk");
+        }
+        let (dir, journal, recovered) = reopen(root.path()).await;
+        let mut unanswered = recovered.unanswered.clone();
+        unanswered.sort_by(|a, b| a.task.cmp(&b.task));
+        assert_eq!(unanswered, vec![call, run]);
+        assert_eq!(recovered.latent, vec!["lat".to_owned()]);
+        drop((dir, journal));
+        let (_dir, _journal, again) = reopen(root.path()).await;
+        assert_eq!(
+            again,
+            Recovered::default(),
+            "recovered once, then forgotten"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_journal_is_set_aside() {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::write(root.path().join("journal.redb"), b"not a database at all").expect("write");
+        let dir = StateDir::open(root.path()).expect("dir");
+        let (_journal, recovered) = Journal::open(&dir).expect("a new journal");
+        assert_eq!(recovered, Recovered::default());
+        let aside = std::fs::read_dir(root.path())
+            .expect("list")
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().contains("corrupt"));
+        assert!(aside, "the unreadable file is kept aside");
+    }
+}

@@ -1,0 +1,37 @@
+//! What survives the process: the state directory (`PROPLET_STATE_DIR`) and, in it, the task
+//! journal.
+//!
+//! The directory is created private (0700) and locked for as long as the worker runs, so two
+//! workers never share it: a second one exits at start-up with a clear error. The journal is
+//! a [redb](https://docs.rs/redb) database: an embedded, crash-safe (copy-on-write B-trees,
+//! checksummed commits), pure-Rust key-value store whose every commit is on disk when it
+//! returns — chosen over an append-only log of our own, which would need its own recovery
+//! code and crash tests, and over sled (unmaintained) and fjall (an LSM tree, more than a
+//! table of in-flight tasks needs).
+
+mod dir;
+mod journal;
+
+pub use dir::{StateDir, default_path};
+pub use journal::{Entry, EntryKind, Journal, Recovered};
+
+/// Why the state directory or the journal cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The directory cannot be created, made private, or locked.
+    #[error("state directory {path}: {reason}")]
+    Dir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Another worker holds the directory.
+    #[error(
+        "state directory {0} is in use by another proplet (set PROPLET_STATE_DIR to give each its own)"
+    )]
+    Locked(std::path::PathBuf),
+    /// The journal database cannot be opened or written.
+    #[error("task journal: {0}")]
+    Journal(String),
+}
