@@ -65,13 +65,17 @@ pub fn default_path(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
 mod tests {
     use super::*;
 
+    /// The permission bits of `path`.
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).expect("meta").permissions().mode() & 0o777
+    }
+
     #[test]
     fn created_private_and_locked_against_a_second_worker() {
         let root = tempfile::tempdir().expect("tempdir");
         let path = root.path().join("a/b");
         let dir = StateDir::open(&path).expect("first");
-        let mode = fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
-        assert_eq!(mode, 0o700);
+        assert_eq!(mode(&path), 0o700);
         let second = StateDir::open(&path).expect_err("second");
         assert!(
             second.to_string().contains("in use by another proplet"),
