@@ -2,7 +2,8 @@
 //!
 //! [`Runtime::run`] takes a [`TaskSpec`] and returns a [`TaskOutput`] or a [`RuntimeError`].
 //! Dropping the returned future stops the guest: in-process guests yield at every epoch
-//! tick, and an external runtime process is killed on drop.
+//! tick, and an external runtime process is killed on drop. The task lifecycle sees a
+//! runtime only through the [`TaskRuntime`] trait, whose [`Features`] say what it supports.
 
 mod component;
 mod core;
