@@ -197,3 +197,11 @@ fn run_mounts_directories_and_volumes_within_policy() {
         "a host directory mounted rw: {out}"
     );
 }
+
+#[test]
+fn the_demo_runs_from_a_bare_environment() {
+    let out = proplet(&["demo"], &[]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.trim_end().ends_with("done"), "{stdout}");
+}

@@ -75,9 +75,11 @@ async fn scenario() -> anyhow::Result<()> {
         _ => std::env::current_exe()?.display().to_string(),
     };
     let mut submitter = Submitter::connect(port, TENANT, CHANNEL).await?;
+    // Each proplet needs a state directory of its own (its task journal, locked to it).
+    let state = tempfile::Builder::new().prefix("proplet-demo-").tempdir()?;
     let workers = [
-        start_worker(port, IN_PROCESS, None)?,
-        start_worker(port, EXTERNAL, Some(&external))?,
+        start_worker(port, IN_PROCESS, None, state.path())?,
+        start_worker(port, EXTERNAL, Some(&external), state.path())?,
     ];
     for id in [IN_PROCESS, EXTERNAL] {
         submitter
@@ -102,10 +104,16 @@ type WorkerHandle = (
     JoinHandle<Result<(), crate::worker::WorkerError>>,
 );
 
-fn start_worker(port: u16, id: &str, external: Option<&str>) -> anyhow::Result<WorkerHandle> {
+fn start_worker(
+    port: u16,
+    id: &str,
+    external: Option<&str>,
+    state: &std::path::Path,
+) -> anyhow::Result<WorkerHandle> {
     let address = format!("tcp://127.0.0.1:{port}");
     let mut vars = vec![
         ("PROPLET_ENTITY_ID", id.to_owned()),
+        ("PROPLET_STATE_DIR", state.join(id).display().to_string()),
         ("PROPLET_MQTT_ADDRESS", address),
         ("PROPLET_MQTT_QOS", "1".to_owned()),
         ("PROPLET_DRAIN_TIMEOUT", "1s".to_owned()),
