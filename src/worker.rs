@@ -97,6 +97,8 @@ struct Running {
     stop: CancellationToken,
     loops: [(&'static str, JoinHandle<()>); 2],
     offline: Outbound,
+    /// Flushed last, so that the next process does not answer again what this one did.
+    journal: Journal,
 }
 
 impl Running {
@@ -150,7 +152,7 @@ impl Running {
             policy: config.admission.clone(),
             settings: config.tasks.clone(),
             metrics: metrics.clone(),
-            journal,
+            journal: journal.clone(),
         });
         manager.recover(recovered);
         let stop = CancellationToken::new();
@@ -172,6 +174,7 @@ impl Running {
             stop,
             loops: [("heartbeat", beats), ("dispatcher", dispatcher)],
             offline,
+            journal,
         })
     }
 
@@ -189,6 +192,9 @@ impl Running {
             }
         }
         self.session.close(self.offline).await;
+        if let Err(e) = self.journal.flushed().await {
+            warn!(error = %e, "the task journal was not flushed");
+        }
         info!("proplet stopped");
     }
 }

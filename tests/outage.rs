@@ -191,3 +191,29 @@ async fn tasks_a_killed_worker_left_are_answered_interrupted_by_the_next() {
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(text.contains("in use by another proplet"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_cleanly_leaves_nothing_to_answer_again() {
+    let broker = Broker::start();
+    let mut m = Manager::connect(&broker).await;
+    let state = state_dir().display().to_string();
+    let probe = Probe::new();
+    let mut first = Daemon::start(&broker, &[("PROPLET_STATE_DIR", &state), probe.env()]);
+    m.wait_ready().await;
+    for id in ["one", "two"] {
+        m.send_json("control/manager/start", &start(id, json!({})))
+            .await;
+        assert_ok(&m.result(id).await, "30");
+    }
+    let spin = json!({"file": guests::base64("spin"), "name": "spin", "inputs": []});
+    m.send_json("control/manager/start", &start("drained", spin))
+        .await;
+    probe.wait_for("proplet_tasks_running 1").await;
+    first.signal("-TERM");
+    assert_err(&m.result("drained").await, "cancelled", "shutting down");
+    assert_eq!(first.wait(LONG).await, Some(0));
+    let _second = Daemon::start(&broker, &[("PROPLET_STATE_DIR", &state)]);
+    m.wait_ready().await;
+    m.expect_none("control/proplet/results", Duration::from_secs(1), |_| true)
+        .await;
+}
