@@ -108,7 +108,7 @@ impl Running {
         state: &StateDir,
         metrics: Metrics,
     ) -> Result<Running, WorkerError> {
-        let (journal, recovered) = Journal::open(state)?;
+        let (journal, recovered) = Journal::open(state, metrics.clone())?;
         let runtime: Arc<dyn TaskRuntime> = match &config.tasks.external_runtime {
             // A daemon has no deadline: its CPU time is capped at the longest one allowed.
             Some(program) => Arc::new(Runtime::External(

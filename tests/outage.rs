@@ -167,6 +167,13 @@ async fn tasks_a_killed_worker_left_are_answered_interrupted_by_the_next() {
     m.send_json("control/manager/start", &start("mid-run", spin))
         .await;
     probe.wait_for("proplet_tasks_running 1").await;
+    // Both are on disk: the running task, and the deployed latent task.
+    probe
+        .wait_for(r#"proplet_journal_entries{table="jobs"} 1"#)
+        .await;
+    probe
+        .wait_for(r#"proplet_journal_entries{table="latent"} 1"#)
+        .await;
     first.signal("-KILL");
     first.wait(LONG).await;
 

@@ -10,11 +10,15 @@
 use std::path::Path;
 use std::sync::mpsc;
 
-use redb::{Database, DatabaseError, ReadableTable as _, StorageError, TableDefinition};
+use redb::{
+    Database, DatabaseError, ReadableTable as _, ReadableTableMetadata as _, StorageError,
+    TableDefinition,
+};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use super::{StateDir, StateError};
+use crate::telemetry::Metrics;
 
 /// Jobs accepted and not answered: (task id, invocation id or "") → kind.
 const JOBS: TableDefinition<(&str, &str), &str> = TableDefinition::new("jobs");
@@ -104,14 +108,14 @@ impl std::fmt::Debug for Request {
 impl Journal {
     /// Opens the journal in `dir` and takes what a previous process left in it. A journal
     /// that cannot be read is set aside (renamed, and said so) and a new one started.
-    pub fn open(dir: &StateDir) -> Result<(Journal, Recovered), StateError> {
+    pub fn open(dir: &StateDir, metrics: Metrics) -> Result<(Journal, Recovered), StateError> {
         let path = dir.path().join("journal.redb");
         let db = open_or_set_aside(&path)?;
         let recovered = take_all(&db).map_err(|e| StateError::Journal(e.to_string()))?;
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("journal".into())
-            .spawn(move || write_batches(&db, &rx))
+            .spawn(move || write_batches(&db, &rx, &metrics))
             .map_err(|e| StateError::Journal(format!("cannot start its writer: {e}")))?;
         Ok((Journal { tx }, recovered))
     }
@@ -217,10 +221,12 @@ fn take_all(db: &Database) -> Result<Recovered, redb::Error> {
 }
 
 /// Commits queued requests in batches until every handle is gone.
-fn write_batches(db: &Database, rx: &mpsc::Receiver<Request>) {
+fn write_batches(db: &Database, rx: &mpsc::Receiver<Request>, metrics: &Metrics) {
     while let Ok(first) = rx.recv() {
         let batch: Vec<Request> = std::iter::once(first).chain(rx.try_iter()).collect();
-        let result = commit(db, &batch).map_err(|e| e.to_string());
+        let result = commit(db, &batch)
+            .map(|(jobs, latent)| metrics.journal(jobs, latent))
+            .map_err(|e| e.to_string());
         if let Err(e) = &result {
             warn!(error = %e, "the task journal could not be written");
         }
@@ -233,9 +239,10 @@ fn write_batches(db: &Database, rx: &mpsc::Receiver<Request>) {
     }
 }
 
-fn commit(db: &Database, batch: &[Request]) -> Result<(), redb::Error> {
+/// Commits `batch` in one transaction; returns how many jobs and latent tasks are left.
+fn commit(db: &Database, batch: &[Request]) -> Result<(u64, u64), redb::Error> {
     let txn = db.begin_write()?;
-    {
+    let counts = {
         let mut jobs = txn.open_table(JOBS)?;
         let mut latent = txn.open_table(LATENT)?;
         for request in batch {
@@ -247,9 +254,10 @@ fn commit(db: &Database, batch: &[Request]) -> Result<(), redb::Error> {
                 Op::Forgotten(id) => drop(latent.remove(id.as_str())?),
             }
         }
-    }
+        (jobs.len()?, latent.len()?)
+    };
     txn.commit()?;
-    Ok(())
+    Ok(counts)
 }
 
 #[cfg(test)]
@@ -261,7 +269,7 @@ mod tests {
     async fn reopen(root: &Path) -> (StateDir, Journal, Recovered) {
         for _ in 0..200 {
             let dir = StateDir::open(root).expect("dir");
-            match Journal::open(&dir) {
+            match Journal::open(&dir, Metrics::default()) {
                 Ok((journal, recovered)) => return (dir, journal, recovered),
                 Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
             }
@@ -285,7 +293,7 @@ mod tests {
         let done = entry("done", None, EntryKind::Start);
         {
             let dir = StateDir::open(root.path()).expect("dir");
-            let (journal, recovered) = Journal::open(&dir).expect("journal");
+            let (journal, recovered) = Journal::open(&dir, Metrics::default()).expect("journal");
             assert_eq!(recovered, Recovered::default());
             for e in [&run, &call, &done] {
                 journal.accepted(e.clone());
@@ -319,7 +327,7 @@ mod tests {
         let root = tempfile::tempdir().expect("tempdir");
         std::fs::write(root.path().join("journal.redb"), b"not a database at all").expect("write");
         let dir = StateDir::open(root.path()).expect("dir");
-        let (_journal, recovered) = Journal::open(&dir).expect("a new journal");
+        let (_journal, recovered) = Journal::open(&dir, Metrics::default()).expect("a new journal");
         assert_eq!(recovered, Recovered::default());
         let aside = std::fs::read_dir(root.path())
             .expect("list")

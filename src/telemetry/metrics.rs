@@ -31,6 +31,11 @@ struct SourceLabels {
     source: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JournalLabels {
+    table: &'static str,
+}
+
 struct Inner {
     registry: Registry,
     tasks: Family<TaskLabels, Counter>,
@@ -41,6 +46,7 @@ struct Inner {
     reconnects: Counter,
     heartbeats: Counter,
     fetched: Family<SourceLabels, Counter>,
+    journal: Family<JournalLabels, Gauge>,
     connected: AtomicBool,
     ever_connected: AtomicBool,
     draining: AtomicBool,
@@ -72,6 +78,7 @@ impl Metrics {
         let duration = Histogram::new(exponential_buckets(0.0005, 2.0, 18));
         let cache = Family::<CacheLabels, Counter>::default();
         let fetched = Family::<SourceLabels, Counter>::default();
+        let journal = Family::<JournalLabels, Gauge>::default();
         let (queued, running) = (Gauge::default(), Gauge::default());
         let (reconnects, heartbeats) = (Counter::default(), Counter::default());
         registry.register(
@@ -114,6 +121,11 @@ impl Metrics {
             "Binary bytes obtained, by source",
             fetched.clone(),
         );
+        registry.register(
+            "journal_entries",
+            "Entries on disk in the task journal: jobs not yet answered, latent tasks deployed",
+            journal.clone(),
+        );
         let inner = Inner {
             registry,
             tasks,
@@ -124,6 +136,7 @@ impl Metrics {
             reconnects,
             heartbeats,
             fetched,
+            journal,
             connected: AtomicBool::new(false),
             ever_connected: AtomicBool::new(false),
             draining: AtomicBool::new(false),
@@ -141,6 +154,17 @@ impl Metrics {
         };
         self.inner.tasks.get_or_create(&labels).inc();
         self.inner.duration.observe(took.as_secs_f64());
+    }
+
+    /// What the task journal holds on disk after its last commit.
+    pub fn journal(&self, jobs: u64, latent: u64) {
+        for (table, n) in [("jobs", jobs), ("latent", latent)] {
+            let gauge = i64::try_from(n).unwrap_or(i64::MAX);
+            self.inner
+                .journal
+                .get_or_create(&JournalLabels { table })
+                .set(gauge);
+        }
     }
 
     /// A compile cache lookup.

@@ -75,9 +75,13 @@ impl Broker {
     }
 
     fn config(&self) -> String {
+        // Persistence is written only on exit and on SIGUSR1 ([`Broker::save`]): a test's
+        // manager saves its session once subscribed, so that after a restart the broker
+        // queues what the proplet publishes before the manager is back.
         let mut text = format!(
-            "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 20\nset_tcp_nodelay true\nmax_queued_messages 0\n",
-            self.port
+            "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 0\nmax_inflight_messages 20\nset_tcp_nodelay true\nmax_queued_messages 0\n",
+            self.port,
+            self.dir.path().display()
         );
         if let (Some(port), Some(tls)) = (self.tls_port, &self.tls) {
             text += &format!(
@@ -92,6 +96,10 @@ impl Broker {
     }
 
     fn spawn(&mut self) {
+        // Started as root, mosquitto drops to its own user, which must be able to write its
+        // persistence file here.
+        let open = std::os::unix::fs::PermissionsExt::from_mode(0o777);
+        std::fs::set_permissions(self.dir.path(), open).expect("chmod the broker's directory");
         let conf = self.dir.path().join("mosquitto.conf");
         std::fs::write(&conf, self.config()).expect("write mosquitto.conf");
         let log = std::fs::File::create(self.dir.path().join("mosquitto.log")).expect("log file");
@@ -114,6 +122,28 @@ impl Broker {
                 );
                 std::thread::sleep(Duration::from_millis(20));
             }
+        }
+    }
+
+    /// Asks the broker to write its sessions to disk (SIGUSR1), so that they survive a
+    /// restart, even one after a kill.
+    pub fn save(&self) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .args(["-USR1", &child.id().to_string()])
+                .status()
+                .expect("kill");
+            assert!(status.success(), "kill -USR1 mosquitto failed");
+        }
+        let db = self.dir.path().join("mosquitto.db");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !db.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not save its sessions: {}",
+                std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 

@@ -150,6 +150,9 @@ impl Manager {
     pub async fn connect(broker: &Broker) -> Manager {
         let id = format!("manager-{}", uuid::Uuid::new_v4());
         let mut opts = MqttOptions::new(id, "127.0.0.1", broker.port);
+        // A session the broker keeps (and saves, below): across a broker restart, what the
+        // proplet publishes before this client is back is queued for it, not lost.
+        opts.set_clean_session(false);
         opts.set_max_packet_size(64 << 20, 64 << 20);
         opts.set_inflight(20);
         let (client, mut eventloop) = AsyncClient::new(opts, 1024);
@@ -195,6 +198,7 @@ impl Manager {
             .await
             .expect("suback in time")
             .ok();
+        broker.save();
         Manager {
             client,
             rx,

@@ -76,7 +76,7 @@ fn harness(features: Features, settings: TaskSettings) -> Harness {
     let fetcher = Fetcher::new(&fetch, publisher.clone(), policy.clone()).expect("fetcher");
     let root = tempfile::tempdir().expect("tempdir");
     let dir = StateDir::open(root.path()).expect("state dir");
-    let (journal, _) = Journal::open(&dir).expect("journal");
+    let (journal, _) = Journal::open(&dir, Metrics::default()).expect("journal");
     let manager = TaskManager::new(ManagerParts {
         proplet_id: "p1".into(),
         publisher,
