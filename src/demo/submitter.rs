@@ -27,9 +27,17 @@ impl Submitter {
         net.set_tcp_nodelay(true);
         eventloop.set_network_options(net);
         let (tx, rx) = mpsc::unbounded_channel();
+        let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+        let mut subscribed_tx = Some(subscribed_tx);
         tokio::spawn(async move {
             loop {
                 match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        if let Some(done) = subscribed_tx.take() {
+                            // `connect` may have given up waiting; nothing to tell then.
+                            done.send(()).ok();
+                        }
+                    }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let json = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
                         if tx.send((p.topic.clone(), json)).is_err() {
@@ -44,6 +52,11 @@ impl Submitter {
         client
             .subscribe(format!("{base}/control/proplet/#"), QoS::AtLeastOnce)
             .await?;
+        // Only once subscribed: a proplet that starts sooner would announce itself unheard.
+        tokio::time::timeout(Duration::from_secs(10), subscribed)
+            .await
+            .context("the embedded broker did not confirm the subscription")?
+            .context("the demo's MQTT client stopped")?;
         Ok(Submitter {
             client,
             base,
