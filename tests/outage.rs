@@ -68,22 +68,6 @@ async fn a_pubrel_left_by_a_dead_process_does_not_keep_the_next_one_off_the_air(
         .await;
 }
 
-/// Reads `log` until `done` holds (at most 60 s).
-async fn wait_for_log(log: &std::path::Path, done: impl Fn(&str) -> bool) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if done(&text) {
-            return text;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the log never showed it: {text}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_that_refuses_connections_is_retried_with_one_warning() {
     let mut broker = Broker::start();
@@ -91,15 +75,17 @@ async fn a_broker_that_refuses_connections_is_retried_with_one_warning() {
     broker.kill();
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("log");
-    let _d = Daemon::start_logged(&broker, &[], &log);
+    let mut d = Daemon::start_logged(&broker, &[], &log);
     let again = "MQTT connection failed again";
-    wait_for_log(&log, |text| text.matches(again).count() >= 3).await;
+    d.wait_for_log(&log, |text| text.matches(again).count() >= 3)
+        .await;
     broker.restart();
     m.wait_ready().await;
-    let text = wait_for_log(&log, |text| {
-        text.contains("connected after repeated failures")
-    })
-    .await;
+    let text = d
+        .wait_for_log(&log, |text| {
+            text.contains("connected after repeated failures")
+        })
+        .await;
     let warnings = text
         .lines()
         .filter(|l| l.contains("WARN") && l.contains("MQTT"))
@@ -145,14 +131,21 @@ async fn a_backlog_of_results_never_crowds_out_the_subscriptions() {
     assert_ok(&m.result("subscribed").await, "30");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tasks_a_killed_worker_left_are_answered_interrupted_by_the_next() {
+/// A broker, a manager, and a ready proplet process with a state directory of its own
+/// (returned for the next process) and a metrics probe.
+async fn journaled_worker() -> (Broker, Manager, String, Probe, Daemon) {
     let broker = Broker::start();
     let mut m = Manager::connect(&broker).await;
     let state = state_dir().display().to_string();
     let probe = Probe::new();
-    let mut first = Daemon::start(&broker, &[("PROPLET_STATE_DIR", &state), probe.env()]);
+    let first = Daemon::start(&broker, &[("PROPLET_STATE_DIR", &state), probe.env()]);
     m.wait_ready().await;
+    (broker, m, state, probe, first)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_a_killed_worker_left_are_answered_interrupted_by_the_next() {
+    let (broker, mut m, state, probe, mut first) = journaled_worker().await;
     let deploy =
         json!({"file": guests::component_base64("greet"), "name": "greet", "latent": true});
     m.send_json("control/manager/start", &start("lat", deploy))
@@ -201,12 +194,7 @@ async fn tasks_a_killed_worker_left_are_answered_interrupted_by_the_next() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_stopped_cleanly_leaves_nothing_to_answer_again() {
-    let broker = Broker::start();
-    let mut m = Manager::connect(&broker).await;
-    let state = state_dir().display().to_string();
-    let probe = Probe::new();
-    let mut first = Daemon::start(&broker, &[("PROPLET_STATE_DIR", &state), probe.env()]);
-    m.wait_ready().await;
+    let (broker, mut m, state, probe, mut first) = journaled_worker().await;
     for id in ["one", "two"] {
         m.send_json("control/manager/start", &start(id, json!({})))
             .await;

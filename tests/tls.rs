@@ -97,36 +97,15 @@ async fn without_a_ca_file_the_system_roots_are_used_and_failures_are_retried() 
         &log,
     );
     // Three failed handshakes: the first attempt and two retries after backoff.
-    let text = wait_for_log(&mut d, &log, |text| {
-        text.matches("invalid peer certificate").count() >= 3
-    })
-    .await;
+    let text = d
+        .wait_for_log(&log, |text| {
+            text.matches("invalid peer certificate").count() >= 3
+        })
+        .await;
     assert!(!text.contains("panicked"), "the proplet panicked: {text}");
     assert!(text.contains("UnknownIssuer"), "{text}");
     d.signal("-TERM");
     assert_eq!(d.wait(Duration::from_secs(30)).await, Some(0));
-}
-
-/// Waits (up to 30 s) until the daemon's log satisfies `done`, re-reading it as the daemon
-/// writes; returns it. The daemon must stay up all along.
-async fn wait_for_log(
-    d: &mut Daemon,
-    log: &std::path::Path,
-    done: impl Fn(&str) -> bool,
-) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if done(&text) {
-            return text;
-        }
-        assert!(d.running(), "the proplet exited: {text}");
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the log never showed it within 30 s: {text}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -37,17 +37,13 @@ const fn s(
     }
 }
 
-/// A setting whose value is redacted in `proplet config`, logs and errors.
-const fn secret(
-    key: &'static str,
-    flag: &'static str,
-    env: &'static [&'static str],
-    default: Option<&'static str>,
-    help: &'static str,
-) -> Setting {
-    Setting {
-        secret: true,
-        ..s(key, flag, env, default, help)
+impl Setting {
+    /// The same setting, its value redacted in `proplet config`, logs and errors.
+    const fn secret(self) -> Setting {
+        Setting {
+            secret: true,
+            ..self
+        }
     }
 }
 
@@ -55,8 +51,8 @@ const fn secret(
 /// reads, so a misspelt name does not compile) and [`SETTINGS`], the table of all of them
 /// in order (so no constant can be left out of it).
 macro_rules! settings {
-    ($($name:ident = $make:ident($key:literal, $flag:literal, $env:expr, $default:expr, $help:literal $(,)?);)*) => {
-        $(#[doc = $help] pub const $name: Setting = $make($key, $flag, $env, $default, $help);)*
+    ($($name:ident = s($key:literal, $flag:literal, $env:expr, $default:expr, $help:literal $(,)?) $(.$then:ident())?;)*) => {
+        $(#[doc = $help] pub const $name: Setting = s($key, $flag, $env, $default, $help)$(.$then())?;)*
 
         /// Every setting, in display order.
         pub const SETTINGS: &[&Setting] = &[$(&$name),*];
@@ -92,13 +88,14 @@ settings! {
         "Entity (seed era: client) id: MQTT username and proplet_id in every message. Required.",
     );
 
-    API_KEY = secret(
+    API_KEY = s(
         "api_key",
         "api-key",
         &["PROPLET_API_KEY", "PROPLET_CLIENT_KEY"],
         None,
         "API (seed era: client) key: the MQTT password.",
-    );
+    )
+    .secret();
 
     INSTANCE_ID = s(
         "instance_id",
@@ -492,13 +489,14 @@ settings! {
         "OTLP transport: http/protobuf or grpc.",
     );
 
-    OTEL_HEADERS = secret(
+    OTEL_HEADERS = s(
         "otel_headers",
         "otel-headers",
         &["OTEL_EXPORTER_OTLP_HEADERS"],
         None,
         "Headers sent to the collector: key=value,key2=value2 (e.g. an API key).",
-    );
+    )
+    .secret();
 
     OTEL_SERVICE_NAME = s(
         "otel_service_name",

@@ -80,6 +80,28 @@ impl Daemon {
         assert!(ok, "kill {sig} failed");
     }
 
+    /// Waits (up to 30 s) until the daemon's log satisfies `done`, re-reading it as the daemon
+    /// writes; returns it. The daemon must stay up all along.
+    pub async fn wait_for_log(
+        &mut self,
+        log: &std::path::Path,
+        done: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            if done(&text) {
+                return text;
+            }
+            assert!(self.running(), "the proplet exited: {text}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the log never showed it within 30 s: {text}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Whether the process is still running (it has not exited, by panic or otherwise).
     pub fn running(&mut self) -> bool {
         self.0.try_wait().expect("try_wait").is_none()
