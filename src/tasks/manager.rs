@@ -87,6 +87,14 @@ impl TaskManager {
     /// had deployed (lost with it), with `interrupted` errors: the manager can start or
     /// deploy them again.
     pub fn recover(&self, recovered: Recovered) {
+        // A latent task being redeployed when the proplet stopped is answered once, for the
+        // deploy.
+        let redeploying: Vec<String> = recovered
+            .unanswered
+            .iter()
+            .filter(|e| e.invocation.is_none())
+            .map(|e| e.task.clone())
+            .collect();
         for entry in recovered.unanswered {
             let why = "the proplet stopped before answering (the task was accepted or running)";
             let error = TaskError::Interrupted(why);
@@ -95,9 +103,13 @@ impl TaskManager {
                 None => self.reply_interrupted(&entry.task, error),
             }
         }
-        for id in recovered.latent {
+        for id in recovered
+            .latent
+            .iter()
+            .filter(|id| !redeploying.contains(id))
+        {
             let why = "the latent task was lost when the proplet restarted; deploy it again";
-            self.reply_interrupted(&id, TaskError::Interrupted(why));
+            self.reply_interrupted(id, TaskError::Interrupted(why));
         }
     }
 

@@ -549,11 +549,12 @@ async fn what_a_previous_process_left_is_answered_interrupted() {
         unanswered: vec![
             entry("ran", None, EntryKind::Start),
             entry("lat", Some("i1"), EntryKind::Invoke),
+            entry("redeploying", None, EntryKind::Deploy),
         ],
-        latent: vec!["deployed".into()],
+        latent: vec!["deployed".into(), "redeploying".into()],
     });
     let mut answers = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..4 {
         answers.push(h.next().await);
     }
     answers.sort_by(|a, b| a.1["task_id"].as_str().cmp(&b.1["task_id"].as_str()));
@@ -571,5 +572,12 @@ async fn what_a_previous_process_left_is_answered_interrupted() {
         "interrupted",
         "stopped before answering",
     );
-    h.quiet("each is answered once").await;
+    let redeploy = &answers[3].1;
+    assert_err(
+        redeploy,
+        "redeploying",
+        "interrupted",
+        "stopped before answering",
+    );
+    h.quiet("each is answered once, a redeploy too").await;
 }
