@@ -11,12 +11,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::protocol::{Discovery, Liveliness, Metadata, Outbound};
+use crate::protocol::{Discovery, Liveliness, Metadata, Outbound, Topic};
 use crate::runtime::{ExternalRuntime, Runtime, RuntimeError, TaskRuntime};
-use crate::state::{Journal, StateDir, StateError};
+use crate::state::{Journal, StateDir, StateError, Stored};
 use crate::tasks::{FetchError, Fetcher, ManagerParts, TaskManager, heartbeat};
 use crate::telemetry::{self, Metrics};
-use crate::transport::{MqttSession, PacketLimit, Publisher, SessionEvents, TransportError};
+use crate::transport::{
+    Encoded, MqttSession, PacketLimit, Publisher, SessionEvents, SessionParts, TransportError,
+};
 
 /// Messages that may wait for the MQTT client, in each of the publisher's queues.
 const OUTBOUND_CAPACITY: usize = 1024;
@@ -134,14 +136,15 @@ impl Running {
         let limit = PacketLimit::new(&config.mqtt, id);
         let (publisher, outbound) = Publisher::new(OUTBOUND_CAPACITY, limit);
         let offline = liveliness(config, "offline");
-        let (session, events) = MqttSession::start(
-            &config.mqtt,
-            id,
+        let parts = SessionParts {
             discovery,
-            offline.clone(),
-            outbound,
-            metrics.clone(),
-        )?;
+            offline: offline.clone(),
+            outbox: outbound,
+            metrics: metrics.clone(),
+            journal: journal.clone(),
+            replay: replay(&recovered.outbox),
+        };
+        let (session, events) = MqttSession::start(&config.mqtt, id, parts)?;
         info!(proplet_id = %id.proplet_id, broker = %config.mqtt.address, runtime = %runtime.describe(), "proplet starting");
         let manager = TaskManager::new(ManagerParts {
             proplet_id: id.proplet_id.clone(),
@@ -210,6 +213,24 @@ fn sandbox_limits(config: &Config) -> crate::sandbox::SandboxLimits {
             ..Default::default()
         },
     }
+}
+
+/// The results a previous process left in the durable outbox, to be sent first.
+fn replay(stored: &[Stored]) -> Vec<Encoded> {
+    let mut replay = Vec::with_capacity(stored.len());
+    for entry in stored {
+        match Topic::from_suffix(&entry.topic) {
+            Some(topic) => replay.push(Encoded::replay(topic, entry.payload.clone(), entry.seq)),
+            None => warn!(topic = %entry.topic, "dropping an outbox entry for an unknown topic"),
+        }
+    }
+    if !replay.is_empty() {
+        info!(
+            results = replay.len(),
+            "publishing first the results a previous process left"
+        );
+    }
+    replay
 }
 
 /// Hands every inbound message to the manager until stopped.

@@ -63,6 +63,11 @@ impl Topic {
             Topic::RegistryChunk => "registry/server",
         }
     }
+
+    /// The topic whose [`Topic::suffix`] is `suffix`.
+    pub fn from_suffix(suffix: &str) -> Option<Topic> {
+        Topic::ALL.into_iter().find(|t| t.suffix() == suffix)
+    }
 }
 
 /// Renders and parses full topic names for one tenant (domain) and channel.

@@ -8,6 +8,7 @@
 //! window loses it from the journal.
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 
 use redb::{
@@ -17,6 +18,7 @@ use redb::{
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
+use super::outbox::{self, Depth, SharedDepth, Stored, Unstored};
 use super::{StateDir, StateError};
 use crate::telemetry::Metrics;
 
@@ -78,6 +80,9 @@ pub struct Recovered {
     pub unanswered: Vec<Entry>,
     /// Latent tasks it had deployed (lost with its memory).
     pub latent: Vec<String>,
+    /// Results it stored and the broker never acknowledged, in order: they stay in the
+    /// outbox until this process has them delivered.
+    pub outbox: Vec<Stored>,
 }
 
 enum Op {
@@ -86,6 +91,8 @@ enum Op {
     Answered(Entry),
     Deployed(String),
     Forgotten(String),
+    Store(Stored),
+    Delivered(u64),
 }
 
 struct Request {
@@ -97,6 +104,7 @@ struct Request {
 #[derive(Debug, Clone)]
 pub struct Journal {
     tx: mpsc::Sender<Request>,
+    depth: SharedDepth,
 }
 
 impl std::fmt::Debug for Request {
@@ -112,12 +120,41 @@ impl Journal {
         let path = dir.path().join("journal.redb");
         let db = open_or_set_aside(&path)?;
         let recovered = take_all(&db).map_err(|e| StateError::Journal(e.to_string()))?;
+        let depth = SharedDepth::default();
+        for stored in &recovered.outbox {
+            depth.add(stored.payload.len());
+        }
+        let next = recovered.outbox.last().map_or(0, |s| s.seq + 1);
+        depth.next.store(next, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel();
+        let writer = depth.clone();
         std::thread::Builder::new()
             .name("journal".into())
-            .spawn(move || write_batches(&db, &rx, &metrics))
+            .spawn(move || write_batches(&db, &rx, &metrics, &writer))
             .map_err(|e| StateError::Journal(format!("cannot start its writer: {e}")))?;
-        Ok((Journal { tx }, recovered))
+        Ok((Journal { tx, depth }, recovered))
+    }
+
+    /// Stores a result in the outbox and resolves with its sequence number once it is on
+    /// disk (only then may it be handed to the MQTT session).
+    pub async fn store(&self, result: Unstored) -> Result<u64, StateError> {
+        let seq = self.depth.next.fetch_add(1, Ordering::Relaxed);
+        let (done, committed) = oneshot::channel();
+        self.send(Op::Store(result.numbered(seq)), Some(done));
+        match committed.await {
+            Ok(result) => result.map(|()| seq).map_err(StateError::Journal),
+            Err(_) => Err(StateError::Journal("its writer has stopped".into())),
+        }
+    }
+
+    /// Removes result `seq` from the outbox: the broker has acknowledged it.
+    pub fn delivered(&self, seq: u64) {
+        self.send(Op::Delivered(seq), None);
+    }
+
+    /// Payload bytes in the outbox (stored, not yet acknowledged).
+    pub fn outbox_bytes(&self) -> u64 {
+        self.depth.bytes.load(Ordering::Relaxed)
     }
 
     /// Records `entry` as accepted.
@@ -209,11 +246,13 @@ fn take_all(db: &Database) -> Result<Recovered, redb::Error> {
         }
         latent.retain(|_, _| false)?;
     }
+    recovered.outbox = outbox::read_all(&txn)?;
     txn.commit()?;
-    if !recovered.unanswered.is_empty() || !recovered.latent.is_empty() {
+    if recovered != Recovered::default() {
         info!(
             unanswered = recovered.unanswered.len(),
             latent = recovered.latent.len(),
+            results = recovered.outbox.len(),
             "the task journal holds what a previous process left"
         );
     }
@@ -221,11 +260,17 @@ fn take_all(db: &Database) -> Result<Recovered, redb::Error> {
 }
 
 /// Commits queued requests in batches until every handle is gone.
-fn write_batches(db: &Database, rx: &mpsc::Receiver<Request>, metrics: &Metrics) {
+fn write_batches(db: &Database, rx: &mpsc::Receiver<Request>, metrics: &Metrics, depth: &Depth) {
     while let Ok(first) = rx.recv() {
         let batch: Vec<Request> = std::iter::once(first).chain(rx.try_iter()).collect();
-        let result = commit(db, &batch)
-            .map(|(jobs, latent)| metrics.journal(jobs, latent))
+        let result = commit(db, &batch, depth)
+            .map(|(jobs, latent)| {
+                metrics.journal(jobs, latent);
+                metrics.outbox(
+                    depth.messages.load(Ordering::Relaxed),
+                    depth.bytes.load(Ordering::Relaxed),
+                );
+            })
             .map_err(|e| e.to_string());
         if let Err(e) = &result {
             warn!(error = %e, "the task journal could not be written");
@@ -239,12 +284,16 @@ fn write_batches(db: &Database, rx: &mpsc::Receiver<Request>, metrics: &Metrics)
     }
 }
 
-/// Commits `batch` in one transaction; returns how many jobs and latent tasks are left.
-fn commit(db: &Database, batch: &[Request]) -> Result<(u64, u64), redb::Error> {
+/// Commits `batch` in one transaction (and counts what it stores and removes in the
+/// outbox in `depth`); returns how many jobs and latent tasks are left.
+fn commit(db: &Database, batch: &[Request], depth: &Depth) -> Result<(u64, u64), redb::Error> {
     let txn = db.begin_write()?;
+    let mut stored = Vec::new();
+    let mut removed = Vec::new();
     let counts = {
         let mut jobs = txn.open_table(JOBS)?;
         let mut latent = txn.open_table(LATENT)?;
+        let mut results = txn.open_table(outbox::OUTBOX)?;
         for request in batch {
             match &request.op {
                 Op::Flush => {}
@@ -252,11 +301,18 @@ fn commit(db: &Database, batch: &[Request]) -> Result<(u64, u64), redb::Error> {
                 Op::Answered(e) => drop(jobs.remove(e.key())?),
                 Op::Deployed(id) => drop(latent.insert(id.as_str(), "")?),
                 Op::Forgotten(id) => drop(latent.remove(id.as_str())?),
+                Op::Store(entry) => {
+                    outbox::insert(&mut results, entry)?;
+                    stored.push(entry.payload.len());
+                }
+                Op::Delivered(seq) => removed.extend(outbox::remove(&mut results, *seq)?),
             }
         }
         (jobs.len()?, latent.len()?)
     };
     txn.commit()?;
+    stored.into_iter().for_each(|n| depth.add(n));
+    removed.into_iter().for_each(|n| depth.remove(n));
     Ok(counts)
 }
 

@@ -11,9 +11,11 @@
 
 mod dir;
 mod journal;
+mod outbox;
 
 pub use dir::{StateDir, default_path};
 pub use journal::{Entry, EntryKind, Journal, Recovered};
+pub use outbox::{Stored, Unstored};
 
 /// Why the state directory or the journal cannot be used.
 #[derive(Debug, thiserror::Error)]

@@ -76,17 +76,28 @@ impl TaskManager {
             prepare,
             runtime: parts.runtime,
             deployments: Deployments::new(limits, parts.journal.clone()),
-            answers: Answers::new(parts.proplet_id, parts.publisher, parts.metrics),
+            answers: Answers::new(
+                parts.proplet_id,
+                parts.publisher,
+                parts.metrics,
+                parts.journal.clone(),
+            ),
             deploy_wait: parts.budgets.default.timeout.unwrap_or(DEPLOY_WAIT),
             journal: parts.journal,
         };
         TaskManager { cx: Arc::new(cx) }
     }
 
-    /// Answers what a previous process accepted and never answered, and the latent tasks it
-    /// had deployed (lost with it), with `interrupted` errors: the manager can start or
-    /// deploy them again.
+    /// Answers what a previous process accepted and never answered (unless its result is
+    /// waiting in the durable outbox), and the latent tasks it had deployed (lost with it),
+    /// with `interrupted` errors: the manager can start or deploy them again.
     pub fn recover(&self, recovered: Recovered) {
+        let answered = |e: &crate::state::Entry| {
+            recovered
+                .outbox
+                .iter()
+                .any(|s| s.task == e.task && s.invocation == e.invocation)
+        };
         // A latent task being redeployed when the proplet stopped is answered once, for the
         // deploy.
         let redeploying: Vec<String> = recovered
@@ -95,7 +106,8 @@ impl TaskManager {
             .filter(|e| e.invocation.is_none())
             .map(|e| e.task.clone())
             .collect();
-        for entry in recovered.unanswered {
+        for entry in recovered.unanswered.iter().filter(|e| !answered(e)) {
+            let entry = entry.clone();
             let why = "the proplet stopped before answering (the task was accepted or running)";
             let error = TaskError::Interrupted(why);
             match entry.invocation {

@@ -10,23 +10,33 @@ use super::TaskError;
 use super::receipt::Receipt;
 use crate::protocol::{ErrorKind, InvokeResult, Outbound, Outcome, TaskResult, Topic};
 use crate::runtime::TaskOutput;
+use crate::state::{Journal, Unstored};
 use crate::telemetry::{Metrics, trace};
 use crate::transport::{Encoded, Publisher, TransportError};
 
-/// Where a job's one answer goes: results and invocation results, counted in the metrics.
+/// Where a job's one answer goes: results and invocation results, stored in the durable
+/// outbox, counted in the metrics.
 pub(super) struct Answers {
     proplet_id: String,
     publisher: Publisher,
     metrics: Metrics,
+    journal: Journal,
 }
 
 impl Answers {
-    /// Answers as `proplet_id` through `publisher`, counting in `metrics`.
-    pub(super) fn new(proplet_id: String, publisher: Publisher, metrics: Metrics) -> Self {
+    /// Answers as `proplet_id` through `publisher`, each stored in `journal`'s outbox first,
+    /// counting in `metrics`.
+    pub(super) fn new(
+        proplet_id: String,
+        publisher: Publisher,
+        metrics: Metrics,
+        journal: Journal,
+    ) -> Self {
         Answers {
             proplet_id,
             publisher,
             metrics,
+            journal,
         }
     }
 
@@ -50,7 +60,8 @@ impl Answers {
                 outcome,
             })
         };
-        self.send(id, outcome, wrap, receipt, Topic::Results).await;
+        self.send((id, None), outcome, wrap, receipt, Topic::Results)
+            .await;
     }
 
     /// Publishes an invocation's one result (`ids`: the task and invocation ids) with its
@@ -71,27 +82,48 @@ impl Answers {
                 outcome,
             })
         };
-        self.send(task_id, outcome, wrap, receipt, Topic::InvokeResults)
+        let ids = (task_id, Some(invocation_id));
+        self.send(ids, outcome, wrap, receipt, Topic::InvokeResults)
             .await;
     }
 
     /// Fits the message `wrap` makes of `outcome` into one packet, counts what is answered,
-    /// and queues it under a `publish` span.
+    /// stores it, and queues it under a `publish` span.
     async fn send(
         &self,
-        id: &str,
+        ids: (&str, Option<&str>),
         outcome: Outcome,
         wrap: impl Fn(Outcome) -> Outbound,
         receipt: &Receipt,
         topic: Topic,
     ) {
+        let id = ids.0;
         let (kind, encoded) = self.fit(id, outcome, wrap);
         self.metrics
             .task_finished(kind.map(ErrorKind::as_str), receipt.elapsed());
         let Some(encoded) = encoded else { return };
+        let encoded = self.keep(ids, encoded).await;
         let sent = self.publisher.send_encoded(encoded);
         if sent.instrument(publish_span(topic)).await.is_err() {
             warn!(task_id = %id, "{} lost: the MQTT session is closed", topic.suffix());
+        }
+    }
+
+    /// Stores `encoded` in the durable outbox (on disk when this returns). Should the disk
+    /// fail, the answer still goes out, from memory only.
+    async fn keep(&self, ids: (&str, Option<&str>), encoded: Encoded) -> Encoded {
+        let entry = Unstored {
+            topic: encoded.topic().suffix().to_owned(),
+            task: ids.0.to_owned(),
+            invocation: ids.1.map(str::to_owned),
+            payload: encoded.payload().to_vec(),
+        };
+        match self.journal.store(entry).await {
+            Ok(seq) => encoded.stored_as(seq),
+            Err(e) => {
+                warn!(task_id = %ids.0, error = %e, "the result could not be stored in the durable outbox; it is sent from memory only");
+                encoded
+            }
         }
     }
 

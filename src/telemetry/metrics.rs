@@ -47,9 +47,43 @@ struct Inner {
     heartbeats: Counter,
     fetched: Family<SourceLabels, Counter>,
     journal: Family<JournalLabels, Gauge>,
+    outbox: OutboxMetrics,
     connected: AtomicBool,
     ever_connected: AtomicBool,
     draining: AtomicBool,
+}
+
+/// The durable outbox's depth and replays.
+struct OutboxMetrics {
+    messages: Gauge,
+    bytes: Gauge,
+    replayed: Counter,
+}
+
+impl OutboxMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = OutboxMetrics {
+            messages: Gauge::default(),
+            bytes: Gauge::default(),
+            replayed: Counter::default(),
+        };
+        registry.register(
+            "outbox_messages",
+            "Results stored in the durable outbox, not yet acknowledged by the broker",
+            m.messages.clone(),
+        );
+        registry.register(
+            "outbox_bytes",
+            "Payload bytes of the results in the durable outbox",
+            m.bytes.clone(),
+        );
+        registry.register(
+            "outbox_replayed",
+            "Results a previous process left in the outbox, published by this one",
+            m.replayed.clone(),
+        );
+        m
+    }
 }
 
 /// The proplet's metrics. Cheap to clone.
@@ -126,6 +160,7 @@ impl Metrics {
             "Entries on disk in the task journal: jobs not yet answered, latent tasks deployed",
             journal.clone(),
         );
+        let outbox = OutboxMetrics::register(&mut registry);
         let inner = Inner {
             registry,
             tasks,
@@ -137,6 +172,7 @@ impl Metrics {
             heartbeats,
             fetched,
             journal,
+            outbox,
             connected: AtomicBool::new(false),
             ever_connected: AtomicBool::new(false),
             draining: AtomicBool::new(false),
@@ -165,6 +201,19 @@ impl Metrics {
                 .get_or_create(&JournalLabels { table })
                 .set(gauge);
         }
+    }
+
+    /// What the durable outbox holds after its last commit: results stored and not yet
+    /// acknowledged by the broker, and their bytes.
+    pub fn outbox(&self, messages: u64, bytes: u64) {
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.inner.outbox.messages.set(gauge(messages));
+        self.inner.outbox.bytes.set(gauge(bytes));
+    }
+
+    /// Results a previous process left in the outbox, handed to the session again.
+    pub fn replayed(&self, results: u64) {
+        self.inner.outbox.replayed.inc_by(results);
     }
 
     /// A compile cache lookup.

@@ -22,30 +22,56 @@
 //!   connection and completed, instead of ending every connection;
 //! - a Last Will on the alive topic tells the manager we went away uncleanly.
 
+//! The MQTT session: one task, on a thread of its own, drives the connection. rumqttc
+//! connects and keeps the protocol state (packet ids, QoS 2 exchanges); we choose what is
+//! sent, when, and under which packet id, so that an acknowledgement names exactly the
+//! message it delivers.
+//!
+//! Rules kept here (docs/protocol.md §8):
+//! - the loop never waits on anything but the network, the outbox, its commands and the
+//!   keep-alive: decoded messages go to the task manager through a queue that never makes
+//!   it wait; reconnection is connecting again after a capped, jittered backoff;
+//! - a waiting heartbeat goes before anything else; while every packet id awaits the
+//!   broker's acknowledgement (as under a burst) heartbeats still go out, at QoS 0, which
+//!   needs no packet id — so no burst can starve heartbeats;
+//! - after every CONNACK we subscribe to start, stop, invoke and registry chunks first, send
+//!   again what was not acknowledged, and only once the SUBACK arrives do we announce
+//!   ourselves (discovery) and signal `ready`, so no start sent in answer to our discovery
+//!   can be missed;
+//! - a result stored in the durable outbox leaves it only when the broker acknowledged it
+//!   (PUBACK, or PUBCOMP at QoS 2; at QoS 0, once written); what a previous process left
+//!   there is sent first, in order;
+//! - a QoS 2 release (PUBREL) the broker re-sends for a message this process never
+//!   received (a previous process acknowledged it and died) is expected on the next
+//!   connection and completed, instead of ending every connection;
+//! - a Last Will on the alive topic tells the manager we went away uncleanly.
+
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, NetworkOptions,
-    Outgoing, Packet, Publish, QoS, Request, StateError, Subscribe, SubscribeFilter,
-    TlsConfiguration, Transport,
+    ConnectionError, Event, EventLoop, Incoming, LastWill, MqttOptions, NetworkOptions, Packet,
+    Publish, QoS, Request, StateError, Subscribe, SubscribeFilter, TlsConfiguration, Transport,
 };
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, info, warn};
 
 use super::{Backoff, Encoded, Outbox, TransportError};
 use crate::config::{Identity, MqttConfig};
 use crate::protocol::{self, Inbound, Outbound, Rejected, Topic, Topics};
+use crate::state::Journal;
 use crate::telemetry::Metrics;
 
 /// What the session hands to the worker.
 pub struct SessionEvents {
     /// Decoded (or rejected) messages on the subscribed topics.
     ///
-    /// Unbounded on purpose: the event loop must never wait for room (that would stall the
+    /// Unbounded on purpose: the session must never wait for room (that would stall the
     /// keep-alive and every publish), and must not drop a start that needs an answer. The
     /// reader hands each message to the task manager, which never blocks (it answers
     /// `overloaded` itself), so the queue drains as fast as the broker delivers.
@@ -54,83 +80,86 @@ pub struct SessionEvents {
     pub ready: watch::Receiver<u64>,
 }
 
+/// What a session is made of, besides its configuration.
+pub struct SessionParts {
+    /// Announced after every subscription.
+    pub discovery: Outbound,
+    /// The Last Will (and what [`MqttSession::close`] publishes).
+    pub offline: Outbound,
+    /// The receiving end of the worker's [`super::Publisher`].
+    pub outbox: Outbox,
+    /// Connection state and reconnects.
+    pub metrics: Metrics,
+    /// Where delivered results are removed from the durable outbox.
+    pub journal: Journal,
+    /// Results a previous process left in the durable outbox, sent first, in order.
+    pub replay: Vec<Encoded>,
+}
+
 /// A running MQTT session.
 pub struct MqttSession {
-    client: AsyncClient,
+    commands: mpsc::UnboundedSender<Command>,
     topics: Topics,
     intake_open: Arc<AtomicBool>,
-    close_tx: oneshot::Sender<Outbound>,
-    forwarder: JoinHandle<()>,
-    event_loop: JoinHandle<()>,
-    /// Ends the event loop's thread at once if the session is dropped without
+    task: JoinHandle<()>,
+    /// Ends the session's thread at once if the session is dropped without
     /// [`MqttSession::close`] (its owner was aborted): nobody is left to flush for.
     abandoned: DropGuard,
 }
 
-/// Shared between the forwarder and the event loop to know when everything went out.
-#[derive(Default)]
-struct Flush {
-    enqueued: AtomicU64,
+/// What the worker asks of a running session.
+enum Command {
+    /// Stop receiving on these topics.
+    Unsubscribe(Vec<String>),
+    /// Send what is queued and then this, wait for the acknowledgements, disconnect.
+    Close(Outbound),
 }
 
 impl MqttSession {
-    /// Connects (in the background) and starts serving. `outbound` is the receiving end of
-    /// the worker's [`super::Publisher`]; `discovery` is announced after every subscription.
+    /// Connects (in the background) and starts serving.
     pub fn start(
         cfg: &MqttConfig,
         identity: &Identity,
-        discovery: Outbound,
-        offline: Outbound,
-        outbound: Outbox,
-        metrics: Metrics,
+        parts: SessionParts,
     ) -> Result<(MqttSession, SessionEvents), TransportError> {
         let topics = Topics::new(&identity.tenant_id, &identity.channel_id);
-        let qos = qos(cfg.qos);
-        let options = options(cfg, identity, &topics, &offline)?;
-        let (client, mut eventloop) = AsyncClient::new(options, cfg.request_channel_capacity);
-        eventloop.set_network_options(network_options(cfg));
+        let options = options(cfg, identity, &topics, &parts.offline)?;
+        let mut el = EventLoop::new(options, 1);
+        el.network_options = network_options(cfg);
         let (inbound_tx, inbound) = mpsc::unbounded_channel();
         let (ready_tx, ready) = watch::channel(0);
-        let (close_tx, close_rx) = oneshot::channel();
-        let (finish_tx, finish_rx) = oneshot::channel();
-        let flush = Arc::new(Flush::default());
+        let (commands, commands_rx) = mpsc::unbounded_channel();
         let intake_open = Arc::new(AtomicBool::new(true));
-        let heartbeats = outbound.heartbeats();
         let abandoned = CancellationToken::new();
-        let state = LoopState {
-            client: client.clone(),
+        parts.metrics.replayed(parts.replay.len() as u64);
+        let st = LoopState {
             clean_session: cfg.clean_session,
             topics: topics.clone(),
-            qos,
-            discovery: discovery.encode(),
+            qos: qos(cfg.qos),
+            keep_alive: cfg.keep_alive,
+            timeout: cfg.timeout,
+            discovery: Encoded::new(&parts.discovery),
             inbound_tx,
             ready_tx,
             intake_open: intake_open.clone(),
-            announced: false,
-            saved: Vec::new(),
-            published: 0,
-            flush: flush.clone(),
-            metrics,
-            heartbeats,
+            metrics: parts.metrics,
+            journal: parts.journal,
             abandoned: abandoned.clone(),
             unreleased: Vec::new(),
             failures: Failures::default(),
+            inflight: Inflight::new(cfg.inflight),
+            backlog: parts.replay.into(),
+            closing: None,
+            outbox_open: true,
+            announced: false,
+            control: VecDeque::new(),
         };
-        let fwd = Forwarder {
-            client: client.clone(),
-            topics: topics.clone(),
-            qos,
-            flush,
-        };
-        let event_loop = on_own_thread(run_loop(eventloop, state, finish_rx, cfg.timeout))?;
-        let forwarder = on_own_thread(fwd.run(outbound, close_rx, finish_tx))?;
+        let task = on_own_thread(run_loop(el, st, parts.outbox, commands_rx))?;
         let session = MqttSession {
-            client,
+            commands,
             topics,
             intake_open,
-            close_tx,
-            forwarder,
-            event_loop,
+            task,
             abandoned: abandoned.drop_guard(),
         };
         Ok((session, SessionEvents { inbound, ready }))
@@ -140,28 +169,26 @@ impl MqttSession {
     /// chunks still arrive, for the tasks that are draining).
     pub fn stop_intake(&self) {
         self.intake_open.store(false, Ordering::Relaxed);
-        for topic in [Topic::Start, Topic::Invoke] {
-            if let Err(e) = self.client.try_unsubscribe(self.topics.render(topic)) {
-                warn!(error = %e, "could not unsubscribe from {}", topic.suffix());
-            }
+        let topics = [Topic::Start, Topic::Invoke].map(|t| self.topics.render(t));
+        if self
+            .commands
+            .send(Command::Unsubscribe(topics.into()))
+            .is_err()
+        {
+            warn!("could not unsubscribe: the MQTT session has ended");
         }
     }
 
     /// Publishes what is still queued, then `offline`, waits for the broker to acknowledge
-    /// everything (at most the MQTT timeout), and disconnects.
+    /// everything (at most the MQTT timeout), and disconnects. With the broker away it
+    /// ends at once: every result waiting is in the durable outbox, for the next start.
     pub async fn close(self, offline: Outbound) {
-        // An orderly close: the event loop flushes, then ends by itself.
         self.abandoned.disarm();
-        if self.close_tx.send(offline).is_err() {
-            warn!("MQTT forwarder already stopped");
+        if self.commands.send(Command::Close(offline)).is_err() {
+            warn!("the MQTT session had already ended");
         }
-        for (name, thread) in [
-            ("forwarder", self.forwarder),
-            ("event loop", self.event_loop),
-        ] {
-            if let Err(e) = thread.await {
-                warn!(error = %e, "MQTT {name} thread failed");
-            }
+        if let Err(e) = self.task.await {
+            warn!(error = %e, "the MQTT session's thread failed");
         }
     }
 }
@@ -211,10 +238,10 @@ fn network_options(cfg: &MqttConfig) -> NetworkOptions {
     net
 }
 
-/// Runs a session task (the forwarder or the event loop) on a thread of its own with a
-/// small runtime of its own (I/O and timers): the OS schedules it, so handing over
-/// heartbeats, reading, acknowledging and keep-alive never wait in the shared runtime's run
-/// queue behind thousands of tasks (as under a burst of starts).
+/// Runs the session on a thread of its own with a small runtime of its own (I/O and
+/// timers): the OS schedules it, so sending heartbeats, reading, acknowledging and
+/// keep-alive never wait in the shared runtime's run queue behind thousands of tasks (as
+/// under a burst of starts).
 fn on_own_thread(
     task: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<JoinHandle<()>, TransportError> {
@@ -232,97 +259,47 @@ fn tls_transport(cfg: &MqttConfig) -> Result<Transport, TransportError> {
     Ok(Transport::tls_with_config(TlsConfiguration::Rustls(config)))
 }
 
-/// Takes queued messages (heartbeats first) and hands them to the client.
-struct Forwarder {
-    client: AsyncClient,
-    topics: Topics,
-    qos: QoS,
-    flush: Arc<Flush>,
-}
-
-impl Forwarder {
-    async fn run(
-        self,
-        mut outbox: Outbox,
-        mut close: oneshot::Receiver<Outbound>,
-        finish: oneshot::Sender<()>,
-    ) {
-        let mut offline = None;
-        loop {
-            tokio::select! {
-                biased;
-                msg = outbox.recv() => match msg {
-                    Some(msg) => self.publish(msg).await,
-                    None => break,
-                },
-                last = &mut close => {
-                    while let Some(msg) = outbox.try_recv() {
-                        self.publish(msg).await;
-                    }
-                    offline = last.ok();
-                    break;
-                }
-            }
-        }
-        // Signal the event loop first, then hand over the offline notice: its publish wakes
-        // the loop, which then sees that it is closing. (The loop may already be gone if
-        // the session failed for good.)
-        finish.send(()).ok();
-        if let Some(offline) = offline {
-            self.publish(Encoded::new(&offline)).await;
-        }
-    }
-
-    /// Hands `msg` to the client (already checked against the packet limit by the
-    /// [`super::Publisher`], except the small offline notice).
-    async fn publish(&self, msg: Encoded) {
-        let suffix = msg.topic().suffix();
-        let topic = self.topics.render(msg.topic());
-        // Count before handing over, so the event loop never sees more publishes than this.
-        self.flush.enqueued.fetch_add(1, Ordering::Relaxed);
-        let sent = self
-            .client
-            .publish(topic, self.qos, false, msg.into_payload())
-            .await;
-        if let Err(e) = sent {
-            self.flush.enqueued.fetch_sub(1, Ordering::Relaxed);
-            warn!(error = %e, "dropping {suffix} message: MQTT client closed");
-        }
-    }
-}
-
-/// Everything the event loop task owns besides the `EventLoop` itself.
+/// Everything the session loop owns besides the `EventLoop`, the outbox and its commands.
 struct LoopState {
-    client: AsyncClient,
     /// The configured clean-session flag (overridden once to drop an oversized message).
     clean_session: bool,
     topics: Topics,
     qos: QoS,
-    discovery: Vec<u8>,
+    keep_alive: Duration,
+    /// The MQTT timeout: for a flush, and for closing.
+    timeout: Duration,
+    discovery: Encoded,
     inbound_tx: mpsc::UnboundedSender<Result<Inbound, Rejected>>,
     ready_tx: watch::Sender<u64>,
     intake_open: Arc<AtomicBool>,
-    /// Whether this connection has subscribed and announced.
-    announced: bool,
-    /// Publishes that were not acknowledged when the last connection died.
-    saved: Vec<Publish>,
-    /// Publishes written to the network (for the shutdown flush).
-    published: u64,
-    flush: Arc<Flush>,
     /// Connection state and reconnects, for `/readyz` and `/metrics`.
     metrics: Metrics,
-    /// Heartbeats, for when the client's queue is closed to publishes (see
-    /// `expedite_heartbeat`).
-    heartbeats: watch::Receiver<Option<Encoded>>,
+    /// Where acknowledged results leave the durable outbox.
+    journal: Journal,
     /// Fired when the session is dropped without being closed.
     abandoned: CancellationToken,
     /// Packet ids of QoS 2 messages whose release the broker re-sent unexpectedly.
     unreleased: Vec<u16>,
     /// Connection failures, logged once per kind.
     failures: Failures,
+    /// Publishes awaiting acknowledgement, by packet id.
+    inflight: Inflight,
+    /// Taken from the outbox (or replayed), not yet sent: sent before the outbox is read
+    /// again.
+    backlog: VecDeque<Encoded>,
+    /// Once closing: by when everything must be acknowledged.
+    closing: Option<Instant>,
+    /// Whether a [`super::Publisher`] is still there (and the session is not closing).
+    outbox_open: bool,
+    /// Whether this connection has subscribed and announced.
+    announced: bool,
+    /// Requests other than publishes (an unsubscription), sent before the backlog.
+    control: VecDeque<Request>,
 }
 
 mod event_loop;
 mod failures;
+mod inflight;
 use event_loop::run_loop;
 use failures::Failures;
+use inflight::Inflight;

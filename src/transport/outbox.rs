@@ -61,10 +61,23 @@ impl Outbox {
         }
     }
 
-    /// Another view of the heartbeat slot, for the event loop's fast path (each view sees
-    /// every beat once).
-    pub(super) fn heartbeats(&self) -> watch::Receiver<Option<Encoded>> {
-        self.heartbeat.clone()
+    /// The next heartbeat only if `beat_only` (while nothing else may be sent), else the
+    /// next message. Cancel-safe.
+    pub(super) async fn next(&mut self, beat_only: bool) -> Option<Encoded> {
+        match beat_only {
+            true => self.next_beat().await,
+            false => self.recv().await,
+        }
+    }
+
+    /// The next heartbeat; `None` once every [`super::Publisher`] is gone.
+    async fn next_beat(&mut self) -> Option<Encoded> {
+        loop {
+            self.heartbeat.changed().await.ok()?;
+            if let Some(beat) = self.heartbeat.borrow_and_update().clone() {
+                return Some(beat);
+            }
+        }
     }
 
     /// The next message if one is waiting right now (heartbeat first, then in turn).

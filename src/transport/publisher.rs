@@ -16,6 +16,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
 use super::{Outbox, TransportError};
@@ -45,12 +46,14 @@ impl Lane {
     }
 }
 
-/// A message ready for the wire: where it goes and its encoded payload.
+/// A message ready for the wire: where it goes, its encoded payload and, for a result kept
+/// in the durable outbox, its place there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Encoded {
     topic: Topic,
-    payload: Vec<u8>,
+    payload: Bytes,
     lane: Lane,
+    stored: Option<u64>,
 }
 
 impl Encoded {
@@ -58,9 +61,34 @@ impl Encoded {
     pub(super) fn new(msg: &Outbound) -> Encoded {
         Encoded {
             topic: msg.topic(),
-            payload: msg.encode(),
+            payload: Bytes::from(msg.encode()),
             lane: Lane::of(msg),
+            stored: None,
         }
+    }
+
+    /// A result a previous process left in the durable outbox as entry `seq`.
+    pub fn replay(topic: Topic, payload: Vec<u8>, seq: u64) -> Encoded {
+        Encoded {
+            topic,
+            payload: Bytes::from(payload),
+            lane: Lane::Main,
+            stored: Some(seq),
+        }
+    }
+
+    /// The same message, stored in the durable outbox as entry `seq`: the session removes
+    /// it from there once the broker has acknowledged it.
+    pub fn stored_as(self, seq: u64) -> Encoded {
+        Encoded {
+            stored: Some(seq),
+            ..self
+        }
+    }
+
+    /// Its entry in the durable outbox, if it is kept there.
+    pub fn stored(&self) -> Option<u64> {
+        self.stored
     }
 
     /// Where the message goes.
@@ -73,9 +101,9 @@ impl Encoded {
         &self.payload
     }
 
-    /// The payload, handed over.
-    pub(super) fn into_payload(self) -> Vec<u8> {
-        self.payload
+    /// The payload, shared (cheap to clone).
+    pub(super) fn bytes(&self) -> Bytes {
+        self.payload.clone()
     }
 }
 

@@ -550,8 +550,17 @@ async fn what_a_previous_process_left_is_answered_interrupted() {
             entry("ran", None, EntryKind::Start),
             entry("lat", Some("i1"), EntryKind::Invoke),
             entry("redeploying", None, EntryKind::Deploy),
+            entry("finished", None, EntryKind::Start),
         ],
         latent: vec!["deployed".into(), "redeploying".into()],
+        // Its result is waiting in the durable outbox: answered by that, not again.
+        outbox: vec![crate::state::Stored {
+            seq: 0,
+            topic: Topic::Results.suffix().into(),
+            task: "finished".into(),
+            invocation: None,
+            payload: b"{}".to_vec(),
+        }],
     });
     let mut answers = Vec::new();
     for _ in 0..4 {

@@ -1,7 +1,14 @@
-//! The task that owns rumqttc's `EventLoop`.
+//! The session loop: connect (through rumqttc), serve the connection (ourselves, with
+//! rumqttc's protocol state), and connect again after a failure.
+//!
+//! While serving, the loop waits on the network, the outbox, its commands and the
+//! keep-alive only; every wait is cancel-safe, and everything it writes is written outside
+//! those waits, so that no packet is ever half-handled.
 
-use tokio::time::Instant;
+use futures::FutureExt as _;
+use rumqttc::{Disconnect, PingReq, Unsubscribe};
 
+use super::inflight::kept_or_stale;
 use super::*;
 
 /// Reconnect delays: 250 ms doubling to 30 s.
@@ -9,68 +16,168 @@ fn backoff() -> Backoff {
     Backoff::new(Duration::from_millis(250), Duration::from_secs(30))
 }
 
-/// Polls until the forwarder has queued the offline notice and everything queued has been
-/// acknowledged (or `timeout` passed since closing began), then disconnects.
+/// Incoming packets handled before their acknowledgements are flushed together.
+const READ_BATCH: usize = 10;
+
+/// What the loop waited for.
+enum Step {
+    Abandoned,
+    Deadline,
+    Command(Option<Command>),
+    Read(Result<Incoming, StateError>),
+    Ping,
+    Beat(Option<Encoded>),
+    Message(Option<Encoded>),
+}
+
+/// Connects, serves, reconnects, until closed (or abandoned).
 pub(super) async fn run_loop(
     mut el: EventLoop,
     mut st: LoopState,
-    mut finish: oneshot::Receiver<()>,
-    timeout: Duration,
+    mut outbox: Outbox,
+    mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
     let mut backoff = backoff();
-    let mut deadline: Option<Instant> = None;
+    let mut retry_at = Instant::now();
     loop {
-        if deadline.is_none()
-            && !matches!(finish.try_recv(), Err(oneshot::error::TryRecvError::Empty))
-        {
-            deadline = Some(Instant::now() + timeout);
+        if st.closing.is_some() && st.nothing_to_lose() {
+            return st.leave_offline();
         }
-        if let Some(d) = deadline {
-            if st.flushed(&el) {
-                disconnect(&mut el, &st, d).await;
-                return;
-            }
-            if Instant::now() >= d {
-                warn!("closing the MQTT session with messages still unacknowledged");
-                return;
-            }
-        }
-        let event = match deadline {
-            Some(d) => match tokio::time::timeout_at(d, el.poll()).await {
-                Ok(event) => event,
-                Err(_) => continue,
-            },
-            None => tokio::select! {
-                biased;
-                _ = st.abandoned.cancelled() => return,
-                event = el.poll() => event,
-            },
+        let connect = async {
+            tokio::time::sleep_until(retry_at).await;
+            el.poll().await
         };
-        match event {
-            Ok(event) => {
-                st.on_event(event, &mut el, &mut backoff);
-                st.expedite_heartbeat(&mut el);
+        let polled = tokio::select! {
+            biased;
+            _ = st.abandoned.cancelled() => return,
+            _ = until(st.closing) => return warn!("closing the MQTT session: the broker stayed away"),
+            cmd = commands.recv() => {
+                match cmd {
+                    Some(cmd) => st.command(cmd, &mut outbox),
+                    None => return,
+                }
+                continue;
             }
+            polled = connect => polled,
+        };
+        let served = match polled {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                backoff.reset();
+                st.failures.connected();
+                serve(
+                    &mut el,
+                    &mut st,
+                    &mut outbox,
+                    &mut commands,
+                    ack.session_present,
+                )
+                .await
+            }
+            Ok(other) => {
+                debug!(?other, "MQTT event before the connection was acknowledged");
+                continue;
+            }
+            Err(e) => Err(e),
+        };
+        match served {
+            Ok(()) => return,
             Err(e) => {
                 st.on_error(&mut el, &e);
-                let delay = backoff.next_delay();
-                let wake =
-                    deadline.map_or(Instant::now() + delay, |d| d.min(Instant::now() + delay));
-                tokio::time::sleep_until(wake).await;
+                retry_at = Instant::now() + backoff.next_delay();
             }
         }
     }
 }
 
-async fn disconnect(el: &mut EventLoop, st: &LoopState, deadline: Instant) {
-    if st.client.try_disconnect().is_err() {
-        return;
+/// Resolves at `deadline`; never without one.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
-    while let Ok(Ok(event)) = tokio::time::timeout_at(deadline, el.poll()).await {
-        if matches!(event, Event::Outgoing(Outgoing::Disconnect)) {
-            info!("disconnected from the MQTT broker");
-            return;
+}
+
+/// Serves one connection until it fails, or the session is closed (or abandoned).
+async fn serve(
+    el: &mut EventLoop,
+    st: &mut LoopState,
+    outbox: &mut Outbox,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+    resumed: bool,
+) -> Result<(), ConnectionError> {
+    st.on_connected(el, resumed).await?;
+    let mut ping = Box::pin(tokio::time::sleep(st.keep_alive));
+    loop {
+        st.on_events(el);
+        st.send_queued(el).await?;
+        if st.closing.is_some() && st.backlog.is_empty() && st.inflight.is_empty() {
+            disconnect(el, st.timeout).await;
+            return Ok(());
         }
+        let Some(network) = el.network.as_mut() else {
+            return Err(ConnectionError::RequestsDone);
+        };
+        // With every packet id taken, only a heartbeat is taken from the outbox.
+        let beat_only = st.qos != QoS::AtMostOnce && st.inflight.is_full();
+        let step = tokio::select! {
+            biased;
+            _ = st.abandoned.cancelled() => Step::Abandoned,
+            _ = until(st.closing) => Step::Deadline,
+            cmd = commands.recv() => Step::Command(cmd),
+            read = network.read() => Step::Read(read),
+            _ = &mut ping => Step::Ping,
+            msg = outbox.next(beat_only), if st.outbox_open => match beat_only {
+                true => Step::Beat(msg),
+                false => Step::Message(msg),
+            },
+        };
+        match step {
+            Step::Abandoned | Step::Command(None) => return Ok(()),
+            Step::Deadline => {
+                warn!("closing the MQTT session with messages still unacknowledged");
+                return Ok(());
+            }
+            Step::Command(Some(cmd)) => st.command(cmd, outbox),
+            Step::Read(read) => st.incoming(el, read?).await?,
+            Step::Ping => {
+                ping.as_mut().reset(Instant::now() + st.keep_alive);
+                write(el, Request::PingReq(PingReq)).await?;
+                flush(el, st.timeout).await?;
+            }
+            Step::Beat(Some(beat)) => st.expedite(el, beat).await?,
+            Step::Message(Some(msg)) => st.backlog.push_back(msg),
+            Step::Beat(None) | Step::Message(None) => st.outbox_open = false,
+        }
+    }
+}
+
+/// Hands `request` to rumqttc's protocol state and writes the packet it makes, if any.
+async fn write(el: &mut EventLoop, request: Request) -> Result<(), ConnectionError> {
+    match el.state.handle_outgoing_packet(request)? {
+        Some(packet) => write_packet(el, packet).await,
+        None => Ok(()),
+    }
+}
+
+/// Writes out what is buffered, within `timeout`.
+async fn flush(el: &mut EventLoop, timeout: Duration) -> Result<(), ConnectionError> {
+    let Some(network) = el.network.as_mut() else {
+        return Err(ConnectionError::RequestsDone);
+    };
+    match tokio::time::timeout(timeout, network.flush()).await {
+        Ok(flushed) => Ok(flushed?),
+        Err(_) => Err(ConnectionError::FlushTimeout),
+    }
+}
+
+async fn disconnect(el: &mut EventLoop, timeout: Duration) {
+    let sent = async {
+        write(el, Request::Disconnect(Disconnect)).await?;
+        flush(el, timeout).await
+    };
+    match sent.await {
+        Ok(()) => info!("disconnected from the MQTT broker"),
+        Err(e) => debug!(error = %e, "could not say goodbye to the MQTT broker"),
     }
 }
 
@@ -104,55 +211,17 @@ fn is_oversized(e: &ConnectionError) -> bool {
 }
 
 impl LoopState {
-    fn on_event(&mut self, event: Event, el: &mut EventLoop, backoff: &mut Backoff) {
-        match event {
-            Event::Incoming(Packet::ConnAck(ack)) => {
-                info!(
-                    session_present = ack.session_present,
-                    "connected to the MQTT broker"
-                );
-                backoff.reset();
-                self.failures.connected();
-                self.on_connected(ack.session_present, el);
-            }
-            Event::Incoming(Packet::SubAck(ack)) => {
-                if ack
-                    .return_codes
-                    .iter()
-                    .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
-                {
-                    warn!("the broker refused a subscription; check the ACL for this proplet");
-                }
-                if !self.announced {
-                    self.announce(el);
-                }
-            }
-            Event::Incoming(Packet::Publish(p)) => self.dispatch(&p),
-            Event::Outgoing(Outgoing::Publish(_)) => self.published += 1,
-            _ => {}
-        }
-    }
-
-    /// Replays what a lost session dropped, then subscribes (announcing on the SUBACK).
-    fn on_connected(&mut self, session_present: bool, el: &mut EventLoop) {
+    /// Subscribes, then sends again what the last connection left unacknowledged (with the
+    /// same packet ids: the broker may hold them), ahead of anything new.
+    async fn on_connected(
+        &mut self,
+        el: &mut EventLoop,
+        resumed: bool,
+    ) -> Result<(), ConnectionError> {
+        info!(session_present = resumed, "connected to the MQTT broker");
         self.announced = false;
         self.metrics.connected(true);
         el.mqtt_options.set_clean_session(self.clean_session);
-        let saved = std::mem::take(&mut self.saved);
-        if !session_present && !saved.is_empty() {
-            info!(
-                count = saved.len(),
-                "replaying publishes the broker did not acknowledge"
-            );
-            self.flush
-                .enqueued
-                .fetch_add(saved.len() as u64, Ordering::Relaxed);
-            el.pending.extend(saved.into_iter().map(|mut p| {
-                p.pkid = 0;
-                p.dup = false;
-                Request::Publish(p)
-            }));
-        }
         for pkid in std::mem::take(&mut self.unreleased) {
             expect_release(el, pkid);
         }
@@ -162,19 +231,140 @@ impl LoopState {
             .filter(|t| open || !matches!(t, Topic::Start | Topic::Invoke))
             .map(|t| SubscribeFilter::new(self.topics.render(t), self.qos))
             .collect();
-        // Straight into the event loop's own queue, ahead of everything: unlike the client's
-        // bounded channel it is never full, so the subscription is never dropped.
-        let subscribe = Subscribe::new_many(filters);
-        el.pending.push_front(Request::Subscribe(subscribe));
+        write(el, Request::Subscribe(Subscribe::new_many(filters))).await?;
+        let unacknowledged = self.inflight.in_order();
+        if !unacknowledged.is_empty() {
+            info!(
+                count = unacknowledged.len(),
+                "sending again what the broker did not acknowledge"
+            );
+        }
+        for (pkid, msg) in unacknowledged {
+            if msg.topic() == Topic::Alive {
+                // A stale heartbeat: the next one replaces it.
+                self.inflight.acknowledged(pkid);
+                continue;
+            }
+            write(el, Request::Publish(self.packet(&msg, pkid, resumed))).await?;
+        }
+        flush(el, self.timeout).await
+    }
+
+    /// The PUBLISH packet of `msg` under `pkid` (0 at QoS 0).
+    fn packet(&self, msg: &Encoded, pkid: u16, dup: bool) -> Publish {
+        Publish {
+            dup,
+            qos: if pkid == 0 { QoS::AtMostOnce } else { self.qos },
+            retain: false,
+            topic: self.topics.render(msg.topic()),
+            pkid,
+            payload: msg.bytes(),
+        }
+    }
+
+    /// Sends control requests, then the backlog as far as free packet ids allow, and
+    /// flushes.
+    async fn send_queued(&mut self, el: &mut EventLoop) -> Result<(), ConnectionError> {
+        let controls = self.control.len();
+        while let Some(request) = self.control.pop_front() {
+            write(el, request).await?;
+        }
+        let mut written = Vec::new();
+        while let Some(next) = self.backlog.front() {
+            let pkid = if self.qos == QoS::AtMostOnce {
+                0
+            } else {
+                match self.inflight.insert(next.clone()) {
+                    Some(pkid) => pkid,
+                    None => break,
+                }
+            };
+            let Some(msg) = self.backlog.pop_front() else {
+                break;
+            };
+            write(el, Request::Publish(self.packet(&msg, pkid, false))).await?;
+            written.push((pkid, msg.stored()));
+        }
+        if written.is_empty() && controls == 0 {
+            return Ok(());
+        }
+        flush(el, self.timeout).await?;
+        // At QoS 0 a message is delivered once written.
+        for (_, seq) in written.iter().filter(|(pkid, _)| *pkid == 0) {
+            seq.iter().for_each(|seq| self.journal.delivered(*seq));
+        }
+        Ok(())
+    }
+
+    /// Sends `beat` at once at QoS 0: every packet id is taken, and a heartbeat needs
+    /// none (a lost one is replaced by the next).
+    async fn expedite(&mut self, el: &mut EventLoop, beat: Encoded) -> Result<(), ConnectionError> {
+        write(el, Request::Publish(self.packet(&beat, 0, false))).await?;
+        flush(el, self.timeout).await?;
+        debug!("heartbeat sent at QoS 0 past the messages awaiting acknowledgement");
+        Ok(())
+    }
+
+    /// Handles `packet` and any others already received, then flushes the replies.
+    async fn incoming(
+        &mut self,
+        el: &mut EventLoop,
+        packet: Incoming,
+    ) -> Result<(), ConnectionError> {
+        let mut next = Some(packet);
+        let mut handled = 0;
+        while let Some(packet) = next.take() {
+            if let Some(reply) = el.state.handle_incoming_packet(packet)? {
+                write_packet(el, reply).await?;
+            }
+            handled += 1;
+            if handled < READ_BATCH {
+                next = match el.network.as_mut().and_then(|n| n.read().now_or_never()) {
+                    Some(read) => Some(read?),
+                    None => None,
+                };
+            }
+        }
+        flush(el, self.timeout).await
+    }
+
+    /// Acts on what rumqttc's protocol state reported.
+    fn on_events(&mut self, el: &mut EventLoop) {
+        while let Some(event) = el.state.events.pop_front() {
+            match event {
+                Event::Incoming(Packet::SubAck(ack)) => self.subscribed(&ack),
+                Event::Incoming(Packet::Publish(p)) => self.dispatch(&p),
+                Event::Incoming(Packet::PubAck(ack)) => self.acknowledged(ack.pkid),
+                Event::Incoming(Packet::PubComp(comp)) => self.acknowledged(comp.pkid),
+                _ => {}
+            }
+        }
+    }
+
+    /// The broker acknowledged `pkid`: a stored result leaves the durable outbox.
+    fn acknowledged(&mut self, pkid: u16) {
+        if let Some(seq) = self.inflight.acknowledged(pkid).and_then(|m| m.stored()) {
+            self.journal.delivered(seq);
+        }
+    }
+
+    fn subscribed(&mut self, ack: &rumqttc::SubAck) {
+        if ack
+            .return_codes
+            .iter()
+            .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+        {
+            warn!("the broker refused a subscription; check the ACL for this proplet");
+        }
+        if !self.announced {
+            self.announce();
+        }
     }
 
     /// Announces the proplet (discovery), ahead of anything queued, and signals `ready`.
-    fn announce(&mut self, el: &mut EventLoop) {
+    fn announce(&mut self) {
         self.announced = true;
-        let topic = self.topics.render(Topic::Create);
-        let discovery = Publish::new(topic, self.qos, self.discovery.clone());
-        el.pending.push_front(Request::Publish(discovery));
-        self.flush.enqueued.fetch_add(1, Ordering::Relaxed);
+        self.backlog.push_front(self.discovery.clone());
         self.ready_tx.send_modify(|generation| *generation += 1);
     }
 
@@ -192,6 +382,44 @@ impl LoopState {
                 topic.suffix()
             );
         }
+    }
+
+    /// Carries out a command of the session's owner.
+    fn command(&mut self, cmd: Command, outbox: &mut Outbox) {
+        match cmd {
+            Command::Unsubscribe(topics) => {
+                let unsubscribe = Unsubscribe { pkid: 0, topics };
+                self.control.push_back(Request::Unsubscribe(unsubscribe));
+            }
+            Command::Close(offline) => {
+                self.closing = Some(Instant::now() + self.timeout);
+                self.outbox_open = false;
+                while let Some(msg) = outbox.try_recv() {
+                    self.backlog.push_back(msg);
+                }
+                self.backlog.push_back(Encoded::new(&offline));
+            }
+        }
+    }
+
+    /// Whether everything not yet acknowledged is kept in the durable outbox (or need not
+    /// be delivered once the process is gone).
+    fn nothing_to_lose(&self) -> bool {
+        self.backlog.iter().all(kept_or_stale) && self.inflight.all_kept()
+    }
+
+    fn leave_offline(&self) {
+        let kept = self.backlog.iter().filter(|m| m.stored().is_some()).count()
+            + self
+                .inflight
+                .in_order()
+                .iter()
+                .filter(|(_, m)| m.stored().is_some())
+                .count();
+        info!(
+            results = kept,
+            "closing with the MQTT broker away: the results waiting stay in the durable outbox for the next start"
+        );
     }
 
     fn on_error(&mut self, el: &mut EventLoop, e: &ConnectionError) {
@@ -213,38 +441,19 @@ impl LoopState {
             );
             el.mqtt_options.set_clean_session(true);
         }
-        self.saved = el
-            .pending
-            .iter()
-            .filter_map(|r| match r {
-                Request::Publish(p) => Some(p.clone()),
-                _ => None,
-            })
-            .collect();
+        // What awaits acknowledgement is in our table, sent again on the next connection;
+        // rumqttc's copy of it is dropped, and so are control requests (the next
+        // connection subscribes afresh).
+        el.network = None;
+        drop(el.state.clean());
+        self.control.clear();
     }
+}
 
-    /// A new heartbeat, when rumqttc takes no publish from its queue (every in-flight slot
-    /// is taken, or a packet id collided), would wait there behind results until the
-    /// broker catches up. Put it in front of every request instead, at QoS 0: it needs no
-    /// in-flight slot and a heartbeat needs no acknowledgement (a lost one is replaced by
-    /// the next). The forwarder's copy still follows; a late duplicate beat is harmless.
-    fn expedite_heartbeat(&mut self, el: &mut EventLoop) {
-        let blocked =
-            el.state.inflight() >= el.mqtt_options.inflight() || el.state.collision.is_some();
-        if !blocked || !self.heartbeats.has_changed().unwrap_or(false) {
-            return;
-        }
-        let Some(beat) = self.heartbeats.borrow_and_update().clone() else {
-            return;
-        };
-        let topic = self.topics.render(beat.topic());
-        let publish = Publish::new(topic, QoS::AtMostOnce, beat.into_payload());
-        el.pending.push_front(Request::Publish(publish));
-        self.flush.enqueued.fetch_add(1, Ordering::Relaxed);
-        debug!("heartbeat expedited past the client's queue");
-    }
-
-    fn flushed(&self, el: &EventLoop) -> bool {
-        self.published >= self.flush.enqueued.load(Ordering::Relaxed) && el.state.inflight() == 0
+/// Writes a packet rumqttc's protocol state made (an acknowledgement).
+async fn write_packet(el: &mut EventLoop, packet: Packet) -> Result<(), ConnectionError> {
+    match el.network.as_mut() {
+        Some(network) => Ok(network.write(packet).await?),
+        None => Err(ConnectionError::RequestsDone),
     }
 }
