@@ -33,10 +33,15 @@ async fn results_outlive_the_worker(signal: &str) {
     m.wait_ready().await;
     let spin = json!({"file": guests::base64("spin"), "name": "spin", "inputs": []});
     for n in 0..TASKS {
-        m.send_json("control/manager/start", &start(&format!("kept-{n}"), spin.clone()))
-            .await;
+        m.send_json(
+            "control/manager/start",
+            &start(&format!("kept-{n}"), spin.clone()),
+        )
+        .await;
     }
-    probe.wait_for(&format!("proplet_tasks_running {TASKS}")).await;
+    probe
+        .wait_for(&format!("proplet_tasks_running {TASKS}"))
+        .await;
     broker.kill();
     // Every result is on disk before the worker goes.
     probe
@@ -58,7 +63,9 @@ async fn results_outlive_the_worker(signal: &str) {
         assert_err(&r, "timeout", "timed out");
     }
     m.expect_none("control/proplet/results", Duration::from_secs(1), |v| {
-        v["task_id"].as_str().is_some_and(|id| id.starts_with("kept-"))
+        v["task_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("kept-"))
     })
     .await;
     probe.wait_for("proplet_outbox_messages 0").await;

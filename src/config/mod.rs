@@ -133,6 +133,9 @@ pub struct TaskSettings {
     pub queue_capacity: usize,
     /// Bytes of binaries that waiting tasks may hold.
     pub queue_bytes: u64,
+    /// Bytes of unacknowledged results the durable outbox may hold before starts are
+    /// refused.
+    pub outbox_max_bytes: u64,
     /// Bytes a task's scratch directory may hold.
     pub scratch_bytes: u64,
     /// Grace period for running tasks at shutdown.

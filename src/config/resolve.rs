@@ -168,6 +168,7 @@ fn tasks(r: &Reader<'_>) -> Result<TaskSettings, ConfigError> {
         max_concurrent: NonZeroUsize::new(max).unwrap_or(NonZeroUsize::MIN),
         queue_capacity: r.req(&TASK_QUEUE_CAPACITY, usize_in(0, 1 << 20))?,
         queue_bytes: r.req(&TASK_QUEUE_BYTES, |t| values::bytes(t).and_then(nonzero))?,
+        outbox_max_bytes: r.req(&OUTBOX_MAX_BYTES, |t| values::bytes(t).and_then(nonzero))?,
         scratch_bytes: r.req(&SCRATCH_LIMIT, |t| values::bytes(t).and_then(nonzero))?,
         drain_timeout: r.req(&DRAIN_TIMEOUT, values::duration)?,
         module_cache_entries: r.req(&MODULE_CACHE_ENTRIES, usize_in(1, 1 << 16))?,

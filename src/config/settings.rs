@@ -265,6 +265,14 @@ settings! {
         "Bytes of binaries that tasks waiting for a slot may hold; beyond that a start is answered 'overloaded'.",
     );
 
+    OUTBOX_MAX_BYTES = s(
+        "outbox_max_bytes",
+        "outbox-max-bytes",
+        &["PROPLET_OUTBOX_MAX_BYTES"],
+        Some("64MiB"),
+        "Bytes of results the durable outbox may hold unacknowledged (the broker away); beyond that a start is answered 'overloaded'.",
+    );
+
     DRAIN_TIMEOUT = s(
         "drain_timeout",
         "drain-timeout",

@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use super::TaskError;
 use super::held::{ByteBudget, Held};
 use crate::config::TaskSettings;
+use crate::state::Journal;
 use crate::telemetry::Metrics;
 
 /// What an admitted job is keyed by: a task by its id, an invocation by its task and
@@ -58,13 +59,20 @@ pub(super) struct Admissions {
     /// Every job and every reply, so that shutdown can wait for them.
     tracker: TaskTracker,
     metrics: Metrics,
+    /// Whose durable outbox is checked before admitting.
+    outbox: Journal,
+    /// `PROPLET_OUTBOX_MAX_BYTES`.
+    outbox_max_bytes: u64,
 }
 
 impl Admissions {
-    /// Empty admission state sized by `settings`, counting occupancy in `metrics`.
-    pub(super) fn new(settings: &TaskSettings, metrics: Metrics) -> Self {
+    /// Empty admission state sized by `settings`, counting occupancy in `metrics`, and
+    /// refusing work while `outbox` holds too much.
+    pub(super) fn new(settings: &TaskSettings, metrics: Metrics, outbox: Journal) -> Self {
         let slots = settings.max_concurrent.get();
         Admissions {
+            outbox,
+            outbox_max_bytes: settings.outbox_max_bytes,
             table: Mutex::new(HashMap::new()),
             slots: Semaphore::new(slots),
             capacity: slots + settings.queue_capacity,
@@ -93,6 +101,14 @@ impl Admissions {
         let mut table = self.lock();
         if table.contains_key(&key) {
             return Err(Refusal::Duplicate);
+        }
+        let stored = self.outbox.outbox_bytes();
+        if stored >= self.outbox_max_bytes {
+            let why = format!(
+                "the durable outbox holds {stored} bytes of results the broker has not acknowledged (PROPLET_OUTBOX_MAX_BYTES is {})",
+                self.outbox_max_bytes
+            );
+            return Err(Refusal::Full(TaskError::Overloaded(why)));
         }
         if self.admitted.load(Ordering::Relaxed) >= self.capacity {
             let why = format!("all {} running and queued places are taken", self.capacity);

@@ -72,7 +72,7 @@ impl TaskManager {
             bytes: settings.latent_max_bytes,
         };
         let cx = Context {
-            admissions: Admissions::new(settings, parts.metrics.clone()),
+            admissions: Admissions::new(settings, parts.metrics.clone(), parts.journal.clone()),
             prepare,
             runtime: parts.runtime,
             deployments: Deployments::new(limits, parts.journal.clone()),

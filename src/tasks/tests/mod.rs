@@ -51,6 +51,7 @@ fn settings(slots: usize, queue: usize) -> TaskSettings {
         max_concurrent: NonZeroUsize::new(slots).expect("at least one slot"),
         queue_capacity: queue,
         queue_bytes: 1 << 20,
+        outbox_max_bytes: 1 << 20,
         scratch_bytes: 1 << 20,
         drain_timeout: Duration::from_secs(30),
         module_cache_entries: 8,
@@ -361,6 +362,22 @@ lifecycle! {
         Ok("running", "released"),
         Ok("queued", "a,b"),
     ]
+}
+
+#[tokio::test]
+async fn a_full_durable_outbox_refuses_new_work() {
+    // One byte: the first result (never acknowledged here) fills it.
+    let settings = TaskSettings {
+        outbox_max_bytes: 1,
+        ..settings(1, 4)
+    };
+    let steps = vec![
+        Start("first", "echo", none()),
+        Ok("first", "a,b"),
+        Start("second", "echo", none()),
+        Failed("second", "overloaded", "PROPLET_OUTBOX_MAX_BYTES"),
+    ];
+    script(ALL, settings, steps).await;
 }
 
 /// A runtime that supports nothing optional.
