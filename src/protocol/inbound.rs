@@ -99,6 +99,10 @@ pub struct StartRequest {
     /// Targeting.
     #[serde(flatten)]
     pub target: Target,
+    /// Whether the broker redelivered this message (the MQTT DUP flag): not part of the
+    /// payload, set by the transport.
+    #[serde(skip)]
+    pub redelivered: bool,
 }
 
 /// One requested mount: `{"volume":"models","path":"/models","mode":"ro"}`.

@@ -9,7 +9,7 @@
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 
 use redb::{
     Database, DatabaseError, ReadableTable as _, ReadableTableMetadata as _, StorageError,
@@ -18,7 +18,8 @@ use redb::{
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
-use super::outbox::{self, Depth, SharedDepth, Stored, Unstored};
+use super::outbox::{self, SharedDepth, Stored, Unstored};
+use super::recent::{self, Recent};
 use super::{StateDir, StateError};
 use crate::telemetry::Metrics;
 
@@ -93,7 +94,11 @@ enum Op {
     Forgotten(String),
     Store(Stored),
     Delivered(u64),
+    Recall(u64, oneshot::Sender<Option<Recalled>>),
 }
+
+/// An answer given lately, as it was stored: its topic suffix and payload.
+pub type Recalled = (String, Vec<u8>);
 
 struct Request {
     op: Op,
@@ -105,6 +110,7 @@ struct Request {
 pub struct Journal {
     tx: mpsc::Sender<Request>,
     depth: SharedDepth,
+    recent: Arc<Mutex<Recent>>,
 }
 
 impl std::fmt::Debug for Request {
@@ -126,13 +132,33 @@ impl Journal {
         }
         let next = recovered.outbox.last().map_or(0, |s| s.seq + 1);
         depth.next.store(next, Ordering::Relaxed);
+        let recent = Arc::new(Mutex::new(
+            load_recent(&db).map_err(|e| StateError::Journal(e.to_string()))?,
+        ));
         let (tx, rx) = mpsc::channel();
-        let writer = depth.clone();
+        let writer = Writer {
+            depth: depth.clone(),
+            recent: recent.clone(),
+            metrics,
+        };
         std::thread::Builder::new()
             .name("journal".into())
-            .spawn(move || write_batches(&db, &rx, &metrics, &writer))
+            .spawn(move || writer.run(&db, &rx))
             .map_err(|e| StateError::Journal(format!("cannot start its writer: {e}")))?;
-        Ok((Journal { tx, depth }, recovered))
+        Ok((Journal { tx, depth, recent }, recovered))
+    }
+
+    /// The last answer job `(task, invocation)` got, if it is still remembered (see
+    /// [`super::recent`]): a redelivered start is answered with it again.
+    pub fn answered_lately(&self, task: &str, invocation: Option<&str>) -> Option<u64> {
+        lock(&self.recent).last(task, invocation)
+    }
+
+    /// The answer stored as `seq`, if still remembered.
+    pub async fn recall(&self, seq: u64) -> Option<Recalled> {
+        let (done, recalled) = oneshot::channel();
+        self.send(Op::Recall(seq, done), None);
+        recalled.await.ok().flatten()
     }
 
     /// Stores a result in the outbox and resolves with its sequence number once it is on
@@ -259,61 +285,110 @@ fn take_all(db: &Database) -> Result<Recovered, redb::Error> {
     Ok(recovered)
 }
 
-/// Commits queued requests in batches until every handle is gone.
-fn write_batches(db: &Database, rx: &mpsc::Receiver<Request>, metrics: &Metrics, depth: &Depth) {
-    while let Ok(first) = rx.recv() {
-        let batch: Vec<Request> = std::iter::once(first).chain(rx.try_iter()).collect();
-        let result = commit(db, &batch, depth)
-            .map(|(jobs, latent)| {
-                metrics.journal(jobs, latent);
-                metrics.outbox(
-                    depth.messages.load(Ordering::Relaxed),
-                    depth.bytes.load(Ordering::Relaxed),
-                );
-            })
-            .map_err(|e| e.to_string());
-        if let Err(e) = &result {
-            warn!(error = %e, "the task journal could not be written");
+/// The remembered answers, locked (a poisoned lock still holds a consistent index: it is
+/// changed only after the commit that matches it).
+fn lock(recent: &Mutex<Recent>) -> MutexGuard<'_, Recent> {
+    recent.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Creates the table of recent answers if needed, and reads it.
+fn load_recent(db: &Database) -> Result<Recent, redb::Error> {
+    let txn = db.begin_write()?;
+    let recent = Recent::load(&txn)?;
+    txn.commit()?;
+    Ok(recent)
+}
+
+/// The journal's writer thread: what it keeps up to date besides the database.
+struct Writer {
+    depth: SharedDepth,
+    recent: Arc<Mutex<Recent>>,
+    metrics: Metrics,
+}
+
+impl Writer {
+    /// Commits queued requests in batches until every handle is gone.
+    fn run(&self, db: &Database, rx: &mpsc::Receiver<Request>) {
+        while let Ok(first) = rx.recv() {
+            let all = std::iter::once(first).chain(rx.try_iter());
+            let (recalls, batch): (Vec<Request>, Vec<Request>) =
+                all.partition(|r| matches!(r.op, Op::Recall(..)));
+            let result = self
+                .commit(db, &batch)
+                .map(|(jobs, latent)| self.count(jobs, latent))
+                .map_err(|e| e.to_string());
+            if let Err(e) = &result {
+                warn!(error = %e, "the task journal could not be written");
+            }
+            for request in batch {
+                if let Some(done) = request.done {
+                    // The job may have been cancelled meanwhile; nobody to tell then.
+                    done.send(result.clone()).ok();
+                }
+            }
+            self.recall(db, recalls);
         }
-        for request in batch {
-            if let Some(done) = request.done {
-                // The job may have been cancelled meanwhile; nobody to tell then.
-                done.send(result.clone()).ok();
+    }
+
+    fn count(&self, jobs: u64, latent: u64) {
+        self.metrics.journal(jobs, latent);
+        self.metrics.outbox(
+            self.depth.messages.load(Ordering::Relaxed),
+            self.depth.bytes.load(Ordering::Relaxed),
+        );
+    }
+
+    /// Answers each recall from the table of recent answers.
+    fn recall(&self, db: &Database, recalls: Vec<Request>) {
+        for request in recalls {
+            if let Op::Recall(seq, done) = request.op {
+                let found = db
+                    .begin_write()
+                    .map_err(redb::Error::from)
+                    .and_then(|txn| recent::recall(&Recent::open(&txn)?, seq));
+                if let Err(e) = &found {
+                    warn!(error = %e, "a recent answer could not be read");
+                }
+                done.send(found.ok().flatten()).ok();
             }
         }
     }
-}
 
-/// Commits `batch` in one transaction (and counts what it stores and removes in the
-/// outbox in `depth`); returns how many jobs and latent tasks are left.
-fn commit(db: &Database, batch: &[Request], depth: &Depth) -> Result<(u64, u64), redb::Error> {
-    let txn = db.begin_write()?;
-    let mut stored = Vec::new();
-    let mut removed = Vec::new();
-    let counts = {
-        let mut jobs = txn.open_table(JOBS)?;
-        let mut latent = txn.open_table(LATENT)?;
-        let mut results = txn.open_table(outbox::OUTBOX)?;
-        for request in batch {
-            match &request.op {
-                Op::Flush => {}
-                Op::Accept(e) => drop(jobs.insert(e.key(), e.kind.as_str())?),
-                Op::Answered(e) => drop(jobs.remove(e.key())?),
-                Op::Deployed(id) => drop(latent.insert(id.as_str(), "")?),
-                Op::Forgotten(id) => drop(latent.remove(id.as_str())?),
-                Op::Store(entry) => {
-                    outbox::insert(&mut results, entry)?;
-                    stored.push(entry.payload.len());
+    /// Commits `batch` in one transaction (counting what it stores and removes in the
+    /// outbox, and remembering what it stores); returns how many jobs and latent tasks are
+    /// left.
+    fn commit(&self, db: &Database, batch: &[Request]) -> Result<(u64, u64), redb::Error> {
+        let txn = db.begin_write()?;
+        let mut stored = Vec::new();
+        let mut removed = Vec::new();
+        let mut recent = lock(&self.recent);
+        let counts = {
+            let mut jobs = txn.open_table(JOBS)?;
+            let mut latent = txn.open_table(LATENT)?;
+            let mut results = txn.open_table(outbox::OUTBOX)?;
+            let mut answers = Recent::open(&txn)?;
+            for request in batch {
+                match &request.op {
+                    Op::Flush | Op::Recall(..) => {}
+                    Op::Accept(e) => drop(jobs.insert(e.key(), e.kind.as_str())?),
+                    Op::Answered(e) => drop(jobs.remove(e.key())?),
+                    Op::Deployed(id) => drop(latent.insert(id.as_str(), "")?),
+                    Op::Forgotten(id) => drop(latent.remove(id.as_str())?),
+                    Op::Store(entry) => {
+                        outbox::insert(&mut results, entry)?;
+                        recent.insert(&mut answers, entry)?;
+                        stored.push(entry.payload.len());
+                    }
+                    Op::Delivered(seq) => removed.extend(outbox::remove(&mut results, *seq)?),
                 }
-                Op::Delivered(seq) => removed.extend(outbox::remove(&mut results, *seq)?),
             }
-        }
-        (jobs.len()?, latent.len()?)
-    };
-    txn.commit()?;
-    stored.into_iter().for_each(|n| depth.add(n));
-    removed.into_iter().for_each(|n| depth.remove(n));
-    Ok(counts)
+            (jobs.len()?, latent.len()?)
+        };
+        txn.commit()?;
+        stored.into_iter().for_each(|n| self.depth.add(n));
+        removed.into_iter().for_each(|n| self.depth.remove(n));
+        Ok(counts)
+    }
 }
 
 #[cfg(test)]

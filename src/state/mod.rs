@@ -12,9 +12,10 @@
 mod dir;
 mod journal;
 mod outbox;
+pub mod recent;
 
 pub use dir::{StateDir, default_path};
-pub use journal::{Entry, EntryKind, Journal, Recovered};
+pub use journal::{Entry, EntryKind, Journal, Recalled, Recovered};
 pub use outbox::{Stored, Unstored};
 
 /// Why the state directory or the journal cannot be used.

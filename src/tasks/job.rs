@@ -52,6 +52,8 @@ pub(super) struct Context {
     pub(super) deploy_wait: Duration,
     /// Where accepted and answered jobs are written down.
     pub(super) journal: Journal,
+    /// Tasks the previous process left unanswered.
+    pub(super) recovered: super::redelivery::Recovered,
 }
 
 /// What a job does.

@@ -13,7 +13,7 @@ use super::latent::{Deployments, LatentLimits};
 use super::prepare::Preparer;
 use super::publish::Answers;
 use super::receipt::Receipt;
-use super::{Fetcher, TaskError, spans};
+use super::{Fetcher, TaskError, redelivery, spans};
 use crate::config::TaskSettings;
 use crate::protocol::{Inbound, InvokeRequest, Rejected, StartRequest, Topic};
 use crate::runtime::{TaskOutput, TaskRuntime};
@@ -84,6 +84,7 @@ impl TaskManager {
             ),
             deploy_wait: parts.budgets.default.timeout.unwrap_or(DEPLOY_WAIT),
             journal: parts.journal,
+            recovered: Default::default(),
         };
         TaskManager { cx: Arc::new(cx) }
     }
@@ -108,6 +109,7 @@ impl TaskManager {
             .collect();
         for entry in recovered.unanswered.iter().filter(|e| !answered(e)) {
             let entry = entry.clone();
+            self.cx.recovered.insert(&entry.task);
             let why = "the proplet stopped before answering (the task was accepted or running)";
             let error = TaskError::Interrupted(why);
             match entry.invocation {
@@ -159,6 +161,9 @@ impl TaskManager {
         let receipt = Receipt::new(spans::headers(&req.trace));
         if let Err(e) = span.in_scope(|| validate(&req)) {
             return self.reply(&req.id, Err(e), receipt, span);
+        }
+        if req.redelivered && redelivery::handled(&self.cx, &req.id) {
+            return;
         }
         let key = JobKey::Task(req.id.clone());
         let cancel = match self.cx.admissions.admit(key.clone()) {

@@ -22,6 +22,7 @@ mod manager;
 mod prepare;
 mod publish;
 mod receipt;
+mod redelivery;
 mod spans;
 #[cfg(test)]
 mod tests;

@@ -109,6 +109,19 @@ impl Answers {
         }
     }
 
+    /// Publishes again an answer given before (`topic` suffix and `payload`, as stored).
+    pub(super) async fn again(&self, id: &str, topic: &str, payload: Vec<u8>) {
+        let Some(topic) = Topic::from_suffix(topic) else {
+            return warn!(task_id = %id, topic, "an answer stored for an unknown topic");
+        };
+        let encoded = self
+            .keep((id, None), Encoded::from_parts(topic, payload))
+            .await;
+        if self.publisher.send_encoded(encoded).await.is_err() {
+            warn!(task_id = %id, "answer lost: the MQTT session is closed");
+        }
+    }
+
     /// Stores `encoded` in the durable outbox (on disk when this returns). Should the disk
     /// fail, the answer still goes out, from memory only.
     async fn keep(&self, ids: (&str, Option<&str>), encoded: Encoded) -> Encoded {

@@ -1,27 +1,3 @@
-//! The MQTT session: one task owns rumqttc's `EventLoop`; another forwards the messages
-//! queued in the [`Outbox`] to the client. Each runs on a thread of its own.
-//!
-//! Rules kept here (rumqttc's contract and docs/protocol.md §8):
-//! - the event loop never awaits anything but the next event inside its poll loop: what it
-//!   sends itself (subscriptions, the announcement, an expedited heartbeat) goes straight
-//!   into the event loop's own queue, never a bounded channel, and decoded messages go to
-//!   the task manager through a queue that never makes it wait; reconnection is polling
-//!   again after a capped, jittered backoff;
-//! - the forwarder takes a waiting heartbeat before anything else, then results and
-//!   refusals in turn (see [`super::Publisher`]); and while rumqttc takes no publish from
-//!   its queue (every in-flight slot awaits the broker's acknowledgement, as under a burst)
-//!   the event loop puts the heartbeat in front of everything at QoS 0, which needs no
-//!   slot — so no burst can starve heartbeats;
-//! - after every CONNACK we subscribe to start, stop, invoke and registry chunks, and only
-//!   once the SUBACK arrives do we announce ourselves (discovery) and signal `ready`, so no
-//!   start sent in answer to our discovery can be missed;
-//! - publishes not acknowledged when a connection dies are replayed on the next one, even
-//!   when the broker lost our session (rumqttc drops them in that case);
-//! - a QoS 2 release (PUBREL) the broker re-sends for a message this process never
-//!   received (a previous process acknowledged it and died) is expected on the next
-//!   connection and completed, instead of ending every connection;
-//! - a Last Will on the alive topic tells the manager we went away uncleanly.
-
 //! The MQTT session: one task, on a thread of its own, drives the connection. rumqttc
 //! connects and keeps the protocol state (packet ids, QoS 2 exchanges); we choose what is
 //! sent, when, and under which packet id, so that an acknowledgement names exactly the

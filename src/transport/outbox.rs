@@ -1,5 +1,5 @@
 //! The [`Outbox`]: the receiving end of a [`super::Publisher`]'s three lanes, read by the
-//! MQTT session's forwarder (or by unit tests). A waiting heartbeat always comes first;
+//! MQTT session (or by unit tests). A waiting heartbeat always comes first;
 //! the main queue and the refusals are then taken in turn, so neither starves the other.
 
 use std::future::poll_fn;

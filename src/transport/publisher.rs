@@ -67,14 +67,19 @@ impl Encoded {
         }
     }
 
-    /// A result a previous process left in the durable outbox as entry `seq`.
-    pub fn replay(topic: Topic, payload: Vec<u8>, seq: u64) -> Encoded {
+    /// An encoded result for `topic` (published again, or replayed).
+    pub fn from_parts(topic: Topic, payload: Vec<u8>) -> Encoded {
         Encoded {
             topic,
             payload: Bytes::from(payload),
             lane: Lane::Main,
-            stored: Some(seq),
+            stored: None,
         }
+    }
+
+    /// A result a previous process left in the durable outbox as entry `seq`.
+    pub fn replay(topic: Topic, payload: Vec<u8>, seq: u64) -> Encoded {
+        Encoded::from_parts(topic, payload).stored_as(seq)
     }
 
     /// The same message, stored in the durable outbox as entry `seq`: the session removes

@@ -218,6 +218,8 @@ async fn a_task_runs_and_is_answered_once_with_its_receipt() {
 enum Step {
     /// A start of `id` running the stub's behaviour `name`, with more fields.
     Start(&'static str, &'static str, Value),
+    /// The same, redelivered by the broker (the MQTT DUP flag).
+    Redelivered(&'static str, &'static str),
     /// A latent deploy of `lat` running `name`, its compile behaving as the tag says.
     Deploy(&'static str, &'static str),
     /// A stop of `id`.
@@ -269,6 +271,14 @@ impl Harness {
     async fn play(&mut self, step: Step) {
         match step {
             Start(id, name, extra) => self.start(id, name, extra),
+            Redelivered(id, name) => {
+                let payload = serde_json::to_vec(&start_msg(id, name, none())).expect("json");
+                let mut msg = decode(Topic::Start, &payload);
+                if let Result::Ok(crate::protocol::Inbound::Start(req)) = &mut msg {
+                    req.redelivered = true;
+                }
+                self.manager.handle(msg);
+            }
             Deploy(name, tag) => {
                 let file = b64(&stub::binary(tag));
                 let latent = json!({"latent": true, "file": file, "env": {"WHO": "deploy"}});
@@ -361,6 +371,29 @@ lifecycle! {
         Release("running"),
         Ok("running", "released"),
         Ok("queued", "a,b"),
+    ]
+}
+
+lifecycle! {
+    // Were a redelivered start run, the stub would hold it for a release that never comes,
+    // and its answer would not arrive.
+    a_redelivered_start_is_answered_again_not_run_again(ALL, 1, 4) [
+        // Never taken before: it runs.
+        Redelivered("new", "echo"),
+        Running("new"),
+        Ok("new", "a,b"),
+        Start("t", "hold", none()),
+        Running("t"),
+        Redelivered("t", "hold"),
+        Release("t"),
+        Ok("t", "released"),
+        Redelivered("t", "hold"),
+        Ok("t", "released"),
+        // Sent again without the DUP flag: the manager re-runs it on purpose.
+        Start("t", "hold", none()),
+        Running("t"),
+        Release("t"),
+        Ok("t", "released"),
     ]
 }
 

@@ -375,7 +375,10 @@ impl LoopState {
             debug!(topic = %p.topic, "ignoring a message on an unexpected topic");
             return;
         };
-        let msg = protocol::decode(topic, &p.payload);
+        let mut msg = protocol::decode(topic, &p.payload);
+        if let Ok(Inbound::Start(req)) = &mut msg {
+            req.redelivered = p.dup;
+        }
         if self.inbound_tx.send(msg).is_err() {
             debug!(
                 "inbound queue closed; dropping a message on {}",
