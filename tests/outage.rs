@@ -17,10 +17,11 @@ use common::*;
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use serde_json::json;
 
-/// Plays the part of a proplet (its client id, a persistent session) that dies right after
-/// acknowledging a QoS 2 start with PUBREC: the broker keeps the exchange and will send
-/// the PUBREL again to the next process with this client id.
-async fn die_between_pubrec_and_pubcomp(broker: &Broker, m: &Manager) {
+/// Plays the part of a proplet (its client id, a persistent session) that takes start `id`
+/// and dies: right after acknowledging it with PUBREC when `acknowledge` (the broker keeps
+/// the exchange and will send the PUBREL again to the next process with this client id),
+/// else before acknowledging it at all (the broker will deliver it again, flagged DUP).
+async fn stand_in_dies_with_a_start(broker: &Broker, m: &Manager, id: &str, acknowledge: bool) {
     let mut opts = MqttOptions::new(P, "127.0.0.1", broker.port);
     opts.set_clean_session(false).set_manual_acks(true);
     let (client, mut eventloop) = AsyncClient::new(opts, 16);
@@ -37,9 +38,10 @@ async fn die_between_pubrec_and_pubcomp(broker: &Broker, m: &Manager) {
                 }
                 Event::Incoming(Packet::SubAck(_)) if !sent => {
                     sent = true;
-                    m.send_json("control/manager/start", &start("lost", json!({})))
+                    m.send_json("control/manager/start", &start(id, json!({})))
                         .await;
                 }
+                Event::Incoming(Packet::Publish(_)) if !acknowledge => return,
                 Event::Incoming(Packet::Publish(p)) => client.ack(&p).await.expect("ack"),
                 Event::Outgoing(Outgoing::PubRec(_)) => return,
                 _ => {}
@@ -48,8 +50,8 @@ async fn die_between_pubrec_and_pubcomp(broker: &Broker, m: &Manager) {
     };
     tokio::time::timeout(Duration::from_secs(10), exchange)
         .await
-        .expect("the start reached the stand-in and was acknowledged with PUBREC");
-    // Dropping the event loop closes the socket without reading the PUBREL.
+        .expect("the start reached the stand-in");
+    // Dropping the event loop closes the socket without reading anything more.
     drop(eventloop);
 }
 
@@ -57,7 +59,7 @@ async fn die_between_pubrec_and_pubcomp(broker: &Broker, m: &Manager) {
 async fn a_pubrel_left_by_a_dead_process_does_not_keep_the_next_one_off_the_air() {
     let broker = Broker::start();
     let mut m = Manager::connect(&broker).await;
-    die_between_pubrec_and_pubcomp(&broker, &m).await;
+    stand_in_dies_with_a_start(&broker, &m, "lost", true).await;
     let _d = Daemon::start(&broker, &[("PROPLET_MQTT_CLEAN_SESSION", "false")]);
     m.wait_ready().await;
     m.send_json("control/manager/start", &start("after", json!({})))
@@ -210,5 +212,37 @@ async fn a_worker_stopped_cleanly_leaves_nothing_to_answer_again() {
     let _second = Daemon::start(&broker, &[("PROPLET_STATE_DIR", &state)]);
     m.wait_ready().await;
     m.expect_none("control/proplet/results", Duration::from_secs(1), |_| true)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_start_of_a_finished_task_is_answered_again_not_run_again() {
+    let broker = Broker::start();
+    let mut m = Manager::connect(&broker).await;
+    let state = state_dir().display().to_string();
+    let env = [
+        ("PROPLET_STATE_DIR", state.as_str()),
+        ("PROPLET_MQTT_CLEAN_SESSION", "false"),
+    ];
+    let mut first = Daemon::start(&broker, &env);
+    m.wait_ready().await;
+    m.send_json("control/manager/start", &start("once", json!({})))
+        .await;
+    let answer = m.result("once").await;
+    assert_ok(&answer, "30");
+    first.signal("-TERM");
+    assert_eq!(first.wait(LONG).await, Some(0));
+    // The broker hands the start to a process that dies before acknowledging it ...
+    stand_in_dies_with_a_start(&broker, &m, "once", false).await;
+    // ... and delivers it again, flagged DUP, to the next proplet on this session.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("log");
+    let mut second = Daemon::start_logged(&broker, &env, &log);
+    let again = m.result("once").await;
+    assert_eq!(again, answer, "the same answer, not a new run");
+    second
+        .wait_for_log(&log, |text| {
+            text.contains("redelivered start of a task already answered")
+        })
         .await;
 }
