@@ -170,7 +170,12 @@ impl Running {
             metrics,
         ))
         .map_err(WorkerError::Heartbeat)?;
-        let dispatcher = tokio::spawn(dispatch(manager.clone(), events, stop.clone()));
+        let dispatcher = tokio::spawn(dispatch(
+            manager.clone(),
+            events,
+            journal.clone(),
+            stop.clone(),
+        ));
         Ok(Running {
             session,
             manager,
@@ -233,16 +238,33 @@ fn replay(stored: &[Stored]) -> Vec<Encoded> {
     replay
 }
 
-/// Hands every inbound message to the manager until stopped.
-async fn dispatch(manager: TaskManager, mut events: SessionEvents, stop: CancellationToken) {
+/// Hands every inbound message to the manager until stopped. Whatever has arrived is
+/// handled in one go; once the journal holds every job it admitted, the session may
+/// acknowledge those messages to the broker (one commit for a whole burst).
+async fn dispatch(
+    manager: TaskManager,
+    mut events: SessionEvents,
+    journal: Journal,
+    stop: CancellationToken,
+) {
     loop {
-        tokio::select! {
+        let first = tokio::select! {
             _ = stop.cancelled() => return,
             msg = events.inbound.recv() => match msg {
-                Some(msg) => manager.handle(msg),
+                Some(msg) => msg,
                 None => return,
             },
+        };
+        let mut last = first.0;
+        manager.handle(first.1);
+        while let Ok((delivery, msg)) = events.inbound.try_recv() {
+            manager.handle(msg);
+            last = delivery;
         }
+        if let Err(e) = journal.flushed().await {
+            warn!(error = %e, "the task journal could not be written; acknowledging anyway");
+        }
+        events.handled.through(last);
     }
 }
 

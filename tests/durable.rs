@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::daemon::Daemon;
@@ -82,4 +83,88 @@ async fn results_outlive_a_killed_worker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_outlive_a_worker_stopped_with_the_broker_away() {
     results_outlive_the_worker("-TERM").await;
+}
+
+/// The error kinds (`ok` for none) each task id was answered with.
+type Answers = HashMap<String, Vec<String>>;
+
+/// Records `msg` if it is a result.
+fn record(seen: &mut Answers, msg: &Seen) -> bool {
+    if msg.topic != topic("control/proplet/results") {
+        return false;
+    }
+    let id = msg.json["task_id"].as_str().unwrap_or_default().to_owned();
+    let kind = msg.json["error_kind"].as_str().unwrap_or("ok").to_owned();
+    seen.entry(id).or_default().push(kind);
+    true
+}
+
+/// Reads results into `seen` until every one of `ids` has one.
+async fn until_answered(m: &mut Manager, seen: &mut Answers, ids: &[String]) {
+    let deadline = Instant::now() + LONG;
+    loop {
+        let missing: Vec<&String> = ids.iter().filter(|id| !seen.contains_key(*id)).collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "unanswered: {missing:?}");
+        if let Some(msg) = m.next(Duration::from_secs(5)).await {
+            record(seen, &msg);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_burst_leaves_no_task_unanswered() {
+    let broker = Broker::start();
+    let mut m = Manager::connect(&broker).await;
+    let state = state_dir().display().to_string();
+    let env = [
+        ("PROPLET_STATE_DIR", state.as_str()),
+        ("PROPLET_MQTT_CLEAN_SESSION", "false"),
+        ("PROPLET_MAX_CONCURRENT_TASKS", "4"),
+    ];
+    let mut first = Daemon::start(&broker, &env);
+    m.wait_ready().await;
+    let spin = json!({"file": guests::base64("spin"), "name": "spin", "inputs": []});
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        let id = format!("spinning-{n}");
+        m.send_json("control/manager/start", &start(&id, spin.clone()))
+            .await;
+        ids.push(id);
+    }
+    for n in 0..300 {
+        let id = format!("burst-{n}");
+        m.send_json("control/manager/start", &start(&id, json!({})))
+            .await;
+        ids.push(id);
+    }
+    // Kill it once some results are out: the rest are running, queued, or waiting to be
+    // published.
+    let mut seen = Answers::new();
+    let mut answered = 0;
+    while answered < 50 {
+        let msg = m.next(LONG).await.expect("results flow");
+        answered += usize::from(record(&mut seen, &msg));
+    }
+    first.signal("-KILL");
+    first.wait(LONG).await;
+    let _second = Daemon::start(&broker, &env);
+    until_answered(&mut m, &mut seen, &ids).await;
+    for n in 0..2 {
+        let kinds = &seen[&format!("spinning-{n}")];
+        assert!(kinds.iter().all(|k| k == "interrupted"), "{kinds:?}");
+    }
+    for (id, kinds) in &seen {
+        let ok = kinds.iter().any(|k| k == "ok");
+        assert!(
+            kinds.iter().all(|k| k == "ok" || k == "interrupted"),
+            "{id}: {kinds:?}"
+        );
+        assert!(
+            !(ok && kinds.iter().any(|k| k == "interrupted")),
+            "{id} both finished and interrupted: {kinds:?}"
+        );
+    }
 }

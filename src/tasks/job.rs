@@ -85,9 +85,9 @@ struct Place<'a> {
 }
 
 impl<'a> Place<'a> {
+    /// The place of a job already written down as accepted (see [`Job::accepted`]).
     fn take(cx: &'a Context, key: JobKey, kind: &Kind) -> Self {
         let entry = journal_entry(&key, kind);
-        cx.journal.accepted(entry.clone());
         Place { cx, key, entry }
     }
 }
@@ -133,6 +133,12 @@ impl Job {
             cancel,
             span,
         }
+    }
+
+    /// Writes the job down in the journal as accepted: done by the manager as it admits the
+    /// job, before the message that brought it is acknowledged to the broker.
+    pub(super) fn accepted(&self, cx: &Context) {
+        cx.journal.accepted(journal_entry(&self.key, &self.kind));
     }
 
     /// Runs the job to its one answer, then gives its place back.

@@ -216,6 +216,7 @@ impl TaskManager {
     }
 
     fn spawn(&self, job: Job) {
+        job.accepted(&self.cx);
         let run = job.run(self.cx.clone());
         self.cx.admissions.tracker().spawn(run);
     }

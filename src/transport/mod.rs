@@ -14,7 +14,7 @@ mod publisher;
 mod tls;
 
 pub use backoff::Backoff;
-pub use mqtt::{MqttSession, SessionEvents, SessionParts};
+pub use mqtt::{Delivery, Handled, MqttSession, SessionEvents, SessionParts};
 pub use outbox::Outbox;
 pub use publisher::{Encoded, PacketLimit, Publisher};
 

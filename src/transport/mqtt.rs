@@ -45,15 +45,37 @@ use crate::telemetry::Metrics;
 
 /// What the session hands to the worker.
 pub struct SessionEvents {
-    /// Decoded (or rejected) messages on the subscribed topics.
+    /// Decoded (or rejected) messages on the subscribed topics, numbered in delivery order.
     ///
     /// Unbounded on purpose: the session must never wait for room (that would stall the
     /// keep-alive and every publish), and must not drop a start that needs an answer. The
     /// reader hands each message to the task manager, which never blocks (it answers
     /// `overloaded` itself), so the queue drains as fast as the broker delivers.
-    pub inbound: mpsc::UnboundedReceiver<Result<Inbound, Rejected>>,
+    pub inbound: mpsc::UnboundedReceiver<(Delivery, Result<Inbound, Rejected>)>,
     /// Bumped each time the session is (re)subscribed and announced.
     pub ready: watch::Receiver<u64>,
+    /// Where the reader says how far it has handled the messages.
+    pub handled: Handled,
+}
+
+/// A message's place in the order of delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Delivery(u64);
+
+/// Tells the session that every message up to a [`Delivery`] is handled — for a start,
+/// written down in the journal — so that the broker may now be told (PUBACK, or PUBREC at
+/// QoS 2). Until then the broker keeps each one, and delivers it again to the next process
+/// should this one die.
+#[derive(Debug, Clone)]
+pub struct Handled(mpsc::UnboundedSender<Delivery>);
+
+impl Handled {
+    /// Every message up to `delivery` is handled.
+    pub fn through(&self, delivery: Delivery) {
+        if self.0.send(delivery).is_err() {
+            debug!("the MQTT session has ended; nothing left to acknowledge");
+        }
+    }
 }
 
 /// What a session is made of, besides its configuration.
@@ -105,6 +127,7 @@ impl MqttSession {
         let (inbound_tx, inbound) = mpsc::unbounded_channel();
         let (ready_tx, ready) = watch::channel(0);
         let (commands, commands_rx) = mpsc::unbounded_channel();
+        let (handled, handled_rx) = mpsc::unbounded_channel();
         let intake_open = Arc::new(AtomicBool::new(true));
         let abandoned = CancellationToken::new();
         parts.metrics.replayed(parts.replay.len() as u64);
@@ -129,8 +152,16 @@ impl MqttSession {
             outbox_open: true,
             announced: false,
             control: VecDeque::new(),
+            delivered: 0,
+            unacknowledged: VecDeque::new(),
         };
-        let task = on_own_thread(run_loop(el, st, parts.outbox, commands_rx))?;
+        let inputs = Inputs {
+            outbox: parts.outbox,
+            commands: commands_rx,
+            handled: handled_rx,
+            handled_open: true,
+        };
+        let task = on_own_thread(run_loop(el, st, inputs))?;
         let session = MqttSession {
             commands,
             topics,
@@ -138,7 +169,12 @@ impl MqttSession {
             task,
             abandoned: abandoned.drop_guard(),
         };
-        Ok((session, SessionEvents { inbound, ready }))
+        let events = SessionEvents {
+            inbound,
+            ready,
+            handled: Handled(handled),
+        };
+        Ok((session, events))
     }
 
     /// Stops intake of new work: unsubscribes from starts and invokes (stops and registry
@@ -189,6 +225,8 @@ fn options(
         .set_max_packet_size(cfg.max_packet_size, cfg.max_packet_size)
         .set_inflight(cfg.inflight)
         .set_request_channel_capacity(cfg.request_channel_capacity)
+        // Acknowledged once the worker has handled (and journaled) each message.
+        .set_manual_acks(true)
         .set_last_will(LastWill::new(
             topics.render(Topic::Alive),
             offline.encode(),
@@ -245,7 +283,7 @@ struct LoopState {
     /// The MQTT timeout: for a flush, and for closing.
     timeout: Duration,
     discovery: Encoded,
-    inbound_tx: mpsc::UnboundedSender<Result<Inbound, Rejected>>,
+    inbound_tx: mpsc::UnboundedSender<(Delivery, Result<Inbound, Rejected>)>,
     ready_tx: watch::Sender<u64>,
     intake_open: Arc<AtomicBool>,
     /// Connection state and reconnects, for `/readyz` and `/metrics`.
@@ -269,8 +307,26 @@ struct LoopState {
     outbox_open: bool,
     /// Whether this connection has subscribed and announced.
     announced: bool,
-    /// Requests other than publishes (an unsubscription), sent before the backlog.
+    /// Requests other than publishes (an unsubscription, acknowledgements), sent before
+    /// the backlog.
     control: VecDeque<Request>,
+    /// Messages delivered so far (across connections).
+    delivered: u64,
+    /// Messages of this connection handed to the worker and not yet acknowledged: their
+    /// delivery, packet id and QoS.
+    unacknowledged: VecDeque<(Delivery, u16, QoS)>,
+}
+
+/// What the session loop reads besides the network.
+struct Inputs {
+    /// Messages to publish.
+    outbox: Outbox,
+    /// The owner's commands.
+    commands: mpsc::UnboundedReceiver<Command>,
+    /// How far the worker has handled the messages delivered.
+    handled: mpsc::UnboundedReceiver<Delivery>,
+    /// Whether the worker's reader is still there.
+    handled_open: bool,
 }
 
 mod event_loop;

@@ -24,6 +24,7 @@ enum Step {
     Abandoned,
     Deadline,
     Command(Option<Command>),
+    Handled(Option<Delivery>),
     Read(Result<Incoming, StateError>),
     Ping,
     Beat(Option<Encoded>),
@@ -31,12 +32,7 @@ enum Step {
 }
 
 /// Connects, serves, reconnects, until closed (or abandoned).
-pub(super) async fn run_loop(
-    mut el: EventLoop,
-    mut st: LoopState,
-    mut outbox: Outbox,
-    mut commands: mpsc::UnboundedReceiver<Command>,
-) {
+pub(super) async fn run_loop(mut el: EventLoop, mut st: LoopState, mut inputs: Inputs) {
     let mut backoff = backoff();
     let mut retry_at = Instant::now();
     loop {
@@ -51,9 +47,9 @@ pub(super) async fn run_loop(
             biased;
             _ = st.abandoned.cancelled() => return,
             _ = until(st.closing) => return warn!("closing the MQTT session: the broker stayed away"),
-            cmd = commands.recv() => {
+            cmd = inputs.commands.recv() => {
                 match cmd {
-                    Some(cmd) => st.command(cmd, &mut outbox),
+                    Some(cmd) => st.command(cmd, &mut inputs.outbox),
                     None => return,
                 }
                 continue;
@@ -64,14 +60,7 @@ pub(super) async fn run_loop(
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 backoff.reset();
                 st.failures.connected();
-                serve(
-                    &mut el,
-                    &mut st,
-                    &mut outbox,
-                    &mut commands,
-                    ack.session_present,
-                )
-                .await
+                serve(&mut el, &mut st, &mut inputs, ack.session_present).await
             }
             Ok(other) => {
                 debug!(?other, "MQTT event before the connection was acknowledged");
@@ -101,8 +90,7 @@ async fn until(deadline: Option<Instant>) {
 async fn serve(
     el: &mut EventLoop,
     st: &mut LoopState,
-    outbox: &mut Outbox,
-    commands: &mut mpsc::UnboundedReceiver<Command>,
+    inputs: &mut Inputs,
     resumed: bool,
 ) -> Result<(), ConnectionError> {
     st.on_connected(el, resumed).await?;
@@ -123,10 +111,11 @@ async fn serve(
             biased;
             _ = st.abandoned.cancelled() => Step::Abandoned,
             _ = until(st.closing) => Step::Deadline,
-            cmd = commands.recv() => Step::Command(cmd),
+            cmd = inputs.commands.recv() => Step::Command(cmd),
+            handled = inputs.handled.recv(), if inputs.handled_open => Step::Handled(handled),
             read = network.read() => Step::Read(read),
             _ = &mut ping => Step::Ping,
-            msg = outbox.next(beat_only), if st.outbox_open => match beat_only {
+            msg = inputs.outbox.next(beat_only), if st.outbox_open => match beat_only {
                 true => Step::Beat(msg),
                 false => Step::Message(msg),
             },
@@ -137,7 +126,10 @@ async fn serve(
                 warn!("closing the MQTT session with messages still unacknowledged");
                 return Ok(());
             }
-            Step::Command(Some(cmd)) => st.command(cmd, outbox),
+            Step::Command(Some(cmd)) => st.command(cmd, &mut inputs.outbox),
+            Step::Handled(Some(delivery)) => st.acknowledge(delivery),
+            // The reader is gone (the worker is stopping): nothing more to acknowledge.
+            Step::Handled(None) => inputs.handled_open = false,
             Step::Read(read) => st.incoming(el, read?).await?,
             Step::Ping => {
                 ping.as_mut().reset(Instant::now() + st.keep_alive);
@@ -369,21 +361,43 @@ impl LoopState {
     }
 
     /// Decodes and queues a message for the task manager, without ever waiting: the queue
-    /// is unbounded and the manager answers what it cannot take (`overloaded`).
-    fn dispatch(&self, p: &Publish) {
+    /// is unbounded and the manager answers what it cannot take (`overloaded`). It is
+    /// acknowledged to the broker once the worker says it is handled; one that does not
+    /// reach the worker, at once.
+    fn dispatch(&mut self, p: &Publish) {
+        self.delivered += 1;
+        let delivery = Delivery(self.delivered);
+        let ack = (p.qos != QoS::AtMostOnce).then_some((delivery, p.pkid, p.qos));
+        self.unacknowledged.extend(ack);
         let Some(topic) = self.topics.parse(&p.topic) else {
             debug!(topic = %p.topic, "ignoring a message on an unexpected topic");
-            return;
+            return self.acknowledge(delivery);
         };
         let mut msg = protocol::decode(topic, &p.payload);
         if let Ok(Inbound::Start(req)) = &mut msg {
             req.redelivered = p.dup;
         }
-        if self.inbound_tx.send(msg).is_err() {
+        if self.inbound_tx.send((delivery, msg)).is_err() {
             debug!(
                 "inbound queue closed; dropping a message on {}",
                 topic.suffix()
             );
+            self.acknowledge(delivery);
+        }
+    }
+
+    /// Acknowledges to the broker every message of this connection up to `delivery`.
+    fn acknowledge(&mut self, delivery: Delivery) {
+        while let Some(&(d, pkid, qos)) = self.unacknowledged.front() {
+            if d > delivery {
+                break;
+            }
+            self.unacknowledged.pop_front();
+            let ack = match qos {
+                QoS::ExactlyOnce => Request::PubRec(rumqttc::PubRec::new(pkid)),
+                _ => Request::PubAck(rumqttc::PubAck::new(pkid)),
+            };
+            self.control.push_back(ack);
         }
     }
 
@@ -447,9 +461,11 @@ impl LoopState {
         // What awaits acknowledgement is in our table, sent again on the next connection;
         // rumqttc's copy of it is dropped, and so are control requests (the next
         // connection subscribes afresh).
+        // Messages not yet acknowledged come again (flagged DUP) on the next connection.
         el.network = None;
         drop(el.state.clean());
         self.control.clear();
+        self.unacknowledged.clear();
     }
 }
 
