@@ -110,7 +110,7 @@ enum Command {
     /// Stop receiving on these topics.
     Unsubscribe(Vec<String>),
     /// Send what is queued and then this, wait for the acknowledgements, disconnect.
-    Close(Outbound),
+    Close(Box<Outbound>),
 }
 
 impl MqttSession {
@@ -196,7 +196,7 @@ impl MqttSession {
     /// ends at once: every result waiting is in the durable outbox, for the next start.
     pub async fn close(self, offline: Outbound) {
         self.abandoned.disarm();
-        if self.commands.send(Command::Close(offline)).is_err() {
+        if self.commands.send(Command::Close(Box::new(offline))).is_err() {
             warn!("the MQTT session had already ended");
         }
         if let Err(e) = self.task.await {
