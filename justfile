@@ -16,6 +16,11 @@ test-unit:
 test-e2e: guests
     cargo test --tests
 
+# A longer soak (default 300 s): mixed traffic, broker and worker restarts, then a summary
+# line (sent, answered, duplicated, lost) and checks that nothing was lost or grew.
+soak seconds="300": guests
+    PROPLET_SOAK_SECONDS={{seconds}} cargo test --locked --test soak -- --nocapture
+
 # Format and lint checks, with and without the demo (the device build).
 lint:
     cargo fmt --all -- --check

@@ -196,7 +196,11 @@ impl MqttSession {
     /// ends at once: every result waiting is in the durable outbox, for the next start.
     pub async fn close(self, offline: Outbound) {
         self.abandoned.disarm();
-        if self.commands.send(Command::Close(Box::new(offline))).is_err() {
+        if self
+            .commands
+            .send(Command::Close(Box::new(offline)))
+            .is_err()
+        {
             warn!("the MQTT session had already ended");
         }
         if let Err(e) = self.task.await {

@@ -160,6 +160,20 @@ impl Broker {
         }
     }
 
+    /// Stops the broker as an operator would (SIGTERM: mosquitto saves its sessions and
+    /// queued messages on the way out), and starts it again on the same port.
+    pub fn restart_gracefully(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let status = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .expect("kill");
+            assert!(status.success(), "kill -TERM mosquitto failed");
+            child.wait().ok();
+        }
+        self.spawn();
+    }
+
     /// Starts it again on the same port.
     pub fn restart(&mut self) {
         self.kill();
