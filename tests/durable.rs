@@ -122,7 +122,8 @@ async fn a_worker_killed_mid_burst_leaves_no_task_unanswered() {
     let env = [
         ("PROPLET_STATE_DIR", state.as_str()),
         ("PROPLET_MQTT_CLEAN_SESSION", "false"),
-        ("PROPLET_MAX_CONCURRENT_TASKS", "4"),
+        // Two slots for the spinning tasks, one for the burst: most of it waits in the queue.
+        ("PROPLET_MAX_CONCURRENT_TASKS", "3"),
     ];
     let mut first = Daemon::start(&broker, &env);
     m.wait_ready().await;
@@ -156,6 +157,14 @@ async fn a_worker_killed_mid_burst_leaves_no_task_unanswered() {
         let kinds = &seen[&format!("spinning-{n}")];
         assert!(kinds.iter().all(|k| k == "interrupted"), "{kinds:?}");
     }
+    let interrupted = seen
+        .values()
+        .filter(|kinds| kinds.iter().any(|k| k == "interrupted"))
+        .count();
+    assert!(
+        interrupted > 2,
+        "queued tasks were answered interrupted too ({interrupted})"
+    );
     for (id, kinds) in &seen {
         let ok = kinds.iter().any(|k| k == "ok");
         assert!(
@@ -167,4 +176,43 @@ async fn a_worker_killed_mid_burst_leaves_no_task_unanswered() {
             "{id} both finished and interrupted: {kinds:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_journal_is_set_aside_and_the_worker_carries_on() {
+    let broker = Broker::start();
+    let mut m = Manager::connect(&broker).await;
+    let state = state_dir();
+    let state_text = state.display().to_string();
+    let env = [("PROPLET_STATE_DIR", state_text.as_str())];
+    let mut first = Daemon::start(&broker, &env);
+    m.wait_ready().await;
+    m.send_json("control/manager/start", &start("before", json!({})))
+        .await;
+    assert_ok(&m.result("before").await, "30");
+    first.signal("-TERM");
+    assert_eq!(first.wait(LONG).await, Some(0));
+    // Cut the journal in half, as a full disk or a bad copy would.
+    let journal = state.join("journal.redb");
+    let len = std::fs::metadata(&journal).expect("a journal").len();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&journal)
+        .expect("open");
+    file.set_len(len / 2).expect("truncate");
+    drop(file);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("log");
+    let mut second = Daemon::start_logged(&broker, &env, &log);
+    m.wait_ready().await;
+    m.send_json("control/manager/start", &start("after", json!({})))
+        .await;
+    assert_ok(&m.result("after").await, "30");
+    let text = second.wait_for_log(&log, |t| t.contains("set aside")).await;
+    assert!(text.contains("cannot be read"), "{text}");
+    let aside = std::fs::read_dir(&state)
+        .expect("list")
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().contains("corrupt"));
+    assert!(aside, "the unreadable journal is kept aside");
 }

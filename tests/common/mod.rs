@@ -167,10 +167,13 @@ impl Manager {
         tokio::spawn(async move {
             loop {
                 match eventloop.poll().await {
-                    // Subscribe on every connection: the broker may have restarted.
+                    // Subscribe on every connection: the broker may have restarted. At QoS
+                    // 1: rumqttc (this stand-in manager's client, not the proplet's
+                    // session) cannot take a QoS 2 release the broker re-sends after its
+                    // own restart, and would reconnect forever.
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         resubscribe
-                            .try_subscribe(filter.clone(), QoS::ExactlyOnce)
+                            .try_subscribe(filter.clone(), QoS::AtLeastOnce)
                             .ok();
                     }
                     Ok(Event::Incoming(Packet::SubAck(_))) => {

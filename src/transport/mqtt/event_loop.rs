@@ -114,7 +114,8 @@ async fn serve(
             cmd = inputs.commands.recv() => Step::Command(cmd),
             handled = inputs.handled.recv(), if inputs.handled_open => Step::Handled(handled),
             read = network.read() => Step::Read(read),
-            _ = &mut ping => Step::Ping,
+            // A keep-alive of zero turns pings off (as in MQTT).
+            _ = &mut ping, if !st.keep_alive.is_zero() => Step::Ping,
             msg = inputs.outbox.next(beat_only), if st.outbox_open => match beat_only {
                 true => Step::Beat(msg),
                 false => Step::Message(msg),
