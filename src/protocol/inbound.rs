@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::lenient::{optional_text_list, or_default, text_list, text_map};
+use super::lenient::{hint_u8, optional_text_list, or_default, text_list, text_map};
 use super::{ProtocolError, Topic};
 
 /// A decoded message from the manager or the registry proxy.
@@ -99,6 +99,11 @@ pub struct StartRequest {
     /// Targeting.
     #[serde(flatten)]
     pub target: Target,
+    /// The manager's state of the task (latest manager): 0–2 while it waits for an
+    /// answer, 3 or 4 (completed, failed) when it re-runs a finished task on purpose. Read
+    /// only as a hint (see docs/protocol.md §5.10); anything but a small integer is `None`.
+    #[serde(default, deserialize_with = "hint_u8")]
+    pub state: Option<u8>,
     /// Whether the broker redelivered this message (the MQTT DUP flag): not part of the
     /// payload, set by the transport.
     #[serde(skip)]
@@ -147,6 +152,14 @@ pub struct LimitsSpec {
 }
 
 impl StartRequest {
+    /// Whether this start may be a copy of one already taken rather than a new run: the
+    /// broker redelivered it (DUP), or the manager still waits for its answer (`state` 0–2:
+    /// it sends the start again when an answer was lost). A start with `state` 3 or 4 (or
+    /// another, or none, as from the seed-era manager) is a deliberate run.
+    pub fn may_be_a_copy(&self) -> bool {
+        self.redelivered || self.state.is_some_and(|s| s <= 2)
+    }
+
     /// Checks the fields every start needs (docs/protocol.md §4.3.4).
     pub fn validate(&self) -> Result<(), ProtocolError> {
         if self.id.is_empty() {

@@ -64,3 +64,12 @@ fn scalar_text(v: Value) -> Option<String> {
         _ => None,
     }
 }
+
+/// Decodes a field proplet reads only as a hint: a non-negative integer that fits, else
+/// (absent, `null`, another type, out of range) `None` — it never fails the message.
+pub fn hint_u8<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
+    let value = Option::<Value>::deserialize(d)?;
+    Ok(value
+        .and_then(|v| v.as_u64())
+        .and_then(|n| u8::try_from(n).ok()))
+}

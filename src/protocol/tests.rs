@@ -71,8 +71,33 @@ fn broadcast_includes_everyone() {
 
 #[test]
 fn unknown_and_ignored_fields_are_accepted() {
-    let s = start(fixture!("inbound", "start_extra_fields"));
+    let mut s = start(fixture!("inbound", "start_extra_fields"));
+    // A re-run of a completed task: read, as a hint only.
+    assert_eq!(s.state, Some(3));
+    assert!(!s.may_be_a_copy());
+    s.state = Some(0);
     assert_eq!(s, start(fixture!("inbound", "start_latest")));
+}
+
+#[test]
+fn state_is_a_hint_that_never_fails_a_start() {
+    for (state, read) in [
+        ("0", Some(0)),
+        ("2", Some(2)),
+        ("4", Some(4)),
+        ("null", None),
+        ("\"3\"", None),
+        ("-1", None),
+        ("300", None),
+        ("1.5", None),
+        ("[1]", None),
+    ] {
+        let s = start(&format!(
+            r#"{{"id":"t","name":"add","file":"AA==","state":{state}}}"#
+        ));
+        assert_eq!(s.state, read, "{state}");
+        assert_eq!(s.may_be_a_copy(), read.is_some_and(|n| n <= 2), "{state}");
+    }
 }
 
 #[test]

@@ -162,7 +162,7 @@ impl TaskManager {
         if let Err(e) = span.in_scope(|| validate(&req)) {
             return self.reply(&req.id, Err(e), receipt, span);
         }
-        if req.redelivered && redelivery::handled(&self.cx, &req.id) {
+        if req.may_be_a_copy() && redelivery::handled(&self.cx, &req.id) {
             return;
         }
         let key = JobKey::Task(req.id.clone());

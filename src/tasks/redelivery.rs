@@ -1,14 +1,15 @@
-//! Redelivery is not a re-run (docs/protocol.md §5.10). A start the broker redelivers (the
-//! MQTT DUP flag) for a task this proplet — or the one before it on this state directory —
-//! has already taken is not run again:
+//! Redelivery is not a re-run (docs/protocol.md §5.10). A start that may be a copy of one
+//! this proplet — or the one before it on this state directory — has already taken (see
+//! [`crate::protocol::StartRequest::may_be_a_copy`]: the broker redelivered it, or the
+//! manager still waits for its answer) is not run again:
 //! - while the task is active, it is ignored (as any duplicate start is);
 //! - once answered, its last answer is published again (while remembered: see
 //!   [`crate::state::recent`]);
 //! - a task the previous process left unanswered is answered `interrupted` by recovery,
 //!   and a redelivery of it is ignored.
 //!
-//! A start sent again *without* the DUP flag is the manager's deliberate re-run of a
-//! finished task, and runs again.
+//! A start of a finished task sent again as such (`state` 3 or 4, or no state) is the
+//! manager's deliberate re-run, and runs again.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -39,7 +40,7 @@ impl Recovered {
     }
 }
 
-/// Whether the redelivered start of `task` was handled here (answered again, or ignored)
+/// Whether the start of `task`, possibly a copy, was handled here (answered again, or ignored)
 /// rather than to be run: `false` for a task never taken.
 pub(super) fn handled(cx: &Arc<Context>, task: &str) -> bool {
     if cx.recovered.contains(task) {

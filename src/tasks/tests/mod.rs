@@ -389,7 +389,16 @@ lifecycle! {
         Ok("t", "released"),
         Redelivered("t", "hold"),
         Ok("t", "released"),
-        // Sent again without the DUP flag: the manager re-runs it on purpose.
+        // Sent again while the manager still counts it pending (state 0): its answer was
+        // lost on the way, so it gets it again.
+        Start("t", "hold", json!({"state": 0})),
+        Ok("t", "released"),
+        // Sent again as a completed task (state 3), or by a manager that sends no state:
+        // the manager re-runs it on purpose.
+        Start("t", "hold", json!({"state": 3})),
+        Running("t"),
+        Release("t"),
+        Ok("t", "released"),
         Start("t", "hold", none()),
         Running("t"),
         Release("t"),
