@@ -216,3 +216,64 @@ async fn a_truncated_journal_is_set_aside_and_the_worker_carries_on() {
         .any(|e| e.file_name().to_string_lossy().contains("corrupt"));
     assert!(aside, "the unreadable journal is kept aside");
 }
+
+/// Runs counted by the proplet (every answered run, whatever its outcome).
+async fn runs(probe: &Probe) -> u64 {
+    let (_, body) = probe.get("/metrics").await;
+    body.lines()
+        .filter(|l| l.starts_with("proplet_tasks_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_killed_mid_burst_loses_no_answer_and_runs_nothing_twice() {
+    let mut broker = Broker::start();
+    let mut m = Manager::connect(&broker).await;
+    let state = state_dir().display().to_string();
+    let probe = Probe::new();
+    let env = [
+        ("PROPLET_STATE_DIR", state.as_str()),
+        ("PROPLET_MQTT_CLEAN_SESSION", "false"),
+        ("PROPLET_MAX_CONCURRENT_TASKS", "4"),
+        probe.env(),
+    ];
+    let _worker = Daemon::start(&broker, &env);
+    m.wait_ready().await;
+    let ids: Vec<String> = (0..1000).map(|n| format!("burst-{n}")).collect();
+    for id in &ids {
+        m.send_json("control/manager/start", &start(id, json!({})))
+            .await;
+    }
+    let mut seen = Answers::new();
+    while seen.len() < 200 {
+        let msg = m.next(LONG).await.expect("results flow");
+        record(&mut seen, &msg);
+    }
+    // Killed: whatever it acknowledged since it last saved is gone, starts and answers.
+    broker.kill();
+    broker.restart();
+    // The manager sends again (still pending: state 0) every start it has no answer for,
+    // as it would after a timeout, until each has one.
+    let deadline = Instant::now() + LONG;
+    loop {
+        let missing: Vec<&String> = ids.iter().filter(|id| !seen.contains_key(*id)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "unanswered: {missing:?}");
+        for id in missing {
+            m.send_json("control/manager/start", &start(id, json!({})))
+                .await;
+        }
+        let round = Instant::now() + Duration::from_secs(3);
+        while let Some(msg) = m
+            .next(round.saturating_duration_since(Instant::now()))
+            .await
+        {
+            record(&mut seen, &msg);
+        }
+    }
+    assert!(seen.values().flatten().all(|k| k == "ok"), "{seen:?}");
+    assert_eq!(runs(&probe).await, 1000, "each task ran once");
+}
