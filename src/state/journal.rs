@@ -228,7 +228,7 @@ fn open_or_set_aside(path: &Path) -> Result<Database, StateError> {
         Ok(db) => Ok(db),
         Err(e) if unreadable(&e) => {
             let aside = path.with_extension(format!("corrupt-{}", std::process::id()));
-            warn!(error = %e, aside = %aside.display(), "the task journal cannot be read: set aside, starting a new one (its unanswered tasks are dropped)");
+            warn!(error = %e, aside = %aside.display(), "the task journal cannot be read: set aside, starting a new one (the tasks it held unanswered, its undelivered results and remembered answers are dropped; the file is kept for inspection)");
             std::fs::rename(path, &aside).map_err(|e| StateError::Journal(e.to_string()))?;
             Database::create(path).map_err(journal)
         }
