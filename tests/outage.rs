@@ -242,7 +242,7 @@ async fn a_redelivered_start_of_a_finished_task_is_answered_again_not_run_again(
     assert_eq!(again, answer, "the same answer, not a new run");
     second
         .wait_for_log(&log, |text| {
-            text.contains("redelivered start of a task already answered")
+            text.contains("copy of the start of a task already answered")
         })
         .await;
 }

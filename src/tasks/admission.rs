@@ -122,6 +122,11 @@ impl Admissions {
         Ok(token)
     }
 
+    /// Whether `key` is admitted and not yet released.
+    pub(super) fn is_active(&self, key: &JobKey) -> bool {
+        self.lock().contains_key(key)
+    }
+
     /// Gives `key`'s place back (its job ended, whichever way).
     pub(super) fn release(&self, key: &JobKey) {
         if self.lock().remove(key).is_some() {

@@ -6,7 +6,7 @@
 //! - once answered, its last answer is published again (while remembered: see
 //!   [`crate::state::recent`]);
 //! - a task the previous process left unanswered is answered `interrupted` by recovery,
-//!   and a redelivery of it is ignored.
+//!   and a copy that comes before that answer is stored is ignored.
 //!
 //! A start of a finished task sent again as such (`state` 3 or 4, or no state) is the
 //! manager's deliberate re-run, and runs again.
@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use tracing::{Instrument as _, info, warn};
 
+use super::admission::JobKey;
 use super::job::Context;
 
 /// Tasks the previous process left unanswered (answered `interrupted` by recovery).
@@ -40,17 +41,27 @@ impl Recovered {
     }
 }
 
-/// Whether the start of `task`, possibly a copy, was handled here (answered again, or ignored)
-/// rather than to be run: `false` for a task never taken.
+/// Whether the start of `task`, possibly a copy, was handled here (ignored, or answered
+/// again) rather than to be run: `false` for a task never taken.
 pub(super) fn handled(cx: &Arc<Context>, task: &str) -> bool {
-    if cx.recovered.contains(task) {
-        info!(task_id = %task, "redelivered start of a task the previous process left ignored: it is answered interrupted");
+    if cx.admissions.is_active(&JobKey::Task(task.to_owned())) {
+        info!(task_id = %task, "copy of the start of an active task ignored");
         return true;
     }
-    let Some(seq) = cx.journal.answered_lately(task, None) else {
-        return false;
-    };
-    info!(task_id = %task, "redelivered start of a task already answered: its answer is published again, it is not run again");
+    if let Some(seq) = cx.journal.answered_lately(task, None) {
+        info!(task_id = %task, "copy of the start of a task already answered: its answer is published again, it is not run again");
+        answer_again(cx, task, seq);
+        return true;
+    }
+    if cx.recovered.contains(task) {
+        info!(task_id = %task, "copy of the start of a task the previous process left ignored: it is answered interrupted");
+        return true;
+    }
+    false
+}
+
+/// Publishes again, in the background, the answer stored as `seq` for `task`.
+fn answer_again(cx: &Arc<Context>, task: &str, seq: u64) {
     let (cx2, id) = (cx.clone(), task.to_owned());
     let again = async move {
         match cx2.journal.recall(seq).await {
@@ -61,5 +72,4 @@ pub(super) fn handled(cx: &Arc<Context>, task: &str) -> bool {
     cx.admissions
         .tracker()
         .spawn(again.instrument(tracing::Span::current()));
-    true
 }

@@ -397,6 +397,8 @@ lifecycle! {
         // the manager re-runs it on purpose.
         Start("t", "hold", json!({"state": 3})),
         Running("t"),
+        // A copy while the re-run runs: ignored, not answered with the last answer.
+        Redelivered("t", "hold"),
         Release("t"),
         Ok("t", "released"),
         Start("t", "hold", none()),

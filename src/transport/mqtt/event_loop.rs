@@ -459,10 +459,12 @@ impl LoopState {
             );
             el.mqtt_options.set_clean_session(true);
         }
-        // What awaits acknowledgement is in our table, sent again on the next connection;
-        // rumqttc's copy of it is dropped, and so are control requests (the next
-        // connection subscribes afresh).
-        // Messages not yet acknowledged come again (flagged DUP) on the next connection.
+        // What the dead connection had already received still counts (acknowledgements
+        // above all). What awaits acknowledgement is in our table, sent again on the next
+        // connection; rumqttc's copy of it is dropped, and so are control requests (the
+        // next connection subscribes afresh). Messages we had not acknowledged come again
+        // (flagged DUP) on the next connection.
+        self.on_events(el);
         el.network = None;
         drop(el.state.clean());
         self.control.clear();
