@@ -124,17 +124,18 @@ impl Journal {
     /// that cannot be read is set aside (renamed, and said so) and a new one started.
     pub fn open(dir: &StateDir, metrics: Metrics) -> Result<(Journal, Recovered), StateError> {
         let path = dir.path().join("journal.redb");
-        let db = open_or_set_aside(&path)?;
-        let recovered = take_all(&db).map_err(|e| StateError::Journal(e.to_string()))?;
+        let Loaded {
+            db,
+            recovered,
+            recent,
+        } = open_or_set_aside(&path)?;
         let depth = SharedDepth::default();
         for stored in &recovered.outbox {
             depth.add(stored.payload.len());
         }
         let next = recovered.outbox.last().map_or(0, |s| s.seq + 1);
         depth.next.store(next, Ordering::Relaxed);
-        let recent = Arc::new(Mutex::new(
-            load_recent(&db).map_err(|e| StateError::Journal(e.to_string()))?,
-        ));
+        let recent = Arc::new(Mutex::new(recent));
         let (tx, rx) = mpsc::channel();
         let writer = Writer {
             depth: depth.clone(),
@@ -220,20 +221,65 @@ impl Journal {
     }
 }
 
-/// Opens (or creates) the database at `path`; one that is not a readable journal (corrupt,
-/// truncated, another format) is renamed aside and a new one started.
-fn open_or_set_aside(path: &Path) -> Result<Database, StateError> {
-    let journal = |e: DatabaseError| StateError::Journal(e.to_string());
-    match Database::create(path) {
-        Ok(db) => Ok(db),
-        Err(e) if unreadable(&e) => {
-            let aside = path.with_extension(format!("corrupt-{}", std::process::id()));
-            warn!(error = %e, aside = %aside.display(), "the task journal cannot be read: set aside, starting a new one (the tasks it held unanswered, its undelivered results and remembered answers are dropped; the file is kept for inspection)");
-            std::fs::rename(path, &aside).map_err(|e| StateError::Journal(e.to_string()))?;
-            Database::create(path).map_err(journal)
-        }
-        Err(e) => Err(journal(e)),
-    }
+/// What a journal file holds, read.
+struct Loaded {
+    db: Database,
+    recovered: Recovered,
+    recent: Recent,
+}
+
+/// Why a journal file could not be loaded.
+enum LoadError {
+    /// What the file holds cannot be read (corrupt, truncated, another format): set it
+    /// aside.
+    Unreadable(String),
+    /// Anything else (permissions, the disk): give up.
+    Failed(StateError),
+}
+
+/// Opens (or creates) the database at `path` and reads it; one that is not a readable
+/// journal (corrupt, truncated, another format) is renamed aside and a new one started.
+fn open_or_set_aside(path: &Path) -> Result<Loaded, StateError> {
+    let why = match load(path) {
+        Ok(loaded) => return Ok(loaded),
+        Err(LoadError::Failed(e)) => return Err(e),
+        Err(LoadError::Unreadable(why)) => why,
+    };
+    let aside = path.with_extension(format!("corrupt-{}", std::process::id()));
+    warn!(error = %why, aside = %aside.display(), "the task journal cannot be read: set aside, starting a new one (the tasks it held unanswered, its undelivered results and remembered answers are dropped; the file is kept for inspection)");
+    std::fs::rename(path, &aside).map_err(|e| StateError::Journal(e.to_string()))?;
+    load(path).map_err(|e| match e {
+        LoadError::Unreadable(why) => StateError::Journal(why),
+        LoadError::Failed(e) => e,
+    })
+}
+
+/// Opens the database at `path` and reads what it holds. redb checks what it reads, but
+/// some damage (a file cut short) trips an assertion inside it: a panic here counts as an
+/// unreadable file, not as the end of the worker.
+fn load(path: &Path) -> Result<Loaded, LoadError> {
+    let read = || -> Result<Loaded, LoadError> {
+        let db = Database::create(path).map_err(|e| match unreadable(&e) {
+            true => LoadError::Unreadable(e.to_string()),
+            false => LoadError::Failed(StateError::Journal(e.to_string())),
+        })?;
+        let damaged = |e: redb::Error| LoadError::Unreadable(e.to_string());
+        let recovered = take_all(&db).map_err(damaged)?;
+        let recent = load_recent(&db).map_err(damaged)?;
+        Ok(Loaded {
+            db,
+            recovered,
+            recent,
+        })
+    };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "the database panicked".to_owned());
+        Err(LoadError::Unreadable(what))
+    })
 }
 
 /// Whether opening failed on what the file holds (not on who holds it, or on the disk).
@@ -451,6 +497,40 @@ mod tests {
             Recovered::default(),
             "recovered once, then forgotten"
         );
+    }
+
+    #[tokio::test]
+    async fn a_journal_cut_short_anywhere_is_set_aside_not_fatal() {
+        let root = tempfile::tempdir().expect("tempdir");
+        {
+            let dir = StateDir::open(root.path()).expect("dir");
+            let (journal, _) = Journal::open(&dir, Metrics::default()).expect("journal");
+            for n in 0..50 {
+                journal.accepted(entry(&format!("t{n}"), None, EntryKind::Start));
+                let result = Unstored {
+                    topic: "control/proplet/results".into(),
+                    task: format!("t{n}"),
+                    invocation: None,
+                    payload: vec![b'x'; 2000],
+                };
+                journal.store(result).await.expect("stored");
+            }
+            journal.flushed().await.expect("on disk");
+        }
+        let (_, journal, _) = reopen(root.path()).await;
+        drop(journal);
+        let path = root.path().join("journal.redb");
+        let whole = std::fs::read(&path).expect("read");
+        for cut in [
+            whole.len() / 8,
+            whole.len() / 3,
+            whole.len() / 2,
+            whole.len() - 1,
+        ] {
+            std::fs::write(&path, &whole[..cut]).expect("cut");
+            let (_dir, journal, _) = reopen(root.path()).await;
+            drop(journal);
+        }
     }
 
     #[test]
