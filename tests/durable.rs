@@ -99,11 +99,16 @@ fn record(seen: &mut Answers, msg: &Seen) -> bool {
     true
 }
 
+/// The ids of `ids` without an answer in `seen`.
+fn missing<'a>(seen: &Answers, ids: &'a [String]) -> Vec<&'a String> {
+    ids.iter().filter(|id| !seen.contains_key(*id)).collect()
+}
+
 /// Reads results into `seen` until every one of `ids` has one.
 async fn until_answered(m: &mut Manager, seen: &mut Answers, ids: &[String]) {
     let deadline = Instant::now() + LONG;
     loop {
-        let missing: Vec<&String> = ids.iter().filter(|id| !seen.contains_key(*id)).collect();
+        let missing = missing(seen, ids);
         if missing.is_empty() {
             return;
         }
@@ -257,7 +262,7 @@ async fn a_broker_killed_mid_burst_loses_no_answer_and_runs_nothing_twice() {
     // as it would after a timeout, until each has one.
     let deadline = Instant::now() + LONG;
     loop {
-        let missing: Vec<&String> = ids.iter().filter(|id| !seen.contains_key(*id)).collect();
+        let missing = missing(&seen, &ids);
         if missing.is_empty() {
             break;
         }

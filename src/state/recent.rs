@@ -134,3 +134,72 @@ pub(super) fn recall(
         (topic.to_owned(), payload.to_vec())
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use redb::ReadableTableMetadata as _;
+
+    use super::*;
+
+    fn answer(seq: u64, task: &str, bytes: usize) -> Stored {
+        Stored {
+            seq,
+            topic: "control/proplet/results".into(),
+            task: task.into(),
+            invocation: None,
+            payload: vec![b'x'; bytes],
+        }
+    }
+
+    /// Opens a fresh database in `dir` and runs `f` on the table in one transaction.
+    fn with_table(dir: &std::path::Path, f: impl FnOnce(&mut Recent, &mut RecentTable<'_>)) {
+        let db = redb::Database::create(dir.join("recent.redb")).expect("db");
+        let txn = db.begin_write().expect("txn");
+        {
+            let mut recent = Recent::load(&txn).expect("load");
+            let mut table = Recent::open(&txn).expect("table");
+            f(&mut recent, &mut table);
+        }
+        txn.commit().expect("commit");
+    }
+
+    #[test]
+    fn more_answers_than_the_bound_keep_only_the_newest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        with_table(dir.path(), |recent, table| {
+            let n = MAX_ANSWERS as u64 + 500;
+            for seq in 0..n {
+                recent
+                    .insert(table, &answer(seq, &format!("t{seq}"), 10))
+                    .expect("insert");
+            }
+            assert_eq!(recent.order.len(), MAX_ANSWERS);
+            assert_eq!(table.len().expect("len"), MAX_ANSWERS as u64);
+            assert_eq!(recent.last("t0", None), None, "the oldest are forgotten");
+            assert_eq!(recent.last(&format!("t{}", n - 1), None), Some(n - 1));
+            // Answered again: the newest answer is the one remembered.
+            recent
+                .insert(table, &answer(n, &format!("t{}", n - 1), 10))
+                .expect("insert");
+            assert_eq!(recent.last(&format!("t{}", n - 1), None), Some(n));
+        });
+    }
+
+    #[test]
+    fn big_answers_are_bounded_by_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        with_table(dir.path(), |recent, table| {
+            // Each a quarter of the bound: never more than four kept.
+            let size = (MAX_BYTES / 4) as usize;
+            for seq in 0..20 {
+                recent
+                    .insert(table, &answer(seq, &format!("b{seq}"), size))
+                    .expect("insert");
+                assert!(recent.bytes <= MAX_BYTES, "{} bytes", recent.bytes);
+            }
+            assert_eq!(recent.order.len(), 4);
+            assert_eq!(recent.last("b19", None), Some(19));
+            assert_eq!(recent.last("b15", None), None);
+        });
+    }
+}
