@@ -95,7 +95,8 @@ impl Outbox {
         None
     }
 
-    fn take_beat(&mut self) -> Option<Encoded> {
+    /// The heartbeat waiting right now, if any.
+    pub(super) fn take_beat(&mut self) -> Option<Encoded> {
         if self.heartbeat.has_changed().unwrap_or(false) {
             return self.heartbeat.borrow_and_update().clone();
         }

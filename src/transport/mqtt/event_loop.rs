@@ -97,6 +97,10 @@ async fn serve(
     let mut ping = Box::pin(tokio::time::sleep(st.keep_alive));
     loop {
         st.on_events(el);
+        // A heartbeat waiting is sent now, even while the network keeps the loop busy.
+        if let Some(beat) = inputs.outbox.take_beat().filter(|_| st.outbox_open) {
+            st.heartbeat(el, beat).await?;
+        }
         st.send_queued(el).await?;
         if st.closing.is_some() && st.backlog.is_empty() && st.inflight.is_empty() {
             disconnect(el, st.timeout).await;
@@ -286,6 +290,20 @@ impl LoopState {
         for (_, seq) in written.iter().filter(|(pkid, _)| *pkid == 0) {
             seq.iter().for_each(|seq| self.journal.delivered(*seq));
         }
+        Ok(())
+    }
+
+    /// Queues `beat` (the backlog is short while packet ids are free), or sends it at once
+    /// at QoS 0 when every packet id is taken.
+    async fn heartbeat(
+        &mut self,
+        el: &mut EventLoop,
+        beat: Encoded,
+    ) -> Result<(), ConnectionError> {
+        if self.qos != QoS::AtMostOnce && self.inflight.is_full() {
+            return self.expedite(el, beat).await;
+        }
+        self.backlog.push_back(beat);
         Ok(())
     }
 
