@@ -136,6 +136,7 @@ pub async fn run(args: RunArgs) -> Result<TaskOutput, LocalError> {
         mounts: args.mounts,
         network: Vec::new().into(),
         meter: Default::default(),
+        echo: true,
     };
     let sandbox = crate::sandbox::SandboxLimits {
         handles: crate::sandbox::descriptors::handles_per_task(1),

@@ -66,19 +66,22 @@ async fn run_local(args: proplet::local::RunArgs) -> ExitCode {
     if let Err(e) = telemetry::init(&log, &proplet::config::OtelSettings::default(), "local") {
         return report(Err(e.into()));
     }
+    // The guest's stdout and stderr were copied out as it wrote them (as the wasmtime CLI
+    // does); what remains is a returned value, the exit status, or why it failed.
     match proplet::local::run(args).await {
         Ok(out) => {
-            eprint!("{}", out.stderr);
-            print!("{}", out.result);
-            if !out.result.is_empty() && !out.result.ends_with('\n') {
-                println!();
+            if !out.from_stdout {
+                print!("{}", out.result);
+                if !out.result.is_empty() && !out.result.ends_with('\n') {
+                    println!();
+                }
             }
             ExitCode::SUCCESS
         }
-        Err(LocalError::Runtime(RuntimeError::Exit { code, stderr })) => {
-            eprint!("{stderr}");
+        Err(LocalError::Runtime(RuntimeError::Exit { code, .. })) => {
             ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
+        Err(LocalError::Runtime(e)) => report(Err(e.without_output().into())),
         Err(e) => report(Err(e.into())),
     }
 }

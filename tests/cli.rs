@@ -20,6 +20,29 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// A failed guest is not a black box: what it printed, its panic message and a backtrace
+/// with function names come out, each once; output before an `exit` is kept.
+#[test]
+fn run_shows_why_a_guest_failed() {
+    let workload = guests::component_path("workload");
+    let out = proplet(&["run", workload.to_str().unwrap(), "panic"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(stdout, "about to panic\n");
+    assert_eq!(
+        stderr.matches("asked to panic with 0 inputs").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("guest trapped: wasm trap"), "{stderr}");
+    assert!(stderr.contains("workload.wasm!"), "symbolicated: {stderr}");
+    let hello = guests::path("hello");
+    let out = proplet(&["run", hello.to_str().unwrap(), "exit", "3"], &[]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stdout).starts_with("Hello, exit 3!"));
+    assert_eq!(text(&out.stderr), "hello: done\n");
+}
+
 #[test]
 fn run_calls_exports_commands_and_workloads() {
     let add = guests::path("add");

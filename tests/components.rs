@@ -303,6 +303,19 @@ async fn a_python_workload_runs_on_the_same_world() {
         "exit",
         "the task failed: asked to fail",
     );
+    // An exception that escapes: its traceback and what it printed reach the manager.
+    m.send_json(
+        "control/manager/start",
+        &start(
+            "py-raise",
+            json!({"file": file, "name": "python task", "inputs": ["1"], "cli_args": ["raise"]}),
+        ),
+    )
+    .await;
+    let raised = m.result("py-raise").await;
+    assert_err(&raised, "trap", "ValueError: asked to raise with 1 inputs");
+    assert_err(&raised, "trap", "Traceback (most recent call last)");
+    assert_err(&raised, "trap", "stdout: about to raise");
     w.stop().await;
 }
 

@@ -68,18 +68,20 @@ async fn exit_status_and_traps_are_classified() {
         ),
     )
     .await;
-    assert_err(
-        &m.result("exit3").await,
-        "exit",
-        "exited with status 3, stderr: hello: done",
-    );
+    let exit3 = m.result("exit3").await;
+    assert_err(&exit3, "exit", "exited with status 3, stderr: hello: done");
+    assert_err(&exit3, "exit", "stdout: Hello, exit 3!");
     assert!(
         m.result("exit0").await["results"]
             .as_str()
             .unwrap()
             .starts_with("Hello, exit 0!")
     );
-    assert_err(&m.result("panic").await, "trap", "unreachable");
+    // The panic message the guest wrote to stderr comes with the trap.
+    let panicked = m.result("panic").await;
+    assert_err(&panicked, "trap", "unreachable");
+    assert_err(&panicked, "trap", "stderr: thread 'main' (1) panicked at");
+    assert_err(&panicked, "trap", "asked to panic");
     assert_err(&m.result("div0").await, "trap", "guest trapped");
     w.stop().await;
 }

@@ -16,6 +16,9 @@ class Handler(exports.Handler):
         log.write(log.Level.INFO, f"python task {task.id()} started with {len(inputs)} inputs")
         if "fail" in task.args():
             raise Err("asked to fail")
+        if "raise" in task.args():
+            print("about to raise")
+            raise ValueError(f"asked to raise with {len(inputs)} inputs")
         total = 0
         for text in inputs:
             total += int(text.strip())

@@ -35,7 +35,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 use tracing::warn;
 
-use super::{RuntimeError, TaskOutput, TaskSpec};
+use super::{GuestOutput, RuntimeError, TaskOutput, TaskSpec};
 use crate::sandbox::CappedOutput;
 
 /// Environment variables of the proplet that the runtime process may see.
@@ -200,17 +200,25 @@ fn outcome(
         (Some(0), _, _) => Ok(TaskOutput {
             result: stdout.text(),
             stderr: stderr.text(),
+            from_stdout: true,
         }),
         (Some(code), _, _) => Err(RuntimeError::Exit {
             code,
-            stderr: stderr.text(),
+            output: GuestOutput {
+                stdout: stdout.text(),
+                stderr: stderr.text(),
+            },
         }),
         (None, Some(sig), Some(secs)) if sig == rustix::process::Signal::XCPU.as_raw() => {
             Err(RuntimeError::Timeout(Duration::from_secs(secs)))
         }
-        (None, _, _) => Err(RuntimeError::Trap(format!(
-            "external runtime killed by a signal ({status})"
-        ))),
+        (None, _, _) => Err(RuntimeError::Trap {
+            message: format!("external runtime killed by a signal ({status})"),
+            output: GuestOutput {
+                stdout: stdout.text(),
+                stderr: stderr.text(),
+            },
+        }),
     }
 }
 

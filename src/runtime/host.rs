@@ -4,10 +4,10 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::sandbox::{CappedOutput, MemoryLimiter, SCRATCH_PATH, Scratch, network};
+use crate::sandbox::{CappedOutput, Echo, MemoryLimiter, SCRATCH_PATH, Scratch, network};
 
-use super::TaskSpec;
 use super::workload::WorkloadContext;
+use super::{GuestOutput, TaskSpec};
 
 /// What a core module's `Store` holds.
 pub struct HostState {
@@ -83,9 +83,18 @@ impl Captured {
     /// Empty pipes capped at the task's output budget each, counted in its meter.
     pub fn new(spec: &TaskSpec) -> Self {
         let cap = spec.limits.output_bytes;
+        let echo = |to| spec.echo.then_some(to);
         Captured {
-            stdout: CappedOutput::new(cap, spec.meter.clone()),
-            stderr: CappedOutput::new(cap, spec.meter.clone()),
+            stdout: CappedOutput::echoing(cap, spec.meter.clone(), echo(Echo::Stdout)),
+            stderr: CappedOutput::echoing(cap, spec.meter.clone(), echo(Echo::Stderr)),
+        }
+    }
+
+    /// What was captured, to explain a failure.
+    pub fn output(&self) -> GuestOutput {
+        GuestOutput {
+            stdout: self.stdout.text(),
+            stderr: self.stderr.text(),
         }
     }
 

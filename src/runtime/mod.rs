@@ -104,6 +104,9 @@ pub struct TaskSpec {
     pub network: Arc<[NetRule]>,
     /// Where the run records what it used (memory peak, output, fuel) as it goes.
     pub meter: Arc<Meter>,
+    /// Whether the guest's stdout and stderr are also copied to this process's, as they
+    /// are written (`proplet run`); a fleet task's output is only captured.
+    pub echo: bool,
 }
 
 impl TaskSpec {
@@ -120,6 +123,49 @@ pub struct TaskOutput {
     pub result: String,
     /// Captured stderr.
     pub stderr: String,
+    /// Whether `result` is the guest's stdout (a command), rather than a value it returned
+    /// or reported.
+    pub from_stdout: bool,
+}
+
+/// What a guest wrote before its run failed, kept to explain the failure: a panic
+/// message, a traceback, the last lines it printed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GuestOutput {
+    /// Its stdout, as captured (within the output budget).
+    pub stdout: String,
+    /// Its stderr, as captured (within the output budget).
+    pub stderr: String,
+}
+
+/// The most of each stream a failure's message carries: its last bytes.
+pub const OUTPUT_TAIL: usize = 4096;
+
+impl GuestOutput {
+    /// `, stderr: …, stdout: …` with the end of each stream that has something, for an
+    /// error message (empty when the guest wrote nothing).
+    fn suffix(&self) -> String {
+        let mut text = String::new();
+        for (name, stream) in [("stderr", &self.stderr), ("stdout", &self.stdout)] {
+            let stream = stream.trim_start_matches(['\n', '\r']).trim_end();
+            if !stream.is_empty() {
+                text.push_str(&format!(", {name}: {}", tail(stream, OUTPUT_TAIL)));
+            }
+        }
+        text
+    }
+}
+
+/// The last `max` bytes of `text` (at a character boundary), marked `…` when cut.
+fn tail(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &text[start..])
 }
 
 /// Why a run failed. Each variant maps to one wire [`ErrorKind`].
@@ -132,19 +178,29 @@ pub enum RuntimeError {
     #[error("cannot compile or instantiate the module: {0}")]
     Compile(String),
     /// The guest trapped.
-    #[error("guest trapped: {0}")]
-    Trap(String),
+    #[error("guest trapped: {message}{}", output.suffix())]
+    Trap {
+        /// The trap, with its backtrace.
+        message: String,
+        /// What the guest wrote before.
+        output: GuestOutput,
+    },
     /// Non-zero exit status.
-    #[error("exited with status {code}{}", stderr_suffix(stderr))]
+    #[error("exited with status {code}{}", output.suffix())]
     Exit {
         /// Exit status.
         code: i32,
-        /// Captured stderr.
-        stderr: String,
+        /// What the guest wrote before.
+        output: GuestOutput,
     },
     /// The guest reported failure (a workload's `run` returned an error).
-    #[error("the task failed: {0}")]
-    Failed(String),
+    #[error("the task failed: {message}{}", output.suffix())]
+    Failed {
+        /// The workload's error.
+        message: String,
+        /// What the guest wrote before.
+        output: GuestOutput,
+    },
     /// Ran past the deadline.
     #[error("task timed out after {0:?}")]
     Timeout(Duration),
@@ -165,28 +221,32 @@ pub enum RuntimeError {
     Internal(String),
 }
 
-fn stderr_suffix(stderr: &str) -> String {
-    if stderr.is_empty() {
-        String::new()
-    } else {
-        format!(", stderr: {}", stderr.trim_end())
-    }
-}
-
 impl RuntimeError {
     /// The wire classification.
     pub fn kind(&self) -> ErrorKind {
         match self {
             RuntimeError::Invalid(_) => ErrorKind::Invalid,
             RuntimeError::Compile(_) => ErrorKind::Compile,
-            RuntimeError::Trap(_) => ErrorKind::Trap,
-            RuntimeError::Exit { .. } | RuntimeError::Failed(_) => ErrorKind::Exit,
+            RuntimeError::Trap { .. } => ErrorKind::Trap,
+            RuntimeError::Exit { .. } | RuntimeError::Failed { .. } => ErrorKind::Exit,
             RuntimeError::Timeout(_) => ErrorKind::Timeout,
             RuntimeError::Memory(_) => ErrorKind::Memory,
             RuntimeError::Fuel(_) => ErrorKind::Fuel,
             RuntimeError::OutputLimit(_) | RuntimeError::Scratch(_) => ErrorKind::OutputLimit,
             RuntimeError::Internal(_) => ErrorKind::Internal,
         }
+    }
+
+    /// The same error without the guest's output (for a reader who saw it as it was
+    /// written).
+    pub fn without_output(mut self) -> Self {
+        if let RuntimeError::Trap { output, .. }
+        | RuntimeError::Exit { output, .. }
+        | RuntimeError::Failed { output, .. } = &mut self
+        {
+            *output = GuestOutput::default();
+        }
+        self
     }
 
     fn compile(e: wasmtime::Error) -> Self {
@@ -347,5 +407,32 @@ impl TaskRuntime for Runtime {
         started: Option<oneshot::Sender<()>>,
     ) -> RuntimeFuture<'_, TaskOutput> {
         Box::pin(Runtime::run(self, spec, started))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_carries_the_end_of_what_the_guest_wrote() {
+        let output = GuestOutput {
+            stdout: String::new(),
+            stderr: format!("\n{}é{}\n", "x".repeat(10_000), "y".repeat(OUTPUT_TAIL - 1)),
+        };
+        let e = RuntimeError::Trap {
+            message: "wasm trap: unreachable".into(),
+            output: output.clone(),
+        };
+        let text = e.to_string();
+        let shown = text.split_once(", stderr: …").expect("cut, and marked").1;
+        assert_eq!(
+            shown,
+            "y".repeat(OUTPUT_TAIL - 1),
+            "ends at a character boundary"
+        );
+        assert!(!text.contains("stdout"), "an empty stream is left out");
+        let exit = RuntimeError::Exit { code: 3, output }.without_output();
+        assert_eq!(exit.to_string(), "exited with status 3");
     }
 }

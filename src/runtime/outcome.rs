@@ -1,6 +1,6 @@
 //! How a guest run ended, and its classification into a result or a [`RuntimeError`].
 
-use wasmtime::Trap;
+use wasmtime::{Trap, WasmBacktrace};
 use wasmtime_wasi::I32Exit;
 
 use tracing::field::Empty;
@@ -11,7 +11,7 @@ use wasmtime::Store;
 use super::engine::WasmEngine;
 use super::host::Captured;
 use super::host::Limited;
-use super::{RuntimeError, TaskOutput, TaskSpec};
+use super::{GuestOutput, RuntimeError, TaskOutput, TaskSpec};
 use crate::sandbox::{Meter, Scratch, quota};
 use tokio::sync::oneshot;
 
@@ -137,21 +137,12 @@ pub fn classify(
     captured: &Captured,
     meter: &Meter,
 ) -> Result<TaskOutput, RuntimeError> {
-    let stderr = captured.stderr.text();
     let cap = captured.stdout.capacity();
     let failure = match outcome {
         Ok(_) | Err(_) if captured.overflowed() || guards.output_refused => {
             return Err(RuntimeError::OutputLimit(cap));
         }
-        Ok(Finished::Command) => {
-            let result = within_budget(captured.stdout.text(), cap)?;
-            return Ok(TaskOutput { result, stderr });
-        }
-        Ok(Finished::Text(result)) => {
-            meter.output(result.len());
-            let result = within_budget(result, cap)?;
-            return Ok(TaskOutput { result, stderr });
-        }
+        Ok(finished) => return finished_output(finished, captured, meter),
         Err(Failure::Failed(msg)) => Failure::Failed(within_budget(msg, cap)?),
         Err(Failure::Scratch(why)) => return Err(RuntimeError::Scratch(why)),
         Err(failure) => failure,
@@ -164,20 +155,58 @@ pub fn classify(
     {
         return Err(RuntimeError::Fuel(fuel));
     }
-    Err(match failure {
+    Err(failed(failure, captured.output()))
+}
+
+/// The output of a run that finished: a command's stdout, or the text it returned.
+fn finished_output(
+    finished: Finished,
+    captured: &Captured,
+    meter: &Meter,
+) -> Result<TaskOutput, RuntimeError> {
+    let cap = captured.stdout.capacity();
+    let (result, from_stdout) = match finished {
+        Finished::Command => (captured.stdout.text(), true),
+        Finished::Text(text) => {
+            meter.output(text.len());
+            (text, false)
+        }
+    };
+    Ok(TaskOutput {
+        result: within_budget(result, cap)?,
+        stderr: captured.stderr.text(),
+        from_stdout,
+    })
+}
+
+/// The error of a failed run, with what the guest wrote before (`output`).
+fn failed(failure: Failure, output: GuestOutput) -> RuntimeError {
+    match failure {
         Failure::Invalid(msg) => RuntimeError::Invalid(msg),
         Failure::Instantiate(e) => RuntimeError::compile(e),
-        Failure::CommandFailed => RuntimeError::Exit { code: 1, stderr },
-        Failure::Failed(msg) => RuntimeError::Failed(msg),
+        Failure::CommandFailed => RuntimeError::Exit { code: 1, output },
+        Failure::Failed(message) => RuntimeError::Failed { message, output },
         Failure::Scratch(why) => RuntimeError::Scratch(why),
         Failure::Call(e) => match e.downcast_ref::<I32Exit>() {
             Some(exit) => RuntimeError::Exit {
                 code: exit.0,
-                stderr,
+                output,
             },
-            None => RuntimeError::Trap(format!("{e:#}")),
+            None => RuntimeError::Trap {
+                message: trap_message(&e),
+                output,
+            },
         },
-    })
+    }
+}
+
+/// The trap first, then the guest's backtrace (with function names when the binary kept
+/// its name section).
+fn trap_message(e: &wasmtime::Error) -> String {
+    match (e.downcast_ref::<Trap>(), e.downcast_ref::<WasmBacktrace>()) {
+        (Some(trap), Some(backtrace)) => format!("{trap}\n{backtrace}"),
+        _ => format!("{e:#}"),
+    }
 }
 
 /// `text` if it fits `cap` bytes once escaped as a JSON string, else `output_limit`.

@@ -23,7 +23,7 @@ pub use capabilities::{CapabilityError, Mount, MountRequest, SCRATCH_PATH, Volum
 pub use limiter::MemoryLimiter;
 pub use meter::{Meter, Reading};
 pub use network::NetRule;
-pub use output::CappedOutput;
+pub use output::{CappedOutput, Echo};
 pub use quota::ScratchQuota;
 pub use scratch::{Scratch, ScratchRoot};
 

@@ -25,17 +25,45 @@ struct Inner {
     buffer: Mutex<Vec<u8>>,
     overflowed: AtomicBool,
     meter: Arc<Meter>,
+    echo: Option<Echo>,
+}
+
+/// Where a local run (`proplet run`) copies what a guest writes, as it writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Echo {
+    /// This process's stdout.
+    Stdout,
+    /// This process's stderr.
+    Stderr,
+}
+
+impl Echo {
+    /// Copies `bytes` out. A closed terminal or pipe is no reason to fail the guest.
+    fn write(self, bytes: &[u8]) {
+        use std::io::Write as _;
+        let written = match self {
+            Echo::Stdout => std::io::stdout().lock().write_all(bytes),
+            Echo::Stderr => std::io::stderr().lock().write_all(bytes),
+        };
+        written.ok();
+    }
 }
 
 impl CappedOutput {
     /// A pipe that keeps at most `capacity` bytes and counts them in `meter`.
     pub fn new(capacity: usize, meter: Arc<Meter>) -> Self {
+        Self::echoing(capacity, meter, None)
+    }
+
+    /// A pipe like [`CappedOutput::new`] that also copies each accepted write to `echo`.
+    pub fn echoing(capacity: usize, meter: Arc<Meter>, echo: Option<Echo>) -> Self {
         CappedOutput {
             inner: Arc::new(Inner {
                 capacity,
                 buffer: Mutex::new(Vec::new()),
                 overflowed: AtomicBool::new(false),
                 meter,
+                echo,
             }),
         }
     }
@@ -77,6 +105,9 @@ impl CappedOutput {
         }
         buf.extend_from_slice(bytes);
         self.inner.meter.output(bytes.len());
+        if let Some(echo) = self.inner.echo {
+            echo.write(bytes);
+        }
         Ok(bytes.len())
     }
 

@@ -52,8 +52,10 @@ impl TaskError {
             TaskError::Runtime(RuntimeError::Exit { code, .. }) => {
                 format!("the guest exited with status {code}")
             }
-            TaskError::Runtime(RuntimeError::Failed(_)) => "the workload reported failure".into(),
-            TaskError::Runtime(RuntimeError::Trap(_)) => "the guest trapped".into(),
+            TaskError::Runtime(RuntimeError::Failed { .. }) => {
+                "the workload reported failure".into()
+            }
+            TaskError::Runtime(RuntimeError::Trap { .. }) => "the guest trapped".into(),
             TaskError::Runtime(RuntimeError::Compile(_)) => {
                 "the binary does not compile or link (details in the result)".into()
             }

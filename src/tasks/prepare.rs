@@ -163,6 +163,7 @@ impl Preparer {
             mounts: grants.mounts,
             network: self.network.clone(),
             meter: receipt.meter(),
+            echo: false,
         }
     }
 }

@@ -4,7 +4,7 @@
 //! It sums its inputs and reports `sum=<n>`. Arguments (the task's `cli_args`) change what
 //! it does, for tests: `fail` returns an error, `twice` tries to report a second time,
 //! `env` reports the environment it sees, `big` reports a result of 2 MiB, `chatty` logs
-//! without end, `trace` reports its trace context.
+//! without end, `trace` reports its trace context, `panic` prints a line and panics.
 
 wit_bindgen::generate!({ path: "../../wit", world: "workload" });
 
@@ -21,6 +21,10 @@ impl Guest for Workload {
         log::write(Level::Info, &format!("task {} ({}) started with {} inputs", task::id(), task::name(), task::inputs().len()));
         if has("fail") {
             return Err("asked to fail".into());
+        }
+        if has("panic") {
+            println!("about to panic");
+            panic!("asked to panic with {} inputs", task::inputs().len());
         }
         if has("env") {
             let env: Vec<String> = task::env().into_iter().map(|(k, v)| format!("{k}={v}")).collect();

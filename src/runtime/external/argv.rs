@@ -147,6 +147,7 @@ mod tests {
             mounts: vec![],
             network: Vec::new().into(),
             meter: Default::default(),
+            echo: false,
         }
     }
 

@@ -117,6 +117,7 @@ impl Stub {
         Ok(TaskOutput {
             result,
             stderr: String::new(),
+            from_stdout: false,
         })
     }
 }
