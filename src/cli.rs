@@ -38,6 +38,9 @@ pub enum Cmd {
     Demo,
     /// Run a module or component locally, as a task would run (wasmtime-CLI compatible).
     Run(crate::local::RunArgs),
+    /// Send a task to a proplet through the broker, as the manager would, and print its
+    /// result (exit status 1 when the task failed).
+    Submit(crate::submit::SubmitArgs),
     /// Show what a binary is: its kind, imports, exports with types, and the capabilities
     /// it would need.
     Inspect {

@@ -30,6 +30,7 @@ pub mod protocol;
 pub mod runtime;
 pub mod sandbox;
 pub mod state;
+pub mod submit;
 pub mod tasks;
 pub mod telemetry;
 pub mod transport;

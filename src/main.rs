@@ -12,6 +12,12 @@ async fn main() -> ExitCode {
     match cli.command.unwrap_or(Cmd::Daemon) {
         Cmd::Demo => report(demo().await),
         Cmd::Run(args) => run_local(args).await,
+        Cmd::Submit(args) => {
+            match Config::from_process_env(cli.config.as_deref(), cli.settings.0) {
+                Ok(config) => submit(args, &config).await,
+                Err(e) => report(Err(e.into())),
+            }
+        }
         Cmd::Inspect { file, all } => report(inspect(&file, all)),
         Cmd::Keygen { secret } => report(keygen(&secret)),
         Cmd::Sign { key, file } => report(sign(&key, &file)),
@@ -83,6 +89,27 @@ async fn run_local(args: proplet::local::RunArgs) -> ExitCode {
         }
         Err(LocalError::Runtime(e)) => report(Err(e.without_output().into())),
         Err(e) => report(Err(e.into())),
+    }
+}
+
+/// `proplet submit`: the result on stdout (or the whole message with `--json`); a failed
+/// task's error on stderr and exit status 1.
+async fn submit(args: proplet::submit::SubmitArgs, config: &Config) -> ExitCode {
+    let json = args.json;
+    let answer = match proplet::submit::run(args, config).await {
+        Ok(answer) => answer,
+        Err(e) => return report(Err(e.into())),
+    };
+    if json {
+        println!("{}", answer.0);
+    } else if answer.failed() {
+        eprintln!("{}", answer.error());
+    } else {
+        println!("{}", answer.results());
+    }
+    match answer.failed() {
+        true => ExitCode::from(1),
+        false => ExitCode::SUCCESS,
     }
 }
 

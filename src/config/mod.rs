@@ -15,6 +15,7 @@ use std::time::Duration;
 pub use layers::{Layers, Raw, Source};
 pub use settings::{SETTINGS, Setting};
 pub use values::BrokerAddress;
+pub use values::{bytes as parse_bytes, duration as parse_duration};
 
 use crate::sandbox::{Budgets, Policy};
 

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::lenient::{hint_u8, optional_text_list, or_default, text_list, text_map};
@@ -27,13 +27,21 @@ pub enum Inbound {
 }
 
 /// Who a start or invoke is meant for (docs/protocol.md §5.2 step 2, §8.5).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub struct Target {
     /// The proplet the latest manager picked; absent in seed-era starts.
-    #[serde(default, deserialize_with = "or_default")]
+    #[serde(
+        default,
+        deserialize_with = "or_default",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub proplet_id: Option<String>,
     /// `true`: every proplet must run it.
-    #[serde(default, deserialize_with = "or_default")]
+    #[serde(
+        default,
+        deserialize_with = "or_default",
+        skip_serializing_if = "is_false"
+    )]
     pub broadcast: bool,
 }
 
@@ -49,7 +57,7 @@ impl Target {
 }
 
 /// A start request (docs/protocol.md §4.3), seed-era or latest.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 pub struct StartRequest {
     /// Task id, echoed as `task_id` in the result.
     #[serde(default, deserialize_with = "or_default")]
@@ -58,10 +66,18 @@ pub struct StartRequest {
     #[serde(default, deserialize_with = "or_default")]
     pub name: String,
     /// Registry reference, or an `http(s)://` URL, used when `file` is empty.
-    #[serde(default, deserialize_with = "or_default")]
+    #[serde(
+        default,
+        deserialize_with = "or_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub image_url: String,
     /// The binary inline, base64 (standard alphabet, padded).
-    #[serde(default, deserialize_with = "or_default")]
+    #[serde(
+        default,
+        deserialize_with = "or_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub file: String,
     /// Positional arguments as text (numbers from seed managers are converted).
     #[serde(default, deserialize_with = "text_list")]
@@ -70,28 +86,60 @@ pub struct StartRequest {
     #[serde(default, deserialize_with = "text_list")]
     pub cli_args: Vec<String>,
     /// Environment of the workload.
-    #[serde(default, deserialize_with = "text_map")]
+    #[serde(
+        default,
+        deserialize_with = "text_map",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub env: BTreeMap<String, String>,
     /// Long-running task (docs/protocol.md §5.5).
-    #[serde(default, deserialize_with = "or_default")]
+    #[serde(
+        default,
+        deserialize_with = "or_default",
+        skip_serializing_if = "is_false"
+    )]
     pub daemon: bool,
     /// Precompile only; run on invoke (docs/protocol.md §5.7).
-    #[serde(default, deserialize_with = "or_default")]
+    #[serde(
+        default,
+        deserialize_with = "or_default",
+        skip_serializing_if = "is_false"
+    )]
     pub latent: bool,
     /// Encrypted OCI workload (TEE only).
-    #[serde(default, deserialize_with = "or_default")]
+    #[serde(
+        default,
+        deserialize_with = "or_default",
+        skip_serializing_if = "is_false"
+    )]
     pub encrypted: bool,
     /// Volumes the task asks to mount (an extension; upstream managers never send it).
-    #[serde(default, deserialize_with = "or_default")]
+    #[serde(
+        default,
+        deserialize_with = "or_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub mounts: Vec<MountSpec>,
     /// Budgets the task asks for (an extension), capped by the node maximums.
-    #[serde(default, deserialize_with = "or_default")]
+    #[serde(
+        default,
+        deserialize_with = "or_default",
+        skip_serializing_if = "LimitsSpec::is_default"
+    )]
     pub limits: LimitsSpec,
     /// The binary's expected digest, `sha256:<hex>` (an extension): anything else is refused.
-    #[serde(default, deserialize_with = "or_default")]
+    #[serde(
+        default,
+        deserialize_with = "or_default",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub digest: Option<String>,
     /// Base64 ed25519 signature over the binary's digest text `sha256:<hex>` (an extension).
-    #[serde(default, deserialize_with = "or_default")]
+    #[serde(
+        default,
+        deserialize_with = "or_default",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub signature: Option<String>,
     /// W3C trace context of the caller (an extension).
     #[serde(flatten)]
@@ -102,7 +150,11 @@ pub struct StartRequest {
     /// The manager's state of the task (latest manager): 0–2 while it waits for an
     /// answer, 3 or 4 (completed, failed) when it re-runs a finished task on purpose. Read
     /// only as a hint (see docs/protocol.md §5.10); anything but a small integer is `None`.
-    #[serde(default, deserialize_with = "hint_u8")]
+    #[serde(
+        default,
+        deserialize_with = "hint_u8",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub state: Option<u8>,
     /// Whether the broker redelivered this message (the MQTT DUP flag): not part of the
     /// payload, set by the transport.
@@ -111,47 +163,73 @@ pub struct StartRequest {
 }
 
 /// One requested mount: `{"volume":"models","path":"/models","mode":"ro"}`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct MountSpec {
     /// A volume the operator offers.
     pub volume: String,
     /// Where the guest sees it.
     pub path: String,
     /// `ro` (default) or `rw`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
 }
 
 /// W3C trace context carried as top-level message fields (an extension).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub struct TraceFields {
     /// `00-<trace id>-<parent span id>-<flags>`.
-    #[serde(default, deserialize_with = "or_default")]
+    #[serde(
+        default,
+        deserialize_with = "or_default",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub traceparent: Option<String>,
     /// Vendor trace state.
-    #[serde(default, deserialize_with = "or_default")]
+    #[serde(
+        default,
+        deserialize_with = "or_default",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub tracestate: Option<String>,
 }
 
 /// Requested budgets: `{"timeout_ms":5000,"memory_bytes":67108864,"fuel":null,
 /// "output_bytes":1048576}`; absent or `null` members take the node default.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub struct LimitsSpec {
     /// Wall-clock deadline in milliseconds.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
     /// Linear memory, in bytes.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_bytes: Option<u64>,
     /// Fuel (instruction budget).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fuel: Option<u64>,
     /// Output budget, in bytes.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_bytes: Option<u64>,
 }
 
+impl LimitsSpec {
+    /// Whether nothing is asked for (every budget takes the node default).
+    pub fn is_default(&self) -> bool {
+        *self == LimitsSpec::default()
+    }
+}
+
+fn is_false(value: &bool) -> bool {
+    !value
+}
+
 impl StartRequest {
+    /// The start as the latest manager sends it (what `proplet submit` publishes): fields
+    /// with nothing to say are left out, and [`decode`] reads it back unchanged.
+    pub fn encode(&self) -> Vec<u8> {
+        // A struct of strings, lists, maps, numbers and booleans always serializes.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
     /// Whether this start may be a copy of one already taken rather than a new run: the
     /// broker redelivered it (DUP), or the manager still waits for its answer (`state` 0–2:
     /// it sends the start again when an answer was lost). A start with `state` 3 or 4 (or

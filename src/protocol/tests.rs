@@ -403,3 +403,50 @@ fn error_kind_names_match_serde() {
         );
     }
 }
+
+#[test]
+fn an_encoded_start_decodes_to_itself_and_says_only_what_it_must() {
+    let minimal = StartRequest {
+        id: "t1".into(),
+        file: "AGFzbQEAAAA=".into(),
+        ..Default::default()
+    };
+    let json: serde_json::Value = serde_json::from_slice(&minimal.encode()).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"id": "t1", "name": "", "file": "AGFzbQEAAAA=", "inputs": [], "cli_args": []})
+    );
+    let full = StartRequest {
+        id: "t2".into(),
+        name: "add".into(),
+        image_url: "https://example.com/add.wasm".into(),
+        inputs: vec!["1".into(), "2".into()],
+        cli_args: vec!["--verbose".into()],
+        env: [("K".to_string(), "v".to_string())].into(),
+        mounts: vec![MountSpec {
+            volume: "models".into(),
+            path: "/models".into(),
+            mode: Some("rw".into()),
+        }],
+        limits: LimitsSpec {
+            timeout_ms: Some(5000),
+            memory_bytes: None,
+            fuel: Some(10),
+            output_bytes: Some(100),
+        },
+        digest: Some(format!("sha256:{}", "a".repeat(64))),
+        trace: TraceFields {
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+            tracestate: None,
+        },
+        target: Target {
+            proplet_id: Some("p1".into()),
+            broadcast: false,
+        },
+        ..Default::default()
+    };
+    match decode(Topic::Start, &full.encode()) {
+        Ok(Inbound::Start(back)) => assert_eq!(*back, full),
+        other => panic!("{other:?}"),
+    }
+}

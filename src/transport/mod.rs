@@ -8,6 +8,7 @@
 //! read the publisher's [`Outbox`] directly.
 
 mod backoff;
+pub mod client;
 mod mqtt;
 mod outbox;
 mod publisher;

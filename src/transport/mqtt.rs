@@ -209,7 +209,8 @@ impl MqttSession {
     }
 }
 
-fn qos(level: u8) -> QoS {
+/// The QoS of a configured level (0, 1, anything else 2).
+pub(super) fn qos(level: u8) -> QoS {
     match level {
         0 => QoS::AtMostOnce,
         1 => QoS::AtLeastOnce,
