@@ -38,6 +38,20 @@ pub enum Cmd {
     Demo,
     /// Run a module or component locally, as a task would run (wasmtime-CLI compatible).
     Run(crate::local::RunArgs),
+    /// Create a workload project: the WIT this proplet speaks, pinned binding generators,
+    /// a justfile (build, run, submit, test) and a test.
+    New {
+        /// The project's name (and directory).
+        name: String,
+        /// Its language.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: crate::scaffold::Lang,
+        /// Where to create it.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Print the WIT this proplet speaks (`propeller:proplet`), to vendor into a project.
+    Wit,
     /// Send a task to a proplet through the broker, as the manager would, and print its
     /// result (exit status 1 when the task failed).
     Submit(crate::submit::SubmitArgs),

@@ -29,6 +29,7 @@ pub mod local;
 pub mod protocol;
 pub mod runtime;
 pub mod sandbox;
+pub mod scaffold;
 pub mod state;
 pub mod submit;
 pub mod tasks;

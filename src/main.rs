@@ -18,6 +18,11 @@ async fn main() -> ExitCode {
                 Err(e) => report(Err(e.into())),
             }
         }
+        Cmd::New { name, lang, dir } => report(new_project(&name, lang, &dir)),
+        Cmd::Wit => {
+            print!("{}", proplet::scaffold::WIT);
+            ExitCode::SUCCESS
+        }
         Cmd::Inspect { file, all } => report(inspect(&file, all)),
         Cmd::Keygen { secret } => report(keygen(&secret)),
         Cmd::Sign { key, file } => report(sign(&key, &file)),
@@ -111,6 +116,21 @@ async fn submit(args: proplet::submit::SubmitArgs, config: &Config) -> ExitCode 
         true => ExitCode::from(1),
         false => ExitCode::SUCCESS,
     }
+}
+
+/// `proplet new`: the project, and what to do next.
+fn new_project(
+    name: &str,
+    lang: proplet::scaffold::Lang,
+    parent: &std::path::Path,
+) -> anyhow::Result<()> {
+    let dir = proplet::scaffold::create(name, lang, parent)?;
+    println!("Created {}. Next:", dir.display());
+    println!("  cd {}", dir.display());
+    println!("  just test         # unit tests, then the component end to end");
+    println!("  just run 40 2     # run it locally: sum=42");
+    println!("  just submit 40 2  # send it to a proplet through the broker");
+    Ok(())
 }
 
 /// `proplet inspect`: describe a binary.
