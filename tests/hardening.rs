@@ -380,3 +380,40 @@ async fn deployed_latent_tasks_are_bounded_by_count_and_bytes() {
     assert_err(&m.result("three").await, "overloaded", "at most 2 tasks");
     drop(d);
 }
+
+/// A start over `PROPLET_MQTT_MAX_PACKET_SIZE` (a big inline binary) is answered `invalid`
+/// by its id, with the way out (`image_url`); one past what the proplet reads at all (4×)
+/// is dropped with a clean session, which the proplet announces again, and the next start
+/// is answered as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_start_is_answered_and_a_huge_one_never_jams_the_session() {
+    let broker = Broker::start();
+    let mut m = Manager::connect(&broker).await;
+    let _d = Daemon::start(&broker, &[("PROPLET_MQTT_MAX_PACKET_SIZE", "1MiB")]);
+    m.wait_ready().await;
+    let bytes = |n: usize| base64::engine::general_purpose::STANDARD.encode(vec![7u8; n]);
+    let big = start("big", json!({"file": bytes(1 << 20), "name": "main"}));
+    m.send_json("control/manager/start", &big).await;
+    let r = m.result("big").await;
+    assert_err(
+        &r,
+        "invalid",
+        "over PROPLET_MQTT_MAX_PACKET_SIZE (1048576 bytes)",
+    );
+    assert_err(&r, "invalid", "image_url");
+    let huge = start("huge", json!({"file": bytes(4 << 20), "name": "main"}));
+    m.send_json("control/manager/start", &huge).await;
+    m.expect("control/proplet/create", Duration::from_secs(10), |_| true)
+        .await;
+    let add = guests::base64("add");
+    let after = start(
+        "after",
+        json!({"file": add, "name": "add", "inputs": ["1", "2"]}),
+    );
+    m.send_json("control/manager/start", &after).await;
+    assert_ok(&m.result("after").await, "3");
+    m.expect_none("control/proplet/results", Duration::from_secs(1), |v| {
+        v["task_id"] == "huge"
+    })
+    .await;
+}

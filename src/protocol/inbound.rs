@@ -344,6 +344,29 @@ pub fn decode(topic: Topic, payload: &[u8]) -> Result<Inbound, Rejected> {
     decoded.map_err(|error| salvage(topic, payload, error))
 }
 
+/// The refusal of a message larger than `limit` (`PROPLET_MQTT_MAX_PACKET_SIZE`), with the
+/// `id`, `invocation_id` and `proplet_id` a shallow scan finds, so that the manager gets an
+/// answer instead of silence. Nothing else of the payload is decoded.
+pub fn oversized(topic: Topic, payload: &[u8], limit: usize) -> Rejected {
+    let text = |key: &str| super::salvage::top_level_string(payload, key).filter(|s| !s.is_empty());
+    let error = ProtocolError::Invalid(format!(
+        "the message is {} bytes, over PROPLET_MQTT_MAX_PACKET_SIZE ({limit} bytes): \
+         send a large binary by image_url (an http(s) URL or a registry reference) instead \
+         of inline in file",
+        payload.len()
+    ));
+    Rejected {
+        topic,
+        id: text("id"),
+        invocation_id: text("invocation_id"),
+        target: Target {
+            proplet_id: text("proplet_id"),
+            broadcast: false,
+        },
+        error,
+    }
+}
+
 fn from_json<T: for<'de> Deserialize<'de>>(payload: &[u8]) -> Result<T, ProtocolError> {
     serde_json::from_slice(payload).map_err(|e| ProtocolError::Json(e.to_string()))
 }

@@ -12,7 +12,7 @@ mod topics;
 
 pub use inbound::{
     Chunk, Inbound, InvokeRequest, LimitsSpec, MountSpec, Rejected, StartRequest, StopRequest,
-    Target, TraceFields, decode,
+    Target, TraceFields, decode, oversized,
 };
 pub use outbound::{
     BinaryRequest, Budget, Discovery, ErrorKind, InvokeResult, Liveliness, Metadata, Outbound,

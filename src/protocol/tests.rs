@@ -450,3 +450,22 @@ fn an_encoded_start_decodes_to_itself_and_says_only_what_it_must() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn an_oversized_start_is_refused_by_its_id_with_the_way_out() {
+    let payload = format!(
+        r#"{{"id":"big","file":"{}","proplet_id":"{P}","inputs":[]}}"#,
+        "A".repeat(4096)
+    );
+    let rejected = oversized(Topic::Start, payload.as_bytes(), 1024);
+    assert_eq!(rejected.id.as_deref(), Some("big"));
+    assert_eq!(rejected.target.proplet_id.as_deref(), Some(P));
+    let why = rejected.error.to_string();
+    assert!(
+        why.contains("over PROPLET_MQTT_MAX_PACKET_SIZE (1024 bytes)"),
+        "{why}"
+    );
+    assert!(why.contains("image_url"), "{why}");
+    let nameless = oversized(Topic::Start, b"\"not an object", 4);
+    assert_eq!(nameless.id, None);
+}

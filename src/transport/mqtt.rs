@@ -137,6 +137,7 @@ impl MqttSession {
             qos: qos(cfg.qos),
             keep_alive: cfg.keep_alive,
             timeout: cfg.timeout,
+            max_packet_size: cfg.max_packet_size,
             discovery: Encoded::new(&parts.discovery),
             inbound_tx,
             ready_tx,
@@ -227,7 +228,7 @@ fn options(
     let mut o = MqttOptions::new(&identity.client_id, &cfg.address.host, cfg.address.port);
     o.set_keep_alive(cfg.keep_alive)
         .set_clean_session(cfg.clean_session)
-        .set_max_packet_size(cfg.max_packet_size, cfg.max_packet_size)
+        .set_max_packet_size(read_limit(cfg.max_packet_size), cfg.max_packet_size)
         .set_inflight(cfg.inflight)
         .set_request_channel_capacity(cfg.request_channel_capacity)
         // Acknowledged once the worker has handled (and journaled) each message.
@@ -247,6 +248,23 @@ fn options(
     }
     Ok(o)
 }
+
+/// The largest packet read: [`OVERSIZE_READ`] times the configured limit (within MQTT's
+/// own), so that a start a little too large (a big inline binary) is read far enough to be
+/// answered `invalid` by its id; a larger one ends the connection and is dropped.
+fn read_limit(max_packet_size: usize) -> usize {
+    max_packet_size
+        .saturating_mul(OVERSIZE_READ)
+        .min(MQTT_MAX_PACKET)
+        .max(max_packet_size)
+}
+
+/// How many times `PROPLET_MQTT_MAX_PACKET_SIZE` an incoming packet may be, to be refused
+/// with an answer rather than dropped.
+pub const OVERSIZE_READ: usize = 4;
+
+/// The largest packet MQTT can carry (its remaining length is at most 268,435,455 bytes).
+const MQTT_MAX_PACKET: usize = 268_435_460;
 
 /// TCP_NODELAY on: without it every QoS 1/2 exchange waits on Nagle and delayed ACKs
 /// (about 40 ms per hop).
@@ -287,6 +305,9 @@ struct LoopState {
     keep_alive: Duration,
     /// The MQTT timeout: for a flush, and for closing.
     timeout: Duration,
+    /// `PROPLET_MQTT_MAX_PACKET_SIZE`: a larger message is refused (answered, when it
+    /// names a task).
+    max_packet_size: usize,
     discovery: Encoded,
     inbound_tx: mpsc::UnboundedSender<(Delivery, Result<Inbound, Rejected>)>,
     ready_tx: watch::Sender<u64>,

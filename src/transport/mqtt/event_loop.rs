@@ -392,7 +392,10 @@ impl LoopState {
             debug!(topic = %p.topic, "ignoring a message on an unexpected topic");
             return self.acknowledge(delivery);
         };
-        let mut msg = protocol::decode(topic, &p.payload);
+        let mut msg = match p.payload.len() > self.max_packet_size {
+            true => Err(protocol::oversized(topic, &p.payload, self.max_packet_size)),
+            false => protocol::decode(topic, &p.payload),
+        };
         if let Ok(Inbound::Start(req)) = &mut msg {
             req.redelivered = p.dup;
         }
