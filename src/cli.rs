@@ -50,6 +50,13 @@ pub enum Cmd {
         #[arg(long, value_name = "DIR", default_value = ".")]
         dir: PathBuf,
     },
+    /// Compile binaries into the compile cache (PROPLET_CACHE_DIR) with the daemon's engine
+    /// settings, so that their first task starts at once (an image build, ExecStartPre=).
+    Precompile {
+        /// Modules or components.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Print the WIT this proplet speaks (`propeller:proplet`), to vendor into a project.
     Wit,
     /// Send a task to a proplet through the broker, as the manager would, and print its

@@ -70,6 +70,23 @@ fn parse_mount(text: &str) -> Result<Mount, String> {
         .ok_or_else(|| "nothing granted".to_owned())
 }
 
+/// The daemon's compile cache (`PROPLET_CACHE_DIR`, `PROPLET_CACHE_MAX_BYTES` or their
+/// defaults), so that a binary compiled once, by either, is not compiled again.
+fn compile_cache() -> Result<Option<crate::runtime::DiskCacheConfig>, LocalError> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let setting = env("PROPLET_CACHE_DIR");
+    let Some(dir) = crate::runtime::resolve_cache_dir(setting.as_deref().map(Path::new), &env)
+    else {
+        return Ok(None);
+    };
+    let max_bytes = match env("PROPLET_CACHE_MAX_BYTES") {
+        Some(text) => crate::config::parse_bytes(&text)
+            .map_err(|e| LocalError::Setting(format!("PROPLET_CACHE_MAX_BYTES: {e}")))?,
+        None => 1 << 30,
+    };
+    Ok(Some(crate::runtime::DiskCacheConfig { dir, max_bytes }))
+}
+
 fn parse_env(text: &str) -> Result<(String, Option<String>), String> {
     match text.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), Some(v.to_owned()))),
@@ -105,6 +122,9 @@ pub enum LocalError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A setting in the environment is not valid.
+    #[error("{0}")]
+    Setting(String),
     /// An inherited (`--env K`) variable is not UTF-8.
     #[error("environment variable {0} is not valid UTF-8")]
     Env(String),
@@ -115,10 +135,7 @@ pub enum LocalError {
 
 /// Runs `args` and returns the task output.
 pub async fn run(args: RunArgs) -> Result<TaskOutput, LocalError> {
-    let bytes = std::fs::read(&args.file).map_err(|source| LocalError::Read {
-        path: args.file.clone(),
-        source,
-    })?;
+    let bytes = read(&args.file)?;
     let (name, mut inputs, mut argv) = match args.invoke {
         Some(name) => (name, args.args, Vec::new()),
         None => (String::new(), Vec::new(), args.args),
@@ -144,10 +161,68 @@ pub async fn run(args: RunArgs) -> Result<TaskOutput, LocalError> {
     };
     let cache = crate::runtime::CacheLimits {
         entries: 1,
+        disk: compile_cache()?,
         ..Default::default()
     };
     let runtime = Runtime::wasmtime(cache, false, sandbox, Default::default())?;
     Ok(runtime.run(spec, None).await?)
+}
+
+/// What `proplet precompile` did with one file.
+#[derive(Debug, Clone)]
+pub struct Precompiled {
+    /// The file.
+    pub file: PathBuf,
+    /// Its content digest (the cache key).
+    pub digest: String,
+    /// Whether it was compiled now (else it was in the cache already).
+    pub compiled: bool,
+    /// How long it took.
+    pub took: std::time::Duration,
+}
+
+/// Compiles `files` into the compile cache of the daemon `config` describes, with its
+/// engine settings (fuel metering changes the compiled code), so that its first task of
+/// each binary starts at once: for an image build or a systemd `ExecStartPre=`.
+pub async fn precompile(
+    files: &[PathBuf],
+    config: &crate::Config,
+) -> Result<Vec<Precompiled>, LocalError> {
+    let disk = config.compile_cache().ok_or_else(|| {
+        LocalError::Setting(
+            "the compile cache is off: set PROPLET_CACHE_DIR (or HOME, XDG_CACHE_HOME or CACHE_DIRECTORY to default to)".into(),
+        )
+    })?;
+    let cache = crate::runtime::CacheLimits {
+        entries: 1,
+        disk: Some(disk),
+        ..Default::default()
+    };
+    let metering = config.budgets.metering();
+    let engine =
+        crate::runtime::WasmEngine::new(cache, metering, Default::default(), Default::default())?;
+    let engine = std::sync::Arc::new(engine);
+    let mut done = Vec::with_capacity(files.len());
+    for file in files {
+        let began = std::time::Instant::now();
+        let binary = Binary::new(read(file)?);
+        let before = engine.compiles();
+        engine.prepare(&binary.digest, binary.bytes.clone()).await?;
+        done.push(Precompiled {
+            file: file.clone(),
+            digest: binary.digest.to_string(),
+            compiled: engine.compiles() > before,
+            took: began.elapsed(),
+        });
+    }
+    Ok(done)
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, LocalError> {
+    std::fs::read(path).map_err(|source| LocalError::Read {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]

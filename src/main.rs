@@ -19,6 +19,12 @@ async fn main() -> ExitCode {
             }
         }
         Cmd::New { name, lang, dir } => report(new_project(&name, lang, &dir)),
+        Cmd::Precompile { files } => {
+            match Config::from_process_env(cli.config.as_deref(), cli.settings.0) {
+                Ok(config) => report(precompile(&files, &config).await),
+                Err(e) => report(Err(e.into())),
+            }
+        }
         Cmd::Wit => {
             print!("{}", proplet::scaffold::WIT);
             ExitCode::SUCCESS
@@ -116,6 +122,18 @@ async fn submit(args: proplet::submit::SubmitArgs, config: &Config) -> ExitCode 
         true => ExitCode::from(1),
         false => ExitCode::SUCCESS,
     }
+}
+
+/// `proplet precompile`: one line per file.
+async fn precompile(files: &[std::path::PathBuf], config: &Config) -> anyhow::Result<()> {
+    for done in proplet::local::precompile(files, config).await? {
+        let what = match done.compiled {
+            true => format!("compiled in {:.2?}", done.took),
+            false => "already in the cache".to_owned(),
+        };
+        println!("{}: {} {what}", done.file.display(), done.digest);
+    }
+    Ok(())
 }
 
 /// `proplet new`: the project, and what to do next.

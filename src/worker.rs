@@ -121,6 +121,7 @@ impl Running {
                 crate::runtime::CacheLimits {
                     entries: config.tasks.module_cache_entries,
                     bytes: config.tasks.module_cache_bytes,
+                    disk: config.compile_cache(),
                 },
                 config.budgets.metering(),
                 sandbox_limits(config),

@@ -270,6 +270,11 @@ pub struct Config {
     /// The state directory (`PROPLET_STATE_DIR` or its default); `None` when neither the
     /// setting nor any default location is available.
     pub state_dir: Option<PathBuf>,
+    /// The compile cache directory (`PROPLET_CACHE_DIR` or its default); `None` when off
+    /// or when there is nowhere to default to.
+    pub cache_dir: Option<PathBuf>,
+    /// Bytes the compile cache directory may hold.
+    pub cache_max_bytes: u64,
     layers: Layers,
 }
 
@@ -302,7 +307,17 @@ impl Config {
         if config.state_dir.is_none() {
             config.state_dir = crate::state::default_path(env);
         }
+        config.cache_dir = crate::runtime::resolve_cache_dir(config.cache_dir.as_deref(), env);
         Ok(config)
+    }
+
+    /// The compile cache on disk, unless it is off.
+    pub fn compile_cache(&self) -> Option<crate::runtime::DiskCacheConfig> {
+        let dir = self.cache_dir.clone()?;
+        Some(crate::runtime::DiskCacheConfig {
+            dir,
+            max_bytes: self.cache_max_bytes,
+        })
     }
 
     /// Loads from the process environment and the given file and flags.

@@ -88,6 +88,8 @@ pub fn from_layers(layers: Layers) -> Result<Config, ConfigError> {
         otel: super::otel::settings(&r)?,
         metrics_addr: r.opt(&METRICS_ADDR, socket_addr)?,
         state_dir: r.opt(&STATE_DIR, |t| Ok(PathBuf::from(t)))?,
+        cache_dir: r.opt(&CACHE_DIR, |t| Ok(PathBuf::from(t)))?,
+        cache_max_bytes: r.req(&CACHE_MAX_BYTES, |t| values::bytes(t).and_then(nonzero))?,
         layers: layers.clone(),
     };
     Ok(config)

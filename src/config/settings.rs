@@ -393,6 +393,22 @@ settings! {
         "Bytes of compiled code kept in memory; the least recently used modules are dropped beyond it.",
     );
 
+    CACHE_DIR = s(
+        "cache_dir",
+        "cache-dir",
+        &["PROPLET_CACHE_DIR"],
+        None,
+        "Directory of compiled code kept across restarts (private, 0700; shared with proplet run); off turns it off; unset: $CACHE_DIRECTORY (systemd), else $XDG_CACHE_HOME/proplet, else ~/.cache/proplet.",
+    );
+
+    CACHE_MAX_BYTES = s(
+        "cache_max_bytes",
+        "cache-max-bytes",
+        &["PROPLET_CACHE_MAX_BYTES"],
+        Some("1GiB"),
+        "Bytes of compiled code the cache directory may hold; the least recently used entries go beyond it.",
+    );
+
     LATENT_MAX_BYTES = s(
         "latent_max_bytes",
         "latent-max-bytes",

@@ -16,6 +16,7 @@ use tracing::Instrument as _;
 use wasmtime::component::{self, Component};
 use wasmtime::{Engine, InstancePre, Linker, Module, Store, UpdateDeadline};
 
+use super::disk_cache::{DiskCache, DiskCacheConfig, Kind};
 use super::host::{ComponentState, HostState, Limited};
 use super::{Digest, RuntimeError, TaskSpec};
 use crate::sandbox::{SandboxLimits, Scratch, ScratchQuota, ScratchRoot};
@@ -83,14 +84,16 @@ impl Prepared {
     }
 }
 
-/// How much compiled code the engine keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How much compiled code the engine keeps, in memory and on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheLimits {
-    /// Modules and components kept.
+    /// Modules and components kept in memory.
     pub entries: usize,
-    /// Bytes of compiled code and data kept (the most recently compiled entry is kept
-    /// even when it alone is larger).
+    /// Bytes of compiled code and data kept in memory (the most recently compiled entry
+    /// is kept even when it alone is larger).
     pub bytes: usize,
+    /// Compiled code kept on disk across restarts; `None`: nothing is kept.
+    pub disk: Option<DiskCacheConfig>,
 }
 
 impl Default for CacheLimits {
@@ -98,6 +101,7 @@ impl Default for CacheLimits {
         CacheLimits {
             entries: 64,
             bytes: 512 << 20,
+            disk: None,
         }
     }
 }
@@ -116,6 +120,8 @@ pub struct WasmEngine {
     component_linker: Arc<component::Linker<ComponentState>>,
     cache: Mutex<HashMap<Digest, CacheEntry>>,
     limits: CacheLimits,
+    /// Compiled code kept across restarts, when configured and usable.
+    disk: Option<Arc<DiskCache>>,
     clock: AtomicU64,
     compiles: AtomicU64,
     /// Whether stores meter fuel (`consume_fuel` is an engine-wide setting).
@@ -153,6 +159,10 @@ impl WasmEngine {
         .map_err(RuntimeError::internal)?;
         let ticker = EpochTicker::start(&engine).map_err(RuntimeError::internal)?;
         let scratch_root = ScratchRoot::create().map_err(RuntimeError::internal)?;
+        let disk = cache
+            .disk
+            .as_ref()
+            .and_then(|c| open_disk_cache(&engine, c));
         Ok(WasmEngine {
             engine,
             linker: Arc::new(linker),
@@ -161,7 +171,9 @@ impl WasmEngine {
             limits: CacheLimits {
                 entries: cache.entries.max(1),
                 bytes: cache.bytes,
+                disk: cache.disk,
             },
+            disk,
             clock: AtomicU64::new(0),
             compiles: AtomicU64::new(0),
             fuel,
@@ -253,8 +265,9 @@ impl WasmEngine {
             return Ok(prepared.clone());
         }
         let engine = self.clone();
+        let digest_owned = digest.clone();
         let compile = async move {
-            cell.get_or_try_init(|| engine.compile(bytes))
+            cell.get_or_try_init(|| engine.compile(digest_owned, bytes))
                 .await
                 .cloned()
         };
@@ -295,27 +308,36 @@ impl WasmEngine {
         }
     }
 
-    async fn compile(&self, bytes: Arc<[u8]>) -> Result<Prepared, RuntimeError> {
-        self.compiles.fetch_add(1, Ordering::Relaxed);
+    async fn compile(&self, digest: Digest, bytes: Arc<[u8]>) -> Result<Prepared, RuntimeError> {
         let engine = self.engine.clone();
         let linker = self.linker.clone();
         let component_linker = self.component_linker.clone();
+        let disk = self.disk.clone();
         let job = tokio::task::spawn_blocking(move || {
+            let disk = disk.as_deref().map(|cache| (cache, &digest));
             if wasmparser::Parser::is_component(&bytes) {
-                let component =
-                    Component::from_binary(&engine, &bytes).map_err(RuntimeError::compile)?;
-                let pre = component_linker
-                    .instantiate_pre(&component)
-                    .map_err(RuntimeError::compile)?;
-                return Ok(Prepared::Component(pre));
+                let (component, compiled) = load_or_compile::<Component>(&engine, disk, &bytes);
+                let pre = component.and_then(|c| {
+                    let pre = component_linker.instantiate_pre(&c);
+                    pre.map(Prepared::Component).map_err(RuntimeError::compile)
+                });
+                return (pre, compiled);
             }
-            let module = Module::from_binary(&engine, &bytes).map_err(RuntimeError::compile)?;
-            linker
-                .instantiate_pre(&module)
-                .map(Prepared::Core)
-                .map_err(RuntimeError::compile)
+            let (module, compiled) = load_or_compile::<Module>(&engine, disk, &bytes);
+            let pre = module.and_then(|m| {
+                let pre = linker.instantiate_pre(&m);
+                pre.map(Prepared::Core).map_err(RuntimeError::compile)
+            });
+            (pre, compiled)
         });
-        job.await.map_err(RuntimeError::internal)?
+        let (prepared, compiled) = job.await.map_err(RuntimeError::internal)?;
+        if compiled {
+            self.compiles.fetch_add(1, Ordering::Relaxed);
+            self.metrics.cache_result("compiled");
+        } else {
+            self.metrics.cache_result("disk_hit");
+        }
+        prepared
     }
 
     fn cache_cell(&self, digest: &Digest) -> Arc<OnceCell<Prepared>> {
@@ -350,6 +372,89 @@ impl WasmEngine {
         // The cache holds no invariant a panic could break; recover from poisoning.
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Opens the disk cache for `engine`'s fingerprint; a cache that cannot be opened is
+/// logged and left out (tasks still run, compiled in memory only).
+fn open_disk_cache(engine: &Engine, config: &DiskCacheConfig) -> Option<Arc<DiskCache>> {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut hasher = std::hash::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    let fingerprint = format!("wasmtime-{:016x}", hasher.finish());
+    match DiskCache::open(config, &fingerprint) {
+        Ok(cache) => Some(Arc::new(cache)),
+        Err(e) => {
+            tracing::warn!(dir = %config.dir.display(), error = %e, "the compile cache directory is unusable; compiling in memory only");
+            None
+        }
+    }
+}
+
+/// A module or a component: compiled from a binary, or loaded from the disk cache.
+trait Compiled: Sized {
+    const KIND: Kind;
+    fn compile(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Self>;
+    fn serialize(&self) -> wasmtime::Result<Vec<u8>>;
+    /// # Safety
+    /// `bytes` must be what `serialize` produced with a compatible engine: the disk cache
+    /// hands over only entries whose checksum holds, in a private directory.
+    unsafe fn deserialize(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Self>;
+}
+
+impl Compiled for Module {
+    const KIND: Kind = Kind::Module;
+    fn compile(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Self> {
+        Module::from_binary(engine, bytes)
+    }
+    fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
+        Module::serialize(self)
+    }
+    unsafe fn deserialize(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Self> {
+        // SAFETY: see the trait; Wasmtime checks the format, version and engine settings.
+        unsafe { Module::deserialize(engine, bytes) }
+    }
+}
+
+impl Compiled for Component {
+    const KIND: Kind = Kind::Component;
+    fn compile(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Self> {
+        Component::from_binary(engine, bytes)
+    }
+    fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
+        Component::serialize(self)
+    }
+    unsafe fn deserialize(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Self> {
+        // SAFETY: see the trait; Wasmtime checks the format, version and engine settings.
+        unsafe { Component::deserialize(engine, bytes) }
+    }
+}
+
+/// `bytes` compiled, or loaded from `disk` (the cache and the binary's digest), and
+/// whether it was compiled. What is compiled is stored for the next process.
+fn load_or_compile<T: Compiled>(
+    engine: &Engine,
+    disk: Option<(&DiskCache, &Digest)>,
+    bytes: &[u8],
+) -> (Result<T, RuntimeError>, bool) {
+    if let Some((cache, digest)) = disk
+        && let Some(artifact) = cache.load(digest, T::KIND)
+    {
+        // SAFETY: an intact entry of our own private cache (see `Compiled::deserialize`).
+        match unsafe { T::deserialize(engine, &artifact) } {
+            Ok(loaded) => return (Ok(loaded), false),
+            Err(e) => cache.reject(digest, T::KIND, &format!("{e:#}")),
+        }
+    }
+    let compiled = T::compile(engine, bytes).map_err(RuntimeError::compile);
+    if let (Some((cache, digest)), Ok(compiled)) = (disk, &compiled) {
+        match compiled.serialize() {
+            Ok(artifact) => cache.store(digest, T::KIND, &artifact),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot serialize compiled code for the disk cache")
+            }
+        }
+    }
+    (compiled, true)
 }
 
 #[cfg(test)]
@@ -418,6 +523,7 @@ mod tests {
                 CacheLimits {
                     entries: 2,
                     bytes: 1 << 30,
+                    disk: None,
                 },
                 true,
                 SandboxLimits::default(),
@@ -448,6 +554,7 @@ mod tests {
         let limits = CacheLimits {
             entries: 100,
             bytes: 1,
+            disk: None,
         };
         let engine = Arc::new(
             WasmEngine::new(limits, false, SandboxLimits::default(), Metrics::default())
@@ -457,5 +564,80 @@ mod tests {
             compile_nth(&engine, n).await;
             assert_eq!(engine.lock_cache().len(), 1, "only the newest is kept");
         }
+    }
+
+    fn disk_engine(dir: &std::path::Path, fuel: bool) -> Arc<WasmEngine> {
+        let limits = CacheLimits {
+            disk: Some(DiskCacheConfig {
+                dir: dir.to_owned(),
+                max_bytes: 1 << 30,
+            }),
+            ..Default::default()
+        };
+        Arc::new(
+            WasmEngine::new(limits, fuel, SandboxLimits::default(), Metrics::default())
+                .expect("engine"),
+        )
+    }
+
+    /// The entry files under `dir`, of every engine fingerprint.
+    fn entry_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let dirs = std::fs::read_dir(dir).expect("cache dir").flatten();
+        let files = dirs.flat_map(|d| std::fs::read_dir(d.path()).expect("dir").flatten());
+        files.map(|f| f.path()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_second_engine_loads_what_the_first_compiled_and_no_other_engine_does() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_, bytes, digest) = add_module();
+        let first = disk_engine(dir.path(), false);
+        first
+            .prepare(&digest, bytes.clone())
+            .await
+            .expect("compiled");
+        assert_eq!(first.compiles(), 1);
+        let second = disk_engine(dir.path(), false);
+        let loaded = second
+            .prepare(&digest, bytes.clone())
+            .await
+            .expect("loaded");
+        assert!(matches!(loaded, Prepared::Core(_)));
+        assert_eq!(second.compiles(), 0, "loaded from disk, not compiled");
+        // Another engine configuration (fuel metering) has a fingerprint of its own.
+        let metered = disk_engine(dir.path(), true);
+        metered.prepare(&digest, bytes).await.expect("compiled");
+        assert_eq!(metered.compiles(), 1);
+        assert_eq!(entry_files(dir.path()).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_entry_wasmtime_refuses_is_compiled_again_and_replaced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_, bytes, digest) = add_module();
+        disk_engine(dir.path(), false)
+            .prepare(&digest, bytes.clone())
+            .await
+            .expect("compiled");
+        // Intact as far as our checksum goes, but not something Wasmtime wrote.
+        let [entry] = entry_files(dir.path()).try_into().expect("one entry");
+        let config = DiskCacheConfig {
+            dir: dir.path().to_owned(),
+            max_bytes: 1 << 30,
+        };
+        let fingerprint = entry
+            .parent()
+            .and_then(|p| p.file_name())
+            .expect("fingerprint");
+        let cache = DiskCache::open(&config, &fingerprint.to_string_lossy()).expect("open");
+        cache.store(&digest, Kind::Module, b"\x7fELF but not a compiled module");
+        let engine = disk_engine(dir.path(), false);
+        engine
+            .prepare(&digest, bytes)
+            .await
+            .expect("compiled again");
+        assert_eq!(engine.compiles(), 1);
+        let artifact = cache.load(&digest, Kind::Module).expect("replaced");
+        assert!(artifact.len() > 100, "a real artifact again");
     }
 }

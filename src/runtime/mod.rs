@@ -7,6 +7,7 @@
 
 mod component;
 mod core;
+mod disk_cache;
 mod engine;
 mod external;
 mod host;
@@ -26,6 +27,7 @@ use std::time::Duration;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::oneshot;
 
+pub use disk_cache::{DiskCacheConfig, resolve_dir as resolve_cache_dir};
 pub use engine::{CacheLimits, Prepared, TICK, WasmEngine};
 pub use external::ExternalRuntime;
 pub use inspect::{Inspection, inspect};
@@ -41,6 +43,11 @@ impl Digest {
     /// The digest of `bytes`.
     pub fn of(bytes: &[u8]) -> Self {
         Digest(Sha256::digest(bytes).into())
+    }
+
+    /// The digest as 64 lowercase hex digits (no `sha256:` prefix).
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
     }
 }
 

@@ -127,7 +127,7 @@ impl Metrics {
         );
         registry.register(
             "compile_cache",
-            "Compile cache lookups, by hit or miss",
+            "Compile cache lookups: hit or miss in memory; after a miss, disk_hit or compiled",
             cache.clone(),
         );
         registry.register(
@@ -216,9 +216,14 @@ impl Metrics {
         self.inner.outbox.replayed.inc_by(results);
     }
 
-    /// A compile cache lookup.
+    /// A compile cache lookup in memory.
     pub fn cache(&self, hit: bool) {
-        let result = if hit { "hit" } else { "miss" };
+        self.cache_result(if hit { "hit" } else { "miss" });
+    }
+
+    /// What became of a compile cache lookup: `hit` or `miss` in memory; after a miss,
+    /// `disk_hit` (loaded from the disk cache) or `compiled`.
+    pub fn cache_result(&self, result: &'static str) {
         self.inner
             .cache
             .get_or_create(&CacheLabels { result })
