@@ -247,7 +247,7 @@ async fn a_result_too_large_for_a_packet_is_answered_output_limit_and_never_repl
 }
 
 /// `PROPLET_MQTT_MAX_PACKET_SIZE` in the oversized-result test.
-const MAX_PACKET: usize = 64 << 10;
+const MAX_PACKET: usize = 96 << 10;
 
 /// An invoke of the latent `greeter` that fits in one packet, but whose answer (the greeting
 /// plus the usage receipt) does not.

@@ -338,12 +338,12 @@ async fn waiting_tasks_hold_a_bounded_number_of_binary_bytes() {
 async fn deployed_latent_tasks_are_bounded_by_count_and_bytes() {
     let broker = Broker::start();
     let mut m = Manager::connect(&broker).await;
-    // Two 42 KB greet components fit in 100 KiB; a 188 KB fs component never does.
+    // Two 51 KB greet components fit in 120 KiB; a 221 KB fs component never does.
     let d = Daemon::start(
         &broker,
         &[
             ("PROPLET_MODULE_CACHE_ENTRIES", "2"),
-            ("PROPLET_LATENT_MAX_BYTES", "100KiB"),
+            ("PROPLET_LATENT_MAX_BYTES", "120KiB"),
         ],
     );
     m.wait_ready().await;

@@ -216,8 +216,10 @@ async fn the_worker_survives_everything_thrown_at_it() {
     m.wait_ready().await;
     let rss = RssPeak::start(d.pid());
 
-    // An oversized message cannot be read (nor answered): the worker drops it and reconnects.
+    // An oversized message without an id is refused; one past four times the limit cannot
+    // even be read (nor answered): the worker drops it and reconnects.
     m.send("control/manager/start", vec![b' '; 5 << 20]).await;
+    m.send("control/manager/start", vec![b' '; 17 << 20]).await;
     m.wait_ready().await;
 
     let starts = hostile_starts();
