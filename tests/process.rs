@@ -155,3 +155,40 @@ async fn heartbeats_and_stops_work_while_every_slot_spins() {
         asked.elapsed()
     );
 }
+
+/// At `info`, a task is one short line in the log (done, or failed with its kind), with no
+/// span context and no colour codes in a file; the details are at `debug`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_is_one_short_line_at_info() {
+    let broker = Broker::start();
+    let mut m = Manager::connect(&broker).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("proplet.log");
+    let mut d = Daemon::start_logged(&broker, &[("PROPLET_LOG_LEVEL", "info")], &log);
+    m.wait_ready().await;
+    m.send_json("control/manager/start", &start("fine", json!({})))
+        .await;
+    m.send_json(
+        "control/manager/start",
+        &start("broken", json!({"name": "nope"})),
+    )
+    .await;
+    m.result("fine").await;
+    m.result("broken").await;
+    d.signal("-TERM");
+    d.wait(Duration::from_secs(30)).await;
+    let text = std::fs::read_to_string(&log).expect("log");
+    for id in ["fine", "broken"] {
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains(id)).collect();
+        assert_eq!(lines.len(), 1, "{id}: {lines:#?}");
+        assert!(lines[0].len() < 200, "{}", lines[0]);
+    }
+    assert!(
+        !text.contains('\u{1b}'),
+        "no colour codes in a file: {text}"
+    );
+    assert!(
+        !text.contains("messaging.system"),
+        "no span context: {text}"
+    );
+}

@@ -174,7 +174,7 @@ impl TaskManager {
             Err(Refusal::Full(e)) => return self.reply(&req.id, Err(e), receipt, span),
         };
         span.in_scope(
-            || info!(task_id = %req.id, name = %req.name, daemon = req.daemon, "task admitted"),
+            || debug!(task_id = %req.id, name = %req.name, daemon = req.daemon, "task admitted"),
         );
         let kind = if req.latent {
             // Before anything else is handled, so that an invoke right behind it waits.

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use tracing::field::Empty;
-use tracing::{Instrument as _, info};
+use tracing::{Instrument as _, debug};
 
 use super::TaskError;
 use super::fetch::{self, Fetcher};
@@ -122,7 +122,7 @@ impl Preparer {
         span.record("binary.size", binary.bytes.len());
         span.record("binary.digest", digest.as_str());
         self.metrics.fetched(source.name(), binary.bytes.len());
-        info!(task_id = %req.id, %digest, bytes = binary.bytes.len(), "binary fetched");
+        debug!(task_id = %req.id, %digest, bytes = binary.bytes.len(), "binary fetched");
         self.policy
             .check_binary(&digest, req.digest.as_deref(), req.signature.as_deref())?;
         if binary.is_component() && !self.features.components {

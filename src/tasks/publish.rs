@@ -4,7 +4,7 @@
 //! A result that would not fit in one MQTT packet is never handed to the transport: the
 //! manager gets an `output_limit` error for the id instead, so every id is answered.
 
-use tracing::{Instrument as _, Span, warn};
+use tracing::{Instrument as _, Span, info, warn};
 
 use super::TaskError;
 use super::receipt::Receipt;
@@ -101,6 +101,11 @@ impl Answers {
         let (kind, encoded) = self.fit(id, outcome, wrap);
         self.metrics
             .task_finished(kind.map(ErrorKind::as_str), receipt.elapsed());
+        if kind.is_none() {
+            // The one line of a task that went well (a failure was logged as a warning).
+            let ms = u64::try_from(receipt.elapsed().as_millis()).unwrap_or(u64::MAX);
+            info!(task_id = %id, ms, "task done");
+        }
         let Some(encoded) = encoded else { return };
         let encoded = self.keep(ids, encoded).await;
         let sent = self.publisher.send_encoded(encoded);

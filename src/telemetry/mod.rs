@@ -4,6 +4,7 @@
 //! Without an OTLP endpoint no OpenTelemetry layer is installed at all: spans then cost what
 //! a disabled `tracing` span costs, and nothing is exported.
 
+mod concise;
 mod escape;
 pub mod http;
 mod json;
@@ -93,7 +94,8 @@ pub fn init(
             .with_filter(filter(log))
             .boxed()
     } else {
-        fmt.fmt_fields(escape::EscapedFields::default())
+        fmt.event_format(concise::Concise)
+            .fmt_fields(escape::EscapedFields::default())
             .with_filter(filter(log))
             .boxed()
     };
