@@ -189,13 +189,13 @@ async fn a_task_is_one_trace_continuing_the_callers_context() {
 
     // JSON log lines carry the ids of the span they were written in.
     let text = std::fs::read_to_string(&log).expect("log");
-    let admitted: Value = text
+    let done: Value = text
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v["fields"]["message"] == "task admitted" && v["fields"]["task_id"] == T)
-        .expect("a JSON 'task admitted' line");
-    assert_eq!(admitted["trace_id"], CALLER_TRACE);
-    assert_eq!(admitted["span_id"], json!(root.span_id()));
+        .find(|v| v["fields"]["message"] == "task done" && v["fields"]["task_id"] == T)
+        .expect("a JSON 'task done' line");
+    assert_eq!(done["trace_id"], CALLER_TRACE);
+    assert_eq!(done["span_id"], json!(root.span_id()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
