@@ -27,9 +27,10 @@ lint:
     cargo clippy --all-targets -- -D warnings
     cargo clippy --all-targets --no-default-features -- -D warnings
 
-# The daemon for a device: release build without the demo's embedded broker.
+# The daemon for a device: no demo, stripped, thin LTO (target/device/proplet).
 build-device:
-    cargo build --release --locked --no-default-features
+    cargo build --profile device --locked --no-default-features
+    @ls -l target/device/proplet
 
 # Dependency policy from deny.toml: duplicate versions, licenses, sources (as CI runs it).
 deny:
