@@ -8,7 +8,6 @@ use wasmtime::component::types::{Component, ComponentItem};
 use wasmtime::component::{Func, Instance, InstancePre, Val};
 use wasmtime::{Engine, Store};
 
-use super::engine::WasmEngine;
 use super::host::ComponentState;
 use super::outcome::{self, Failure, Finished, is_clean_exit};
 use super::workload::HANDLER_INTERFACE;
@@ -112,12 +111,13 @@ pub fn resolve(component: &Component, engine: &Engine, spec: &TaskSpec) -> Resul
 }
 
 /// The export a task calls in a prepared component, or why there is none.
-pub fn target(
-    pre: &InstancePre<ComponentState>,
-    engine: &WasmEngine,
-    spec: &TaskSpec,
-) -> Result<Target, RuntimeError> {
-    resolve(&pre.component().component_type(), engine.engine(), spec).map_err(RuntimeError::Invalid)
+pub fn target(pre: &InstancePre<ComponentState>, spec: &TaskSpec) -> Result<Target, RuntimeError> {
+    resolve(
+        &pre.component().component_type(),
+        pre.component().engine(),
+        spec,
+    )
+    .map_err(RuntimeError::Invalid)
 }
 
 /// Runs a prepared component in `store`: instantiate, call the `target`.

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -114,14 +114,13 @@ struct CacheEntry {
 }
 
 /// The engine, the WASI linkers and a bounded cache of prepared modules and components.
+///
+/// The Wasmtime parts (engine, compiler, linkers, the epoch ticker thread, the disk cache)
+/// are made when the first task needs them: an idle worker does not pay for them.
 pub struct WasmEngine {
-    engine: Engine,
-    linker: Arc<Linker<HostState>>,
-    component_linker: Arc<component::Linker<ComponentState>>,
+    parts: OnceLock<Result<Parts, String>>,
     cache: Mutex<HashMap<Digest, CacheEntry>>,
     limits: CacheLimits,
-    /// Compiled code kept across restarts, when configured and usable.
-    disk: Option<Arc<DiskCache>>,
     clock: AtomicU64,
     compiles: AtomicU64,
     /// Whether stores meter fuel (`consume_fuel` is an engine-wide setting).
@@ -132,18 +131,22 @@ pub struct WasmEngine {
     metrics: Metrics,
     /// Parent of every task's private scratch directory; removed with the engine.
     scratch_root: ScratchRoot,
+}
+
+/// What the first task makes.
+struct Parts {
+    engine: Engine,
+    linker: Arc<Linker<HostState>>,
+    component_linker: Arc<component::Linker<ComponentState>>,
+    /// Compiled code kept across restarts, when configured and usable.
+    disk: Option<Arc<DiskCache>>,
     _ticker: EpochTicker,
 }
 
-impl WasmEngine {
-    /// Builds the engine with epoch interruption, fuel metering when `fuel` is set, a cache
-    /// of compiled code within `cache`, and the `sandbox` limits of every task.
-    pub fn new(
-        cache: CacheLimits,
-        fuel: bool,
-        sandbox: SandboxLimits,
-        metrics: Metrics,
-    ) -> Result<Self, RuntimeError> {
+impl Parts {
+    /// The engine with epoch interruption (and fuel metering when `fuel` is set), its
+    /// WASI and workload linkers, the ticker, and the disk cache of `disk`.
+    fn new(fuel: bool, disk: Option<&DiskCacheConfig>) -> Result<Self, RuntimeError> {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true).consume_fuel(fuel);
         let engine = Engine::new(&config).map_err(RuntimeError::internal)?;
@@ -158,35 +161,55 @@ impl WasmEngine {
         })
         .map_err(RuntimeError::internal)?;
         let ticker = EpochTicker::start(&engine).map_err(RuntimeError::internal)?;
-        let scratch_root = ScratchRoot::create().map_err(RuntimeError::internal)?;
-        let disk = cache
-            .disk
-            .as_ref()
-            .and_then(|c| open_disk_cache(&engine, c));
-        Ok(WasmEngine {
+        let disk = disk.and_then(|c| open_disk_cache(&engine, c));
+        Ok(Parts {
             engine,
             linker: Arc::new(linker),
             component_linker: Arc::new(component_linker),
+            disk,
+            _ticker: ticker,
+        })
+    }
+}
+
+impl WasmEngine {
+    /// An engine metering fuel when `fuel` is set, with a cache of compiled code within
+    /// `cache`, and the `sandbox` limits of every task. Wasmtime itself is set up by the
+    /// first task (see [`WasmEngine::warm_up`]).
+    pub fn new(
+        cache: CacheLimits,
+        fuel: bool,
+        sandbox: SandboxLimits,
+        metrics: Metrics,
+    ) -> Result<Self, RuntimeError> {
+        let scratch_root = ScratchRoot::create().map_err(RuntimeError::internal)?;
+        Ok(WasmEngine {
+            parts: OnceLock::new(),
             cache: Mutex::new(HashMap::new()),
             limits: CacheLimits {
                 entries: cache.entries.max(1),
-                bytes: cache.bytes,
-                disk: cache.disk,
+                ..cache
             },
-            disk,
             clock: AtomicU64::new(0),
             compiles: AtomicU64::new(0),
             fuel,
             sandbox,
             metrics,
             scratch_root,
-            _ticker: ticker,
         })
     }
 
-    /// The Wasmtime engine.
-    pub fn engine(&self) -> &Engine {
-        &self.engine
+    /// Sets Wasmtime up now rather than at the first task (to find a broken setup early).
+    pub fn warm_up(&self) -> Result<(), RuntimeError> {
+        self.parts().map(|_| ())
+    }
+
+    fn parts(&self) -> Result<&Parts, RuntimeError> {
+        let made = self.parts.get_or_init(|| {
+            Parts::new(self.fuel, self.limits.disk.as_ref()).map_err(|e| e.to_string())
+        });
+        made.as_ref()
+            .map_err(|e| RuntimeError::Internal(format!("cannot set Wasmtime up: {e}")))
     }
 
     /// A store for one task that always has the memory limiter installed and yields to the
@@ -195,7 +218,7 @@ impl WasmEngine {
     /// budget is stopped at the next tick. With metering on, the store gets the task's fuel
     /// (unmetered tasks get all there is) and every tick records the fuel used so far.
     pub fn store<T: Limited>(&self, state: T, spec: &TaskSpec) -> Result<Store<T>, RuntimeError> {
-        let mut store = Store::new(&self.engine, state);
+        let mut store = Store::new(&self.parts()?.engine, state);
         store.limiter(|s| s.limiter());
         let budget = spec.limits.fuel.filter(|_| self.fuel);
         if self.fuel {
@@ -309,10 +332,11 @@ impl WasmEngine {
     }
 
     async fn compile(&self, digest: Digest, bytes: Arc<[u8]>) -> Result<Prepared, RuntimeError> {
-        let engine = self.engine.clone();
-        let linker = self.linker.clone();
-        let component_linker = self.component_linker.clone();
-        let disk = self.disk.clone();
+        let parts = self.parts()?;
+        let engine = parts.engine.clone();
+        let linker = parts.linker.clone();
+        let component_linker = parts.component_linker.clone();
+        let disk = parts.disk.clone();
         let job = tokio::task::spawn_blocking(move || {
             let disk = disk.as_deref().map(|cache| (cache, &digest));
             if wasmparser::Parser::is_component(&bytes) {

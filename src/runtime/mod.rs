@@ -282,7 +282,7 @@ async fn run_in_process(
             outcome::run_guest(engine, spec, host::host_state, execute).await
         }
         Prepared::Component(pre) => {
-            let target = component::target(&pre, engine, spec)?;
+            let target = component::target(&pre, spec)?;
             let execute = async |store: &mut _, span: &_| {
                 component::execute(store, &pre, &target, spec, started, span).await
             };
