@@ -87,6 +87,36 @@ pub enum Cmd {
     },
 }
 
+/// What a task calls and with what: the flags `proplet run` and `proplet submit` share.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct CallArgs {
+    /// Export to call (a start's `name`); without it the binary runs as a WASI command or
+    /// a workload.
+    #[arg(long, value_name = "NAME")]
+    pub invoke: Option<String>,
+    /// An input of the export (repeatable; WAVE for components), a start's `inputs`.
+    #[arg(long = "input", value_name = "V")]
+    pub inputs: Vec<String>,
+    /// An argument for the guest (repeatable), a start's `cli_args`.
+    #[arg(long = "arg", value_name = "A")]
+    pub guest_args: Vec<String>,
+}
+
+impl CallArgs {
+    /// The export's name, its inputs and the guest's arguments, given the trailing words
+    /// of the command line: inputs with `--invoke`, arguments without (as the wasmtime
+    /// CLI reads them). Flags come after them.
+    pub fn split(self, trailing: Vec<String>) -> (String, Vec<String>, Vec<String>) {
+        let (name, mut inputs, mut args) = match self.invoke {
+            Some(name) => (name, trailing, Vec::new()),
+            None => (String::new(), Vec::new(), trailing),
+        };
+        inputs.extend(self.inputs);
+        args.extend(self.guest_args);
+        (name, inputs, args)
+    }
+}
+
 /// The `--<setting>` flags that were given.
 #[derive(Debug, Clone, Default)]
 pub struct SettingFlags(pub Vec<(&'static Setting, String)>);

@@ -13,15 +13,9 @@ use crate::sandbox::{Limits, Mount, MountRequest, Volume};
 /// What to run.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
-    /// Export to call; without it the module runs as a WASI command (or a workload).
-    #[arg(long, value_name = "NAME")]
-    pub invoke: Option<String>,
-    /// An input of the export (repeatable; WAVE for components), like a start's `inputs`.
-    #[arg(long = "input", value_name = "V")]
-    pub inputs: Vec<String>,
-    /// An argument for the guest (repeatable), like a start's `cli_args`.
-    #[arg(long = "arg", value_name = "A")]
-    pub guest_args: Vec<String>,
+    /// What to call and with what, as a start's `name`, `inputs` and `cli_args`.
+    #[command(flatten)]
+    pub call: crate::cli::CallArgs,
     /// Mount a host directory or a PROPLET_VOLUMES volume: SOURCE:PATH[:ro|rw] (read-only
     /// unless `rw`).
     #[arg(long = "mount", value_name = "SOURCE:PATH[:MODE]", value_parser = parse_mount)]
@@ -136,12 +130,7 @@ pub enum LocalError {
 /// Runs `args` and returns the task output.
 pub async fn run(args: RunArgs) -> Result<TaskOutput, LocalError> {
     let bytes = read(&args.file)?;
-    let (name, mut inputs, mut argv) = match args.invoke {
-        Some(name) => (name, args.args, Vec::new()),
-        None => (String::new(), Vec::new(), args.args),
-    };
-    inputs.extend(args.inputs);
-    argv.extend(args.guest_args);
+    let (name, inputs, argv) = args.call.split(args.args);
     let spec = TaskSpec {
         id: "local".into(),
         name,

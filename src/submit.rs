@@ -23,16 +23,9 @@ pub struct SubmitArgs {
     /// The binary: a file (sent inline, base64) or a URL or registry reference (sent as
     /// `image_url`, fetched by the proplet).
     pub binary: String,
-    /// Export to call (the start's `name`); without it the binary runs as a command or a
-    /// workload.
-    #[arg(long, value_name = "NAME")]
-    pub invoke: Option<String>,
-    /// An input (repeatable; WAVE for components), the start's `inputs`.
-    #[arg(long = "input", value_name = "V")]
-    pub inputs: Vec<String>,
-    /// An argument for the guest (repeatable), the start's `cli_args`.
-    #[arg(long = "arg", value_name = "A")]
-    pub guest_args: Vec<String>,
+    /// What to call and with what (the start's `name`, `inputs` and `cli_args`).
+    #[command(flatten)]
+    pub call: crate::cli::CallArgs,
     /// Environment variable for the guest (repeatable), the start's `env`.
     #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
     pub envs: Vec<(String, String)>,
@@ -167,12 +160,7 @@ pub async fn run(args: SubmitArgs, config: &Config) -> Result<Answer, SubmitErro
 
 /// The start message `args` describe, for the proplet `default_target` unless told.
 fn start(args: SubmitArgs, default_target: &str) -> Result<StartRequest, SubmitError> {
-    let (name, mut inputs, mut cli_args) = match args.invoke {
-        Some(name) => (name, args.args, Vec::new()),
-        None => (String::new(), Vec::new(), args.args),
-    };
-    inputs.extend(args.inputs);
-    cli_args.extend(args.guest_args);
+    let (name, inputs, cli_args) = args.call.split(args.args);
     let mut start = StartRequest {
         id: args.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
         name,
@@ -237,15 +225,12 @@ fn parse_mount(text: &str) -> Result<MountSpec, String> {
     let (Some(volume), Some(path)) = (parts.next(), parts.next()) else {
         return Err(format!("expected VOLUME:PATH[:ro|rw], got {text:?}"));
     };
-    let mode = match parts.next() {
-        None => None,
-        Some(mode @ ("ro" | "rw")) => Some(mode.to_owned()),
-        Some(other) => return Err(format!("mode {other:?} (use ro or rw)")),
-    };
+    let mode = parts.next();
+    crate::sandbox::capabilities::writable(mode)?;
     Ok(MountSpec {
         volume: volume.to_owned(),
         path: path.to_owned(),
-        mode,
+        mode: mode.map(str::to_owned),
     })
 }
 

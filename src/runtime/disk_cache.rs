@@ -112,6 +112,19 @@ impl DiskCache {
     /// entry is removed).
     pub fn load(&self, digest: &Digest, kind: Kind) -> Option<Vec<u8>> {
         let path = self.path(digest, kind);
+        match fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+            // Never followed, never read whole: a link, or a file larger than the cache.
+            Ok(meta) if !meta.is_file() || meta.len() > self.max_bytes => {
+                self.reject(
+                    digest,
+                    kind,
+                    "it is not a file within PROPLET_CACHE_MAX_BYTES",
+                );
+                return None;
+            }
+            _ => {}
+        }
         let mut bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
@@ -272,6 +285,15 @@ mod tests {
             assert_eq!(cache.load(&digest, Kind::Module), None);
             assert!(!path.exists(), "a bad entry is removed");
         }
+        // A link is not followed, and a file larger than the cache is not read.
+        std::os::unix::fs::symlink("/dev/zero", &path).expect("symlink");
+        assert_eq!(cache.load(&digest, Kind::Module), None);
+        assert!(fs::symlink_metadata(&path).is_err(), "the link is removed");
+        let huge = fs::File::create(&path).expect("create");
+        huge.set_len(2 << 20)
+            .expect("sparse file past the 1 MiB cache");
+        assert_eq!(cache.load(&digest, Kind::Module), None);
+        assert!(!path.exists(), "the oversized entry is removed");
     }
 
     #[test]

@@ -182,6 +182,16 @@ fn check_disjoint(name: &str, host: &Path, volumes: &[Volume]) -> Result<(), Str
     Ok(())
 }
 
+/// Whether a mount `mode` asks for writes: `ro` (or none) is read-only, `rw` writable,
+/// anything else an error.
+pub fn writable(mode: Option<&str>) -> Result<bool, String> {
+    match mode {
+        None | Some("ro") => Ok(false),
+        Some("rw") => Ok(true),
+        Some(other) => Err(format!("mode {other:?} (use ro or rw)")),
+    }
+}
+
 /// Grants `requests` under `volumes`, or refuses the whole set.
 pub fn grant(volumes: &[Volume], requests: &[MountRequest]) -> Result<Vec<Mount>, CapabilityError> {
     let mut mounts: Vec<Mount> = Vec::new();
@@ -192,15 +202,7 @@ pub fn grant(volumes: &[Volume], requests: &[MountRequest]) -> Result<Vec<Mount>
                 "{guest} is already mounted"
             )));
         }
-        let writable = match req.mode.as_deref() {
-            None | Some("ro") => false,
-            Some("rw") => true,
-            Some(other) => {
-                return Err(CapabilityError::Invalid(format!(
-                    "mode {other:?} (use ro or rw)"
-                )));
-            }
-        };
+        let writable = writable(req.mode.as_deref()).map_err(CapabilityError::Invalid)?;
         let volume = volumes
             .iter()
             .find(|v| v.name == req.volume)
