@@ -153,7 +153,13 @@ pub async fn run(args: RunArgs) -> Result<TaskOutput, LocalError> {
         disk: compile_cache()?,
         ..Default::default()
     };
-    let runtime = Runtime::wasmtime(cache, false, sandbox, Default::default())?;
+    let runtime = Runtime::wasmtime(
+        cache,
+        false,
+        sandbox,
+        Default::default(),
+        Default::default(),
+    )?;
     Ok(runtime.run(spec, None).await?)
 }
 

@@ -126,6 +126,7 @@ impl Running {
                 config.budgets.metering(),
                 sandbox_limits(config),
                 metrics.clone(),
+                config.allocation(),
             )?),
         };
         let id = &config.identity;
@@ -288,5 +289,6 @@ fn metadata(config: &Config, runtime: &dyn TaskRuntime) -> Metadata {
         hostname: telemetry::hostname(),
         proplet_version: env!("CARGO_PKG_VERSION").into(),
         wasm_runtime: runtime.describe(),
+        instance_allocator: runtime.allocator(),
     }
 }

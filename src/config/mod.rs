@@ -145,6 +145,8 @@ pub struct TaskSettings {
     pub module_cache_entries: usize,
     /// Bytes of compiled code kept in memory.
     pub module_cache_bytes: usize,
+    /// Which instance allocator Wasmtime uses.
+    pub instance_allocator: crate::runtime::AllocatorChoice,
     /// Bytes of binaries deployed latent tasks may hold.
     pub latent_max_bytes: u64,
     /// External runtime binary, when tasks run out of process.
@@ -320,6 +322,17 @@ impl Config {
         })
     }
 
+    /// How in-process tasks get their instances: the configured allocator, with a pool
+    /// sized for the concurrency limit and the largest memory budget.
+    pub fn allocation(&self) -> crate::runtime::Allocation {
+        let tasks = u32::try_from(self.tasks.max_concurrent.get()).unwrap_or(u32::MAX);
+        crate::runtime::Allocation {
+            choice: self.tasks.instance_allocator,
+            tasks,
+            max_memory: self.budgets.max.memory_bytes,
+        }
+    }
+
     /// Loads from the process environment and the given file and flags.
     pub fn from_process_env(
         file: Option<&Path>,
@@ -344,6 +357,10 @@ impl Config {
                 }
                 None => out.push_str(&format!("# {} is unset\n", s.key)),
             }
+        }
+        if self.tasks.external_runtime.is_none() {
+            let allocator = self.allocation().preferred();
+            out.push_str(&format!("# instance allocator in effect: {allocator}\n"));
         }
         out
     }

@@ -180,6 +180,7 @@ fn tasks(r: &Reader<'_>) -> Result<TaskSettings, ConfigError> {
                 .and_then(nonzero)
                 .map(|b| usize::try_from(b).unwrap_or(usize::MAX))
         })?,
+        instance_allocator: r.req(&INSTANCE_ALLOCATOR, |t| t.parse())?,
         external_runtime: r.opt(&EXTERNAL_WASM_RUNTIME, |t| Ok(PathBuf::from(t)))?,
         volumes: r
             .opt(&VOLUMES, crate::sandbox::capabilities::parse_volumes)?

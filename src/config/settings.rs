@@ -393,6 +393,14 @@ settings! {
         "Bytes of compiled code kept in memory; the least recently used modules are dropped beyond it.",
     );
 
+    INSTANCE_ALLOCATOR = s(
+        "instance_allocator",
+        "instance-allocator",
+        &["PROPLET_INSTANCE_ALLOCATOR"],
+        Some("auto"),
+        "auto, pooling or on-demand: pooling reserves each task's memories and stacks once and reuses them (auto: where the address space allows).",
+    );
+
     CACHE_DIR = s(
         "cache_dir",
         "cache-dir",

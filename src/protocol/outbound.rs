@@ -87,6 +87,10 @@ pub struct Metadata {
     pub proplet_version: String,
     /// External runtime path, or `wasmtime-internal`.
     pub wasm_runtime: String,
+    /// How the in-process runtime allocates instances: `pooling` or `on-demand` (our
+    /// extension; absent with an external runtime).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_allocator: Option<String>,
 }
 
 /// `control/proplet/create`.

@@ -332,12 +332,20 @@ fn discovery_matches_golden_fixture() {
             hostname: Some("edge-01".into()),
             proplet_version: "0.1.0".into(),
             wasm_runtime: "wasmtime-internal".into(),
+            instance_allocator: None,
         },
     });
     assert_eq!(
         json(&msg.encode()),
         json(fixture!("outbound", "discovery").as_bytes())
     );
+    // Our extension: one more member, which managers that do not know it ignore.
+    let Outbound::Discovery(mut d) = msg.clone() else {
+        unreachable!()
+    };
+    d.metadata.instance_allocator = Some("pooling".into());
+    let with = json(&Outbound::Discovery(d).encode());
+    assert_eq!(with["metadata"]["instance_allocator"], "pooling");
     assert_eq!(msg.topic(), Topic::Create);
 }
 

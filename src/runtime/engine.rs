@@ -12,10 +12,11 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tokio::sync::OnceCell;
-use tracing::Instrument as _;
+use tracing::{Instrument as _, warn};
 use wasmtime::component::{self, Component};
 use wasmtime::{Engine, InstancePre, Linker, Module, Store, UpdateDeadline};
 
+use super::allocator::{Allocation, Allocator};
 use super::disk_cache::{DiskCache, DiskCacheConfig, Kind};
 use super::host::{ComponentState, HostState, Limited};
 use super::{Digest, RuntimeError, TaskSpec};
@@ -131,6 +132,8 @@ pub struct WasmEngine {
     metrics: Metrics,
     /// Parent of every task's private scratch directory; removed with the engine.
     scratch_root: ScratchRoot,
+    /// Which instance allocator to set Wasmtime up with.
+    allocation: Allocation,
 }
 
 /// What the first task makes.
@@ -140,16 +143,21 @@ struct Parts {
     component_linker: Arc<component::Linker<ComponentState>>,
     /// Compiled code kept across restarts, when configured and usable.
     disk: Option<Arc<DiskCache>>,
+    /// The instance allocator in effect.
+    allocator: Allocator,
     _ticker: EpochTicker,
 }
 
 impl Parts {
-    /// The engine with epoch interruption (and fuel metering when `fuel` is set), its
-    /// WASI and workload linkers, the ticker, and the disk cache of `disk`.
-    fn new(fuel: bool, disk: Option<&DiskCacheConfig>) -> Result<Self, RuntimeError> {
-        let mut config = wasmtime::Config::new();
-        config.epoch_interruption(true).consume_fuel(fuel);
-        let engine = Engine::new(&config).map_err(RuntimeError::internal)?;
+    /// The engine with epoch interruption (and fuel metering when `fuel` is set) and the
+    /// instance allocator of `allocation`, its WASI and workload linkers, the ticker, and
+    /// the disk cache of `disk`.
+    fn new(
+        fuel: bool,
+        disk: Option<&DiskCacheConfig>,
+        allocation: &Allocation,
+    ) -> Result<Self, RuntimeError> {
+        let (engine, allocator) = make_engine(fuel, allocation)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut HostState| &mut s.wasi)
             .map_err(RuntimeError::internal)?;
@@ -167,8 +175,28 @@ impl Parts {
             linker: Arc::new(linker),
             component_linker: Arc::new(component_linker),
             disk,
+            allocator,
             _ticker: ticker,
         })
+    }
+}
+
+/// The engine, pooling instances when `allocation` prefers it; under `auto`, a pool that
+/// cannot be reserved gives way to on-demand allocation (with a warning).
+fn make_engine(fuel: bool, allocation: &Allocation) -> Result<(Engine, Allocator), RuntimeError> {
+    let mut config = wasmtime::Config::new();
+    config.epoch_interruption(true).consume_fuel(fuel);
+    let preferred = allocation.preferred();
+    config.allocation_strategy(allocation.strategy(preferred));
+    match Engine::new(&config) {
+        Ok(engine) => Ok((engine, preferred)),
+        Err(e) if preferred == Allocator::Pooling && allocation.may_fall_back() => {
+            warn!(error = %e, "cannot reserve the instance pool; allocating on demand");
+            config.allocation_strategy(allocation.strategy(Allocator::OnDemand));
+            let engine = Engine::new(&config).map_err(RuntimeError::internal)?;
+            Ok((engine, Allocator::OnDemand))
+        }
+        Err(e) => Err(RuntimeError::internal(e)),
     }
 }
 
@@ -196,7 +224,23 @@ impl WasmEngine {
             sandbox,
             metrics,
             scratch_root,
+            allocation: Allocation::default(),
         })
+    }
+
+    /// Sets Wasmtime up with the instance allocator of `allocation` (on demand unless
+    /// given), when the first task comes.
+    pub fn with_allocation(mut self, allocation: Allocation) -> Self {
+        self.allocation = allocation;
+        self
+    }
+
+    /// The instance allocator in effect, or the one the first task will try.
+    pub fn allocator(&self) -> Allocator {
+        match self.parts.get() {
+            Some(Ok(parts)) => parts.allocator,
+            _ => self.allocation.preferred(),
+        }
     }
 
     /// Sets Wasmtime up now rather than at the first task (to find a broken setup early).
@@ -206,7 +250,8 @@ impl WasmEngine {
 
     fn parts(&self) -> Result<&Parts, RuntimeError> {
         let made = self.parts.get_or_init(|| {
-            Parts::new(self.fuel, self.limits.disk.as_ref()).map_err(|e| e.to_string())
+            Parts::new(self.fuel, self.limits.disk.as_ref(), &self.allocation)
+                .map_err(|e| e.to_string())
         });
         made.as_ref()
             .map_err(|e| RuntimeError::Internal(format!("cannot set Wasmtime up: {e}")))
@@ -400,12 +445,18 @@ impl WasmEngine {
 
 /// Opens the disk cache for `engine`'s fingerprint; a cache that cannot be opened is
 /// logged and left out (tasks still run, compiled in memory only).
-fn open_disk_cache(engine: &Engine, config: &DiskCacheConfig) -> Option<Arc<DiskCache>> {
+/// What compiled code of `engine` is compatible with: Wasmtime's version, the target and
+/// the compiler settings (not the instance allocator, so `proplet precompile` warms the
+/// cache of a pooling daemon).
+fn fingerprint(engine: &Engine) -> String {
     use std::hash::{Hash as _, Hasher as _};
     let mut hasher = std::hash::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
-    let fingerprint = format!("wasmtime-{:016x}", hasher.finish());
-    match DiskCache::open(config, &fingerprint) {
+    format!("wasmtime-{:016x}", hasher.finish())
+}
+
+fn open_disk_cache(engine: &Engine, config: &DiskCacheConfig) -> Option<Arc<DiskCache>> {
+    match DiskCache::open(config, &fingerprint(engine)) {
         Ok(cache) => Some(Arc::new(cache)),
         Err(e) => {
             tracing::warn!(dir = %config.dir.display(), error = %e, "the compile cache directory is unusable; compiling in memory only");
@@ -453,6 +504,20 @@ impl Compiled for Component {
     }
 }
 
+/// Why `bytes` did not compile. A binary that a slot of the instance pool cannot hold (a
+/// memory or table larger than a slot, more of them than a task may have) is refused for
+/// its size, as the memory budget would refuse it, not for bad code.
+fn compile_error(e: wasmtime::Error) -> RuntimeError {
+    let text = format!("{e:#}");
+    if text.contains("pooling allocator") {
+        return RuntimeError::Memory(format!(
+            "the binary needs more than one task's slot of the instance pool holds ({text}); \
+             a worker with PROPLET_INSTANCE_ALLOCATOR=on-demand has no slot limits"
+        ));
+    }
+    RuntimeError::Compile(text)
+}
+
 /// `bytes` compiled, or loaded from `disk` (the cache and the binary's digest), and
 /// whether it was compiled. What is compiled is stored for the next process.
 fn load_or_compile<T: Compiled>(
@@ -469,7 +534,7 @@ fn load_or_compile<T: Compiled>(
             Err(e) => cache.reject(digest, T::KIND, &format!("{e:#}")),
         }
     }
-    let compiled = T::compile(engine, bytes).map_err(RuntimeError::compile);
+    let compiled = T::compile(engine, bytes).map_err(compile_error);
     if let (Some((cache, digest)), Ok(compiled)) = (disk, &compiled) {
         match compiled.serialize() {
             Ok(artifact) => cache.store(digest, T::KIND, &artifact),
@@ -484,6 +549,24 @@ fn load_or_compile<T: Compiled>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::AllocatorChoice;
+
+    #[test]
+    fn the_allocator_does_not_change_what_compiled_code_fits() {
+        let allocation = |choice| Allocation {
+            choice,
+            tasks: 2,
+            max_memory: 1 << 30,
+        };
+        let (pooled, active) = make_engine(false, &allocation(AllocatorChoice::Pooling)).unwrap();
+        assert_eq!(active, Allocator::Pooling);
+        let (on_demand, active) =
+            make_engine(false, &allocation(AllocatorChoice::OnDemand)).unwrap();
+        assert_eq!(active, Allocator::OnDemand);
+        assert_eq!(fingerprint(&pooled), fingerprint(&on_demand));
+        let (metered, _) = make_engine(true, &allocation(AllocatorChoice::OnDemand)).unwrap();
+        assert_ne!(fingerprint(&metered), fingerprint(&on_demand));
+    }
 
     const ADD: &str = r#"(module (func (export "add") (param i32 i32) (result i32) local.get 0 local.get 1 i32.add))"#;
 

@@ -5,6 +5,7 @@
 //! tick, and an external runtime process is killed on drop. The task lifecycle sees a
 //! runtime only through the [`TaskRuntime`] trait, whose [`Features`] say what it supports.
 
+mod allocator;
 mod component;
 mod core;
 mod disk_cache;
@@ -27,6 +28,7 @@ use std::time::Duration;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::oneshot;
 
+pub use allocator::{Allocation, Allocator, AllocatorChoice};
 pub use disk_cache::{DiskCacheConfig, resolve_dir as resolve_cache_dir};
 pub use engine::{CacheLimits, Prepared, TICK, WasmEngine};
 pub use external::ExternalRuntime;
@@ -316,6 +318,12 @@ pub trait TaskRuntime: Send + Sync {
     /// `wasmtime-internal` or the external runtime's path, for discovery metadata.
     fn describe(&self) -> String;
 
+    /// The in-process instance allocator (`pooling` or `on-demand`), for discovery
+    /// metadata; `None` for runtimes that do not run guests in-process.
+    fn allocator(&self) -> Option<String> {
+        None
+    }
+
     /// Compiles `binary` into the cache ahead of its first run (latent tasks).
     fn precompile<'a>(&'a self, binary: &'a Binary) -> RuntimeFuture<'a, ()>;
 
@@ -338,14 +346,16 @@ pub enum Runtime {
 
 impl Runtime {
     /// In-process Wasmtime with a cache of compiled code within `cache`, metering fuel
-    /// when `fuel` is set, every task within the `sandbox` limits (WASI handles, scratch).
+    /// when `fuel` is set, every task within the `sandbox` limits (WASI handles, scratch),
+    /// instances allocated as `allocation` says.
     pub fn wasmtime(
         cache: CacheLimits,
         fuel: bool,
         sandbox: crate::sandbox::SandboxLimits,
         metrics: crate::telemetry::Metrics,
+        allocation: Allocation,
     ) -> Result<Self, RuntimeError> {
-        let engine = WasmEngine::new(cache, fuel, sandbox, metrics)?;
+        let engine = WasmEngine::new(cache, fuel, sandbox, metrics)?.with_allocation(allocation);
         Ok(Runtime::Wasmtime(Arc::new(engine)))
     }
 
@@ -391,6 +401,13 @@ impl TaskRuntime for Runtime {
         match self {
             Runtime::Wasmtime(_) => "wasmtime-internal".into(),
             Runtime::External(e) => e.program().display().to_string(),
+        }
+    }
+
+    fn allocator(&self) -> Option<String> {
+        match self {
+            Runtime::Wasmtime(engine) => Some(engine.allocator().to_string()),
+            Runtime::External(_) => None,
         }
     }
 

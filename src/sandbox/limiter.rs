@@ -7,7 +7,7 @@ use wasmtime::ResourceLimiter;
 use super::{Limits, Meter};
 
 /// Largest number of table elements a guest may have.
-const MAX_TABLE_ELEMENTS: usize = 1_000_000;
+pub const MAX_TABLE_ELEMENTS: usize = 1_000_000;
 /// Instances, memories and tables per store.
 const MAX_INSTANCES: usize = 64;
 

@@ -20,7 +20,7 @@ use std::time::Duration;
 pub use admission::{Policy, Source};
 pub use budget::{Budgets, LimitRequest};
 pub use capabilities::{CapabilityError, Mount, MountRequest, SCRATCH_PATH, Volume};
-pub use limiter::MemoryLimiter;
+pub use limiter::{MAX_TABLE_ELEMENTS, MemoryLimiter};
 pub use meter::{Meter, Reading};
 pub use network::NetRule;
 pub use output::{CappedOutput, Echo};

@@ -24,10 +24,14 @@ impl Daemon {
     /// Like [`Daemon::start`], under a process limit of `nofile` open files (set by
     /// util-linux `prlimit`, as an operator's `LimitNOFILE=` would).
     pub fn start_with_nofile(broker: &Broker, extra: &[(&str, &str)], nofile: u64) -> Daemon {
+        Daemon::start_with_prlimit(broker, extra, &format!("--nofile={nofile}:{nofile}"))
+    }
+
+    /// Like [`Daemon::start`], under the util-linux `prlimit` option `limit` (such as
+    /// `--as=BYTES`, as an operator's `LimitAS=` would set).
+    pub fn start_with_prlimit(broker: &Broker, extra: &[(&str, &str)], limit: &str) -> Daemon {
         let mut cmd = Command::new("prlimit");
-        cmd.arg(format!("--nofile={nofile}:{nofile}"))
-            .arg("--")
-            .arg(env!("CARGO_BIN_EXE_proplet"));
+        cmd.arg(limit).arg("--").arg(env!("CARGO_BIN_EXE_proplet"));
         Daemon::spawn_command(cmd, broker, extra, Stdio::inherit(), Stdio::null())
     }
 

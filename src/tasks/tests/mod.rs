@@ -57,6 +57,7 @@ fn settings(slots: usize, queue: usize) -> TaskSettings {
         module_cache_entries: 8,
         module_cache_bytes: 1 << 20,
         latent_max_bytes: 1 << 20,
+        instance_allocator: Default::default(),
         external_runtime: None,
         volumes: Vec::new(),
         net_allow: Vec::new(),

@@ -1,0 +1,180 @@
+//! The instance allocator, against the real `proplet` binary and a real mosquitto:
+//! - `auto` pools instances where the address space allows, says so in discovery and in
+//!   `proplet config`, and runs core modules and components from reused slots;
+//! - a binary larger than a slot holds is refused as `memory`, with the way out named, and
+//!   `on-demand` runs it;
+//! - under an address-space limit too small for the pool, `auto` allocates on demand, while
+//!   an explicit `pooling` fails its tasks with a clear error and the worker stays up.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::daemon::Daemon;
+use common::*;
+use serde_json::{Value, json};
+
+/// Address-space limit (bytes) too small for the pool of a 2-task worker (4 slots of 8
+/// memories of 4 GiB each) but roomy for on-demand allocation.
+const SMALL_ADDRESS_SPACE: u64 = 48 << 30;
+
+/// A module with nine memories of one page each: well within a 64 MiB budget, but one
+/// more memory than a task's slot of the pool holds.
+fn nine_memories() -> String {
+    let wat = format!(
+        r#"(module {} (func (export "main") (result i32) i32.const 7))"#,
+        "(memory 1) ".repeat(9)
+    );
+    base64::engine::general_purpose::STANDARD.encode(wat::parse_str(wat).expect("wat"))
+}
+
+/// The announced allocator, once the proplet is ready.
+async fn announced(m: &mut Manager) -> Value {
+    let create = m
+        .expect("control/proplet/create", Duration::from_secs(60), |v| {
+            v["proplet_id"] == P
+        })
+        .await;
+    create["metadata"]["instance_allocator"].clone()
+}
+
+fn nine_memories_task(id: &str) -> Value {
+    start(
+        id,
+        json!({"file": nine_memories(), "name": "main", "inputs": []}),
+    )
+}
+
+const WORKER: [(&str, &str); 2] = [
+    ("PROPLET_MAX_CONCURRENT_TASKS", "2"),
+    ("PROPLET_TASK_MEMORY", "64MiB"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_pools_reuses_slots_and_refuses_what_a_slot_cannot_hold() {
+    let broker = Broker::start();
+    let mut m = Manager::connect(&broker).await;
+    let _d = Daemon::start(&broker, &WORKER);
+    assert_eq!(announced(&mut m).await, "pooling");
+    // More tasks than slots, core and component alike: slots are given back and reused.
+    let greet = guests::component_base64("greet");
+    for n in 0..12 {
+        m.send_json(
+            "control/manager/start",
+            &start(&format!("core-{n}"), json!({})),
+        )
+        .await;
+        let component = json!({"file": greet, "name": "add", "inputs": ["10", "20"]});
+        m.send_json(
+            "control/manager/start",
+            &start(&format!("component-{n}"), component),
+        )
+        .await;
+    }
+    for n in 0..12 {
+        assert_ok(&m.result(&format!("core-{n}")).await, "30");
+        assert_ok(&m.result(&format!("component-{n}")).await, "30");
+    }
+    m.send_json(
+        "control/manager/start",
+        &nine_memories_task("nine-memories"),
+    )
+    .await;
+    let r = m.result("nine-memories").await;
+    assert_err(&r, "memory", "instance pool");
+    assert!(
+        r["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("PROPLET_INSTANCE_ALLOCATOR=on-demand")),
+        "the way out is named: {r}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_demand_has_no_slot_limits() {
+    let broker = Broker::start();
+    let mut m = Manager::connect(&broker).await;
+    let mut env = WORKER.to_vec();
+    env.push(("PROPLET_INSTANCE_ALLOCATOR", "on-demand"));
+    let _d = Daemon::start(&broker, &env);
+    assert_eq!(announced(&mut m).await, "on-demand");
+    m.send_json(
+        "control/manager/start",
+        &nine_memories_task("nine-memories"),
+    )
+    .await;
+    assert_ok(&m.result("nine-memories").await, "7");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_address_space_gets_on_demand_unless_pooling_is_demanded() {
+    let limit = format!("--as={SMALL_ADDRESS_SPACE}");
+    let broker = Broker::start();
+    let mut m = Manager::connect(&broker).await;
+    let d = Daemon::start_with_prlimit(&broker, &WORKER, &limit);
+    assert_eq!(announced(&mut m).await, "on-demand");
+    m.send_json("control/manager/start", &start("auto", json!({})))
+        .await;
+    assert_ok(&m.result("auto").await, "30");
+    drop(d);
+
+    let broker = Broker::start();
+    let mut m = Manager::connect(&broker).await;
+    let mut env = WORKER.to_vec();
+    env.push(("PROPLET_INSTANCE_ALLOCATOR", "pooling"));
+    let _d = Daemon::start_with_prlimit(&broker, &env, &limit);
+    // Discovery says what was asked for; the first task finds it cannot be had.
+    assert_eq!(announced(&mut m).await, "pooling");
+    for id in ["pooling-1", "pooling-2"] {
+        m.send_json("control/manager/start", &start(id, json!({})))
+            .await;
+        assert_err(&m.result(id).await, "internal", "cannot set Wasmtime up");
+    }
+}
+
+const IDENTITY: [(&str, &str); 3] = [
+    ("PROPLET_DOMAIN_ID", "d"),
+    ("PROPLET_CHANNEL_ID", "c"),
+    ("PROPLET_CLIENT_ID", "p"),
+];
+
+#[test]
+fn proplet_config_names_the_allocator_in_effect() {
+    let config = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_proplet"))
+            .env_clear()
+            .envs(IDENTITY)
+            .args(extra)
+            .arg("config")
+            .output()
+            .expect("run proplet config");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let auto = config(&[]);
+    assert!(
+        auto.contains("instance_allocator = \"auto\"  # default"),
+        "{auto}"
+    );
+    assert!(
+        auto.contains("# instance allocator in effect: pooling"),
+        "{auto}"
+    );
+    let on_demand = config(&["--instance-allocator", "on-demand"]);
+    assert!(
+        on_demand.contains("# instance allocator in effect: on-demand"),
+        "{on_demand}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_proplet"))
+        .env_clear()
+        .envs(IDENTITY)
+        .env("PROPLET_INSTANCE_ALLOCATOR", "pool")
+        .arg("config")
+        .output()
+        .expect("run proplet config");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("auto, pooling or on-demand"), "{err}");
+}
