@@ -6,11 +6,15 @@
 //! Removal therefore never recurses and never holds more than three directory handles: it
 //! takes the tree apart level by level ([`remove_tree`]). It runs on the blocking pool,
 //! never on an async worker.
+//!
+//! Most tasks never write a file. Their directory is left empty, and the next task gets it
+//! again instead of a new one: making and removing a directory per task costs the
+//! filesystem more than everything else a small task does.
 
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
@@ -25,7 +29,15 @@ pub struct ScratchRoot {
     /// Held (shared) by every scratch removal in progress; taken (exclusive) before the
     /// root itself is removed, so the two never work on one tree at once.
     removals: Arc<RwLock<()>>,
+    /// Empty directories left by finished tasks, for the next ones.
+    spares: Spares,
 }
+
+/// Names of empty scratch directories ready for another task.
+type Spares = Arc<Mutex<Vec<String>>>;
+
+/// Empty directories kept for reuse at most.
+const MAX_SPARES: usize = 64;
 
 impl ScratchRoot {
     /// Creates a fresh `proplet-scratch-*` directory (mode 0700) under the temp directory.
@@ -40,6 +52,7 @@ impl ScratchRoot {
             path,
             dir,
             removals,
+            spares: Spares::default(),
         })
     }
 
@@ -48,16 +61,25 @@ impl ScratchRoot {
         &self.path
     }
 
-    /// A fresh private, empty, writable directory for one task.
+    /// A private, empty, writable directory for one task: one a finished task left empty,
+    /// or a new one.
     pub fn scratch(&self) -> io::Result<Scratch> {
         let root = self.dir.try_clone()?;
-        let name = format!("task-{}", uuid::Uuid::new_v4());
-        root.create_dir(&name)?;
+        let spare = self.spares.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let name = match spare {
+            Some(name) => name,
+            None => {
+                let name = format!("task-{}", uuid::Uuid::new_v4());
+                root.create_dir(&name)?;
+                name
+            }
+        };
         Ok(Scratch {
             path: self.path.join(&name),
             root: Some(root),
             name,
             removals: self.removals.clone(),
+            spares: self.spares.clone(),
         })
     }
 }
@@ -84,6 +106,7 @@ pub struct Scratch {
     name: String,
     path: PathBuf,
     removals: Arc<RwLock<()>>,
+    spares: Spares,
 }
 
 impl Scratch {
@@ -109,8 +132,12 @@ impl Drop for Scratch {
         let name = std::mem::take(&mut self.name);
         let path = std::mem::take(&mut self.path);
         let removals = self.removals.clone();
+        let spares = self.spares.clone();
         let remove = move || {
             let _removing = removals.read().unwrap_or_else(|e| e.into_inner());
+            let Some(name) = keep_if_empty(&root, name, &spares) else {
+                return;
+            };
             let removed = remove_tree(&root, OsStr::new(&name));
             // Already gone: the scratch root was removed with the engine first.
             if let Err(e) = removed
@@ -124,6 +151,21 @@ impl Drop for Scratch {
             Err(_) => remove(),
         }
     }
+}
+
+/// Puts `name` back among the spares if it is empty and there is room; otherwise gives the
+/// name back, to be removed.
+fn keep_if_empty(root: &Dir, name: String, spares: &Spares) -> Option<String> {
+    let empty = root
+        .open_dir(&name)
+        .and_then(|dir| dir.entries().map(|mut e| e.next().is_none()))
+        .unwrap_or(false);
+    let mut spares = spares.lock().unwrap_or_else(|e| e.into_inner());
+    if empty && spares.len() < MAX_SPARES {
+        spares.push(name);
+        return None;
+    }
+    Some(name)
 }
 
 /// Removes `name` under `parent` and everything in it, without recursion and with at most
@@ -297,6 +339,25 @@ mod tests {
                 .count();
             assert_eq!(leftovers, 0);
         }
+    }
+
+    #[test]
+    fn an_empty_directory_is_given_again_and_a_used_one_never() {
+        let root = ScratchRoot::create().expect("root");
+        let first = root.scratch().expect("created");
+        let empty = first.path().to_path_buf();
+        drop(first);
+        let again = root.scratch().expect("reused");
+        assert_eq!(again.path(), empty, "the empty directory is given again");
+        std::fs::write(again.path().join("secret"), b"x").expect("writable");
+        drop(again);
+        assert!(
+            !empty.exists(),
+            "a directory that was written to is removed"
+        );
+        let next = root.scratch().expect("created");
+        assert_ne!(next.path(), empty);
+        assert_eq!(std::fs::read_dir(next.path()).expect("dir").count(), 0);
     }
 
     #[tokio::test]
