@@ -62,9 +62,10 @@ guests:
     mkdir -p guest-examples/target/python
     python3 -c 'import sys; from componentize_py import script; sys.argv[0] = "componentize-py"; sys.exit(script())' -d wit -w workload componentize -p guest-examples/python-workload app -o guest-examples/target/python/workload-py.wasm
 
-# End-to-end benchmark: round-trip latency, burst throughput, idle memory.
+# End-to-end benchmark: one table (round trips, bursts, CPU per task, memory, start-up,
+# restart) next to the broker's own figures, written to BENCHMARKS.md.
 bench: guests
-    RUST_LOG=error cargo bench --bench roundtrip
+    RUST_LOG=error cargo bench --bench e2e
 
 # Jaeger all-in-one (docker or podman): OTLP on 4317/4318, UI on http://localhost:16686.
 jaeger image="docker.io/jaegertracing/jaeger:latest":

@@ -45,5 +45,38 @@ dynamic_filters = true
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+    nodelay_on_listener(port)?;
     Ok(port)
+}
+
+/// Turns Nagle's algorithm off on the embedded broker's listening socket; on Linux the
+/// connections it accepts inherit that. rumqttd 0.20 has no setting for it and leaves it
+/// on, so each small MQTT packet it sends waits for the client's delayed acknowledgement
+/// (about 40 ms a hop). The socket is found among this process's descriptors as the one
+/// listening on `port`.
+fn nodelay_on_listener(port: u16) -> anyhow::Result<()> {
+    use std::os::fd::BorrowedFd;
+    for entry in std::fs::read_dir("/proc/self/fd").context("list open descriptors")? {
+        let Some(raw) = entry?.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        // SAFETY: `raw` was open in this process a moment ago and is only borrowed for
+        // the calls below. Were it closed meanwhile, they fail with EBADF; were its number
+        // reused, the checks below leave anything but a listener on `port` untouched.
+        let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+        if is_listener_on(fd, port) {
+            rustix::net::sockopt::set_tcp_nodelay(fd, true)
+                .context("TCP_NODELAY on the embedded broker's listener")?;
+            return Ok(());
+        }
+    }
+    anyhow::bail!("the embedded broker's listening socket was not found")
+}
+
+fn is_listener_on(fd: std::os::fd::BorrowedFd<'_>, port: u16) -> bool {
+    let listening = rustix::net::sockopt::socket_acceptconn(fd).unwrap_or(false);
+    let addr = rustix::net::getsockname(fd)
+        .ok()
+        .and_then(|a| rustix::net::SocketAddrV4::try_from(a).ok());
+    listening && addr.is_some_and(|a| a.port() == port)
 }

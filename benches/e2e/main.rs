@@ -1,0 +1,48 @@
+//! The end-to-end benchmark (`just bench`): the real `proplet` binary, a real mosquitto on a
+//! free loopback port, and Rust MQTT clients (rumqttc, as the proplet uses) as the manager
+//! and as an echo peer. Every proplet figure sits next to the broker's own in the same run,
+//! so the machine's noise cancels out:
+//! - round trips start → result at QoS 0, 1 and 2, core module and component, next to the
+//!   broker's own round trip through an echo peer (the same two hops);
+//! - bursts of 1,000 tasks next to the broker's own pub → sub rate for 1,000 messages
+//!   through the echo peer, with the worker's CPU per task (from /proc) and the largest
+//!   heartbeat gap;
+//! - spawn → discovery, idle and peak RSS, binary size;
+//! - a CPU-bound guest against the same module run by Wasmtime in this process;
+//! - the first task after a restart against a cold compile (the compile cache on disk).
+//!
+//! It prints one table and writes it, with the machine's description, to BENCHMARKS.md.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+mod measure;
+mod peer;
+mod process;
+mod report;
+
+use common::Broker;
+use report::Report;
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo test --benches` asks for a list; this bench has no test cases.
+    }
+    let broker = Broker::start();
+    if let Ok(kind) = std::env::var("BENCH_PROFILE") {
+        return measure::profile(&broker, &kind, 25).await;
+    }
+    let mut report = Report::new();
+    let only_qos2 = std::env::var_os("BENCH_QOS2").is_some();
+    if !only_qos2 {
+        measure::startup(&broker, &mut report).await;
+    }
+    for qos in if only_qos2 { vec![2] } else { vec![0, 1, 2] } {
+        measure::traffic(&broker, qos, &mut report).await;
+    }
+    measure::allocators(&broker, &mut report).await;
+    measure::cpu_bound(&broker, &mut report).await;
+    measure::restart(&broker, &mut report).await;
+    report.binary_size();
+    report.finish();
+}

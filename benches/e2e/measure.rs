@@ -1,0 +1,487 @@
+//! What the bench measures, one function per part of the table.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use crate::common::{Broker, guests, start, topic};
+use crate::peer::{self, Client, Msg, PING, PONG};
+use crate::process::Proplet;
+use crate::report::{Report, mib, ms, us};
+
+const ROUND_TRIPS: usize = 1000;
+const BURST: usize = 1000;
+/// `PROPLET_LIVELINESS_INTERVAL` of the harness.
+const INTERVAL: Duration = Duration::from_secs(1);
+const RESULTS: &str = "control/proplet/results";
+
+/// The two kinds of task of the table.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// The `add` export of a 41-byte core module.
+    Core,
+    /// The `add` export of the `greet` component (51 KB, sent in every start).
+    Component,
+}
+
+impl Kind {
+    const BOTH: [Kind; 2] = [Kind::Core, Kind::Component];
+
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Core => "core",
+            Kind::Component => "component",
+        }
+    }
+
+    fn start(self, id: &str) -> Vec<u8> {
+        static GREET: OnceLock<String> = OnceLock::new();
+        let task = match self {
+            Kind::Core => start(id, json!({})),
+            Kind::Component => {
+                let file = GREET.get_or_init(|| guests::component_base64("greet"));
+                start(id, json!({"file": file, "inputs": ["10", "20"]}))
+            }
+        };
+        serde_json::to_vec(&task).expect("json")
+    }
+
+    /// Most CPU per task (µs) and least share of the broker's own rate (at QoS 2).
+    fn targets(self) -> (f64, f64, f64) {
+        match self {
+            Kind::Core => (100.0, 0.75, 0.3),
+            Kind::Component => (150.0, 0.50, 0.5),
+        }
+    }
+}
+
+/// The manager's side: results, discovery and heartbeats, and the echo peer's answers.
+struct Manager {
+    client: Client,
+    beats: Vec<Instant>,
+}
+
+impl Manager {
+    async fn connect(broker: &Broker, qos: u8) -> Manager {
+        let name = format!("bench-manager-{}", uuid::Uuid::new_v4());
+        let filters = [topic("control/proplet/#"), PONG.to_owned()];
+        let client = Client::connect(broker.port, &name, peer::qos(qos), 20, &filters).await;
+        Manager {
+            client,
+            beats: Vec::new(),
+        }
+    }
+
+    /// The next message on `suffix`, noting heartbeats on the way.
+    async fn reply(&mut self, suffix: &str) -> Msg {
+        loop {
+            let msg = self.client.recv().await;
+            if msg.topic.ends_with("control/proplet/alive") {
+                self.beats.push(msg.at);
+            }
+            if msg.topic.ends_with(suffix) {
+                return msg;
+            }
+        }
+    }
+
+    async fn discovery(&mut self) -> Instant {
+        self.reply("control/proplet/create").await.at
+    }
+
+    /// Sequential round trips: `send(i)` then its reply on `suffix`; sorted.
+    async fn round_trips(
+        &mut self,
+        send: impl Fn(usize) -> (String, Vec<u8>),
+        suffix: &str,
+    ) -> Vec<Duration> {
+        let mut times = Vec::with_capacity(ROUND_TRIPS);
+        for i in 0..ROUND_TRIPS {
+            let (to, payload) = send(i);
+            let began = Instant::now();
+            self.client.publish(&to, payload).await;
+            self.reply(suffix).await;
+            times.push(began.elapsed());
+        }
+        times.sort();
+        times
+    }
+
+    /// `BURST` messages sent at once, then every reply: the time, and the largest gap
+    /// between heartbeats from the last one before the burst to the first one after it.
+    async fn burst(
+        &mut self,
+        send: impl Fn(usize) -> (String, Vec<u8>),
+        suffix: &str,
+    ) -> (Duration, Duration) {
+        let before = self.beats.last().copied();
+        let began = Instant::now();
+        for i in 0..BURST {
+            let (to, payload) = send(i);
+            self.client.publish(&to, payload).await;
+        }
+        for _ in 0..BURST {
+            self.reply(suffix).await;
+        }
+        let took = began.elapsed();
+        let seen = self.beats.len();
+        while self.beats.len() == seen {
+            self.reply("control/proplet/alive").await;
+        }
+        let mut beats: Vec<Instant> = before.into_iter().collect();
+        beats.extend(self.beats.iter().filter(|t| **t >= began));
+        let gap = beats
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or_default();
+        (took, gap)
+    }
+}
+
+fn p50(sorted: &[Duration]) -> Duration {
+    sorted[sorted.len() / 2]
+}
+
+fn task(kind: Kind, prefix: &str) -> impl Fn(usize) -> (String, Vec<u8>) {
+    let prefix = prefix.to_owned();
+    move |i| {
+        (
+            topic("control/manager/start"),
+            kind.start(&format!("{prefix}-{i}")),
+        )
+    }
+}
+
+fn ping(i: usize) -> (String, Vec<u8>) {
+    // As large as a core start, so the broker carries the same bytes.
+    (PING.to_owned(), Kind::Core.start(&format!("ping-{i}")))
+}
+
+/// Spawn → discovery (median of 5) and the idle worker's resident memory.
+pub async fn startup(broker: &Broker, report: &mut Report) {
+    let mut m = Manager::connect(broker, 2).await;
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let began = Instant::now();
+        let proplet = Proplet::spawn(broker, &[]);
+        times.push(m.discovery().await - began);
+        drop(proplet);
+    }
+    times.sort();
+    report.row(
+        "spawn → discovery (median of 5)",
+        ms(p50(&times)),
+        "≤ 15 ms",
+        p50(&times) <= Duration::from_millis(15),
+    );
+    let proplet = Proplet::spawn(broker, &[]);
+    m.discovery().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss = proplet.rss();
+    report.row(
+        "idle RSS, 3 s after discovery (VmRSS)",
+        mib(rss),
+        "≤ 12 MB",
+        rss <= 12_000_000,
+    );
+}
+
+/// Round trips and bursts at `qos`, each next to the broker's own.
+pub async fn traffic(broker: &Broker, qos: u8, report: &mut Report) {
+    let mut m = Manager::connect(broker, qos).await;
+    peer::echo(broker.port, peer::qos(qos)).await;
+    let qos_text = qos.to_string();
+    let proplet = Proplet::spawn(broker, &[("PROPLET_MQTT_QOS", &qos_text)]);
+    m.discovery().await;
+    let base = p50(&m.round_trips(ping, PONG).await);
+    report.row(
+        &format!("QoS {qos} round trip p50, broker alone (echo peer)"),
+        ms(base),
+        "",
+        true,
+    );
+    for kind in Kind::BOTH {
+        m.round_trips(task(kind, &format!("warm-{qos}-{}", kind.label())), RESULTS)
+            .await;
+        let rtt = p50(&m
+            .round_trips(task(kind, &format!("rtt-{qos}-{}", kind.label())), RESULTS)
+            .await);
+        let over = rtt.saturating_sub(base);
+        let (_, _, most) = kind.targets();
+        let line = format!("QoS {qos} round trip p50, {} task", kind.label());
+        report.row(
+            &line,
+            format!("{} (+{} over the broker)", ms(rtt), ms(over)),
+            &format!("≤ +{most} ms"),
+            over.as_secs_f64() * 1e3 <= most,
+        );
+    }
+    let (broker_time, _) = m.burst(ping, PONG).await;
+    let rate = BURST as f64 / broker_time.as_secs_f64();
+    report.row(
+        &format!("QoS {qos} burst of {BURST}, broker alone"),
+        format!("{rate:.0} msg/s"),
+        "",
+        true,
+    );
+    for kind in Kind::BOTH {
+        burst_row(&mut m, &proplet, kind, qos, broker_time, report).await;
+    }
+    if qos == 2 {
+        report.row(
+            "peak RSS after the bursts (VmHWM)",
+            mib(proplet.peak_rss()),
+            "reported",
+            true,
+        );
+    }
+}
+
+async fn burst_row(
+    m: &mut Manager,
+    proplet: &Proplet,
+    kind: Kind,
+    qos: u8,
+    broker_time: Duration,
+    report: &mut Report,
+) {
+    let cpu = proplet.cpu();
+    let (took, gap) = m
+        .burst(
+            task(kind, &format!("burst-{qos}-{}", kind.label())),
+            RESULTS,
+        )
+        .await;
+    let per_task = (proplet.cpu() - cpu) / BURST as u32;
+    let share = broker_time.as_secs_f64() / took.as_secs_f64();
+    let (cpu_most, share_least, _) = kind.targets();
+    let rate = BURST as f64 / took.as_secs_f64();
+    let line = format!("QoS {qos} burst of {BURST} {} tasks", kind.label());
+    let target = if qos == 2 {
+        format!("≥ {:.0} %", share_least * 100.0)
+    } else {
+        String::new()
+    };
+    report.row(
+        &line,
+        format!("{rate:.0} tasks/s, {:.0} % of the broker", share * 100.0),
+        &target,
+        qos != 2 || share >= share_least,
+    );
+    let line = format!("QoS {qos} worker CPU per {} task", kind.label());
+    report.row(
+        &line,
+        us(per_task),
+        &format!("≤ {cpu_most} µs"),
+        per_task.as_secs_f64() * 1e6 <= cpu_most,
+    );
+    let line = format!("QoS {qos} largest heartbeat gap, {} burst", kind.label());
+    report.row(&line, ms(gap), "≤ 1.5 s", gap <= INTERVAL * 3 / 2);
+}
+
+/// Bursts of one kind for `seconds`, to profile the worker from outside (`perf record -p`
+/// on the pid it prints): `BENCH_PROFILE=core|component just bench`.
+pub async fn profile(broker: &Broker, kind: &str, seconds: u64) {
+    let kind = if kind == "component" {
+        Kind::Component
+    } else {
+        Kind::Core
+    };
+    let mut m = Manager::connect(broker, 2).await;
+    let proplet = Proplet::spawn(broker, &[]);
+    m.discovery().await;
+    println!("profiling proplet pid {} for {seconds} s", proplet.pid());
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let mut n = 0;
+    while Instant::now() < until {
+        m.burst(task(kind, &format!("profile-{n}")), RESULTS).await;
+        n += 1;
+    }
+}
+
+/// CPU per task under each instance allocator (QoS 2).
+pub async fn allocators(broker: &Broker, report: &mut Report) {
+    for allocator in ["pooling", "on-demand"] {
+        let mut m = Manager::connect(broker, 2).await;
+        let proplet = Proplet::spawn(broker, &[("PROPLET_INSTANCE_ALLOCATOR", allocator)]);
+        m.discovery().await;
+        for kind in Kind::BOTH {
+            m.round_trips(
+                task(kind, &format!("warm-{allocator}-{}", kind.label())),
+                RESULTS,
+            )
+            .await;
+            let cpu = proplet.cpu();
+            m.burst(
+                task(kind, &format!("alloc-{allocator}-{}", kind.label())),
+                RESULTS,
+            )
+            .await;
+            let per_task = (proplet.cpu() - cpu) / BURST as u32;
+            report.row(
+                &format!("CPU per {} task, {allocator} instances", kind.label()),
+                us(per_task),
+                "",
+                true,
+            );
+        }
+    }
+}
+
+/// A module whose `spin` export counts its argument down to zero.
+fn spinner() -> Vec<u8> {
+    wat::parse_str(
+        r#"(module (func (export "spin") (param i64) (result i64)
+             (loop $l
+               (local.set 0 (i64.sub (local.get 0) (i64.const 1)))
+               (br_if $l (i64.gt_s (local.get 0) (i64.const 0))))
+             (local.get 0)))"#,
+    )
+    .expect("wat")
+}
+
+const SPINS: u64 = 400_000_000;
+
+/// The spinner's run time in the worker (its round trip less the broker's) against the
+/// same module run by Wasmtime in this process, best of three each.
+pub async fn cpu_bound(broker: &Broker, report: &mut Report) {
+    let mut m = Manager::connect(broker, 2).await;
+    peer::echo(broker.port, peer::qos(2)).await;
+    let _proplet = Proplet::spawn(broker, &[]);
+    m.discovery().await;
+    let base = p50(&m.round_trips(ping, PONG).await);
+    let file = base64::engine::general_purpose::STANDARD.encode(spinner());
+    let mut worker = Duration::MAX;
+    for i in 0..3 {
+        let id = format!("spin-{i}");
+        let task = start(
+            &id,
+            json!({"file": file, "name": "spin", "inputs": [SPINS.to_string()]}),
+        );
+        let began = Instant::now();
+        m.client
+            .publish(
+                &topic("control/manager/start"),
+                serde_json::to_vec(&task).expect("json"),
+            )
+            .await;
+        let r: Value = serde_json::from_slice(&m.reply(RESULTS).await.payload).expect("result");
+        assert_eq!(r["results"], "0", "the spinner ran: {r}");
+        worker = worker.min(began.elapsed().saturating_sub(base));
+    }
+    let mut local = Duration::MAX;
+    for _ in 0..3 {
+        let run = tokio::task::spawn_blocking(|| in_process(&spinner()));
+        local = local.min(run.await.expect("in-process run"));
+    }
+    let over = worker.as_secs_f64() / local.as_secs_f64() - 1.0;
+    report.row(
+        "CPU-bound guest (400 M loop iterations) vs Wasmtime in-process",
+        format!("{} vs {} ({:+.1} %)", ms(worker), ms(local), over * 100.0),
+        "≤ +5 %",
+        over <= 0.05,
+    );
+}
+
+/// The spinner under the worker's Wasmtime settings (epoch interruption with a 10 ms
+/// ticker, async calls yielding at every tick), timed from instantiation to return.
+fn in_process(wasm: &[u8]) -> Duration {
+    use wasmtime::{Config, Engine, Linker, Module, Store, UpdateDeadline, Val};
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    let engine = Engine::new(&config).expect("engine");
+    let module = Module::new(&engine, wasm).expect("module");
+    let ticker = engine.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let tick = std::thread::spawn(move || {
+        while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(10));
+            ticker.increment_epoch();
+        }
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let took = runtime.block_on(async {
+        let began = Instant::now();
+        let mut store = Store::new(&engine, ());
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+        let linker = Linker::new(&engine);
+        let instance = linker
+            .instantiate_async(&mut store, &module)
+            .await
+            .expect("instance");
+        let spin = instance.get_func(&mut store, "spin").expect("spin");
+        let mut out = [Val::I64(0)];
+        spin.call_async(&mut store, &[Val::I64(SPINS as i64)], &mut out)
+            .await
+            .expect("call");
+        began.elapsed()
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    tick.join().ok();
+    took
+}
+
+/// A core module of about 1.4 MB: many small exported functions.
+fn large_module() -> Vec<u8> {
+    let mut wat = String::from("(module\n");
+    for i in 0..20_000 {
+        wat.push_str(&format!(
+            "(func (export \"f{i}\") (param i32) (result i32) local.get 0 i32.const {i} i32.add i32.const 3 i32.mul i32.const {i} i32.xor i32.const 7 i32.rem_u local.get 0 i32.add i32.const 11 i32.shl i32.const {i} i32.sub i32.const 5 i32.rotl i32.const 13 i32.or i32.const {i} i32.and i32.const 17 i32.add i32.const 19 i32.mul i32.const 23 i32.div_u i32.const 29 i32.add i32.const 31 i32.xor i32.const 37 i32.add)\n"
+        ));
+    }
+    wat.push_str("(func (export \"main\") (result i32) i32.const 7))");
+    wat::parse_str(&wat).expect("wat")
+}
+
+/// The first task of a large module: compiled (cold cache), after a restart with the
+/// compile cache on disk, and from the memory cache.
+pub async fn restart(broker: &Broker, report: &mut Report) {
+    let wasm = large_module();
+    let file = base64::engine::general_purpose::STANDARD.encode(&wasm);
+    let cache = tempfile::tempdir().expect("cache dir");
+    let cache_dir = cache.path().to_str().expect("utf-8").to_owned();
+    let mut m = Manager::connect(broker, 2).await;
+    let mut first = Vec::new();
+    for round in 0..2 {
+        let _proplet = Proplet::spawn(broker, &[("PROPLET_CACHE_DIR", &cache_dir)]);
+        m.discovery().await;
+        for n in 0..2 {
+            let task = start(
+                &format!("large-{round}-{n}"),
+                json!({"file": file, "name": "main", "inputs": []}),
+            );
+            let began = Instant::now();
+            m.client
+                .publish(
+                    &topic("control/manager/start"),
+                    serde_json::to_vec(&task).expect("json"),
+                )
+                .await;
+            m.reply(RESULTS).await;
+            first.push(began.elapsed());
+        }
+    }
+    let (cold, warm, hot) = (first[0], first[2], first[1].min(first[3]));
+    let size = wasm.len() as f64 / 1e6;
+    let line = format!("first task of a {size:.1} MB module: cold / after restart / in memory");
+    let share = warm.as_secs_f64() / cold.as_secs_f64();
+    report.row(
+        &line,
+        format!(
+            "{} / {} ({:.0} % of cold) / {}",
+            ms(cold),
+            ms(warm),
+            share * 100.0,
+            ms(hot)
+        ),
+        "≤ 25 % and ≤ 150 ms",
+        share <= 0.25 && warm <= Duration::from_millis(150),
+    );
+}

@@ -1,0 +1,166 @@
+//! The bench's one table: printed, and written to BENCHMARKS.md with the machine it ran on.
+
+use std::fmt::Write as _;
+use std::process::Command;
+use std::time::Duration;
+
+struct Row {
+    what: String,
+    value: String,
+    target: String,
+    met: bool,
+}
+
+/// The rows measured so far.
+pub struct Report {
+    rows: Vec<Row>,
+}
+
+pub fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+}
+
+pub fn us(d: Duration) -> String {
+    format!("{:.0} µs", d.as_secs_f64() * 1e6)
+}
+
+pub fn mib(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+impl Report {
+    pub fn new() -> Report {
+        Report { rows: Vec::new() }
+    }
+
+    /// One measurement; `target` empty for a reference figure.
+    pub fn row(&mut self, what: &str, value: String, target: &str, met: bool) {
+        println!(
+            "{what}: {value}{}",
+            if target.is_empty() {
+                String::new()
+            } else {
+                format!("  (target {target})")
+            }
+        );
+        self.rows.push(Row {
+            what: what.to_owned(),
+            value,
+            target: target.to_owned(),
+            met,
+        });
+    }
+
+    /// The daemon binary as built for this bench, and stripped of symbols.
+    pub fn binary_size(&mut self) {
+        let binary = env!("CARGO_BIN_EXE_proplet");
+        let size = std::fs::metadata(binary).map(|m| m.len()).unwrap_or(0);
+        let stripped = tempfile::NamedTempFile::new().expect("temp file");
+        let ok = Command::new("strip")
+            .arg("-o")
+            .arg(stripped.path())
+            .arg(binary)
+            .status()
+            .is_ok_and(|s| s.success());
+        let small = if ok {
+            std::fs::metadata(stripped.path())
+                .map(|m| m.len())
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        self.row(
+            "daemon binary: as built / stripped",
+            format!("{} / {}", mib(size), mib(small)),
+            "reported",
+            true,
+        );
+    }
+
+    /// Prints the table and writes BENCHMARKS.md.
+    pub fn finish(self) {
+        let table = self.table();
+        println!("\n{table}");
+        let doc = format!(
+            "# Benchmarks\n\nWritten by `just bench` (benches/e2e); do not edit by hand. Every proplet \
+             figure is measured in the same run as the broker's own, on this machine:\n\n{}\n\
+             Clients: rumqttc (the proplet's MQTT library) as the manager and as an echo peer \
+             that stands where the proplet would; broker: mosquitto on loopback. Worker CPU \
+             is user + system time of the proplet process from /proc over a burst of 1,000 \
+             tasks; memory is VmRSS and VmHWM from /proc.\n\n{table}",
+            machine()
+        );
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md");
+        std::fs::write(path, doc).expect("write BENCHMARKS.md");
+        println!("written to {path}");
+    }
+
+    fn table(&self) -> String {
+        let mut out = String::from("| Measurement | Value | Target | Met |\n|---|---|---|---|\n");
+        for r in &self.rows {
+            let met = match (r.target.is_empty(), r.met) {
+                (true, _) => "",
+                (false, true) => "yes",
+                (false, false) => "**no**",
+            };
+            writeln!(out, "| {} | {} | {} | {met} |", r.what, r.value, r.target).ok();
+        }
+        out
+    }
+}
+
+/// CPU model and count, memory, kernel, toolchain and broker versions, date.
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("unknown")
+        .trim()
+        .to_owned();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem = meminfo
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim_start_matches("MemTotal:")
+        .trim()
+        .to_owned();
+    let mut out = String::new();
+    for (what, value) in [
+        ("Date", run("date", &["-u", "+%Y-%m-%d %H:%M UTC"])),
+        ("CPU", format!("{model}, {cores} cores available")),
+        ("Memory", mem),
+        ("Kernel", run("uname", &["-sr"])),
+        ("Rust", run("rustc", &["-V"])),
+        (
+            "Broker",
+            run("mosquitto", &["-h"])
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned(),
+        ),
+    ] {
+        writeln!(out, "- {what}: {value}").ok();
+    }
+    out
+}
+
+fn run(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(if o.stdout.is_empty() {
+                &o.stderr
+            } else {
+                &o.stdout
+            })
+            .trim()
+            .to_owned()
+        })
+        .unwrap_or_default()
+}
