@@ -12,6 +12,9 @@
 //! - the first task after a restart against a cold compile (the compile cache on disk).
 //!
 //! It prints one table and writes it, with the machine's description, to BENCHMARKS.md.
+//! For work on the worker itself: `BENCH_QOS2=1` measures QoS 2 only (and still writes the
+//! file), and `BENCH_PROFILE=core|component` sends bursts for 25 s to a proplet whose pid
+//! it prints, for `perf record -p`.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
