@@ -3,6 +3,7 @@
 //!   `proplet config`, and runs core modules and components from reused slots;
 //! - a binary larger than a slot holds is refused as `memory`, with the way out named, and
 //!   `on-demand` runs it;
+//! - stopped, timed-out and refused tasks give their slots back, round after round;
 //! - under an address-space limit too small for the pool, `auto` allocates on demand, while
 //!   an explicit `pooling` fails its tasks with a clear error and the worker stays up.
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use common::daemon::Daemon;
+use common::probe::Probe;
 use common::*;
 use serde_json::{Value, json};
 
@@ -90,6 +92,58 @@ async fn auto_pools_reuses_slots_and_refuses_what_a_slot_cannot_hold() {
             .is_some_and(|e| e.contains("PROPLET_INSTANCE_ALLOCATOR=on-demand")),
         "the way out is named: {r}"
     );
+}
+
+/// Ten rounds through a pool of four slots, every task ended the hard way: daemons stopped
+/// while they spin, tasks cut off by their deadline, instantiations refused by the memory
+/// budget. A slot any of them kept would starve a later round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_way_a_task_ends_gives_its_slot_back() {
+    let broker = Broker::start();
+    let mut m = Manager::connect(&broker).await;
+    let probe = Probe::new();
+    let mut env = WORKER.to_vec();
+    env.push(probe.env());
+    let _d = Daemon::start(&broker, &env);
+    assert_eq!(announced(&mut m).await, "pooling");
+    let spin = guests::base64("spin");
+    let huge = base64::engine::general_purpose::STANDARD.encode(
+        wat::parse_str(r#"(module (memory 2000) (func (export "main") (result i32) i32.const 7))"#)
+            .expect("wat"),
+    );
+    for round in 0..10 {
+        let daemons = [format!("daemon-{round}-a"), format!("daemon-{round}-b")];
+        for id in &daemons {
+            let task = json!({"daemon": true, "file": spin, "name": "spin", "inputs": []});
+            m.send_json("control/manager/start", &start(id, task)).await;
+        }
+        for id in &daemons {
+            // A daemon is answered once its guest runs: its instance holds a slot.
+            assert_ok(&m.result(id).await, "");
+        }
+        for id in &daemons {
+            m.send_json("control/manager/stop", &json!({"id": id}))
+                .await;
+        }
+        probe.wait_for("proplet_tasks_running 0").await;
+        let late = format!("late-{round}");
+        let task =
+            json!({"file": spin, "name": "spin", "inputs": [], "limits": {"timeout_ms": 100}});
+        m.send_json("control/manager/start", &start(&late, task))
+            .await;
+        assert_err(&m.result(&late).await, "timeout", "timed out");
+        let big = format!("big-{round}");
+        let task = json!({"file": huge, "name": "main", "inputs": []});
+        m.send_json("control/manager/start", &start(&big, task))
+            .await;
+        assert_err(&m.result(&big).await, "memory", "memory limit exceeded");
+    }
+    for n in 0..4 {
+        let id = format!("after-{n}");
+        m.send_json("control/manager/start", &start(&id, json!({})))
+            .await;
+        assert_ok(&m.result(&id).await, "30");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,9 +10,10 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use common::client::Client;
 use common::daemon::Daemon;
 use common::*;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::QoS;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
@@ -60,53 +61,31 @@ fn big_writer(bytes: u32) -> String {
 /// of its own (so the test's own work of sending starts and reading answers cannot delay
 /// it either).
 async fn watch_heartbeats(broker: &Broker) -> mpsc::UnboundedReceiver<Instant> {
-    let mut opts = MqttOptions::new("heartbeat-watcher", "127.0.0.1", broker.port);
-    opts.set_keep_alive(Duration::from_secs(5));
     let (tx, rx) = mpsc::unbounded_channel();
-    let (sub_tx, sub_rx) = oneshot::channel();
+    let (subscribed_tx, subscribed) = oneshot::channel();
+    let port = broker.port;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("watcher runtime");
     std::thread::Builder::new()
         .name("heartbeat-watcher".into())
-        .spawn(move || runtime.block_on(watch(opts, tx, sub_tx)))
+        .spawn(move || runtime.block_on(watch(port, tx, subscribed_tx)))
         .expect("watcher thread");
-    tokio::time::timeout(Duration::from_secs(10), sub_rx)
-        .await
-        .expect("heartbeat watcher subscribed in time")
-        .ok();
+    subscribed.await.expect("heartbeat watcher subscribed");
     rx
 }
 
-/// The watcher's loop: subscribes to heartbeats and stamps each on arrival, until the test
-/// drops its receiver.
-async fn watch(
-    opts: MqttOptions,
-    tx: mpsc::UnboundedSender<Instant>,
-    subscribed: oneshot::Sender<()>,
-) {
-    let (client, mut eventloop) = AsyncClient::new(opts, 16);
-    let mut subscribed = Some(subscribed);
-    loop {
-        match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                let alive = topic("control/proplet/alive");
-                client.try_subscribe(alive, QoS::AtMostOnce).ok();
-            }
-            Ok(Event::Incoming(Packet::SubAck(_))) => {
-                if let Some(done) = subscribed.take() {
-                    done.send(()).ok();
-                }
-            }
-            Ok(Event::Incoming(Packet::Publish(p))) => {
-                let beat: Value = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
-                if beat["status"] == "alive" && tx.send(Instant::now()).is_err() {
-                    return;
-                }
-            }
-            Ok(_) => {}
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+/// The watcher's loop: stamps each `alive` beat on arrival, until the test drops its
+/// receiver.
+async fn watch(port: u16, tx: mpsc::UnboundedSender<Instant>, subscribed: oneshot::Sender<()>) {
+    let alive = [topic("control/proplet/alive")];
+    let mut client = Client::connect(port, "heartbeat-watcher", QoS::AtMostOnce, 16, &alive).await;
+    subscribed.send(()).ok();
+    while let Some(msg) = client.next().await {
+        let beat: Value = serde_json::from_slice(&msg.payload).unwrap_or(Value::Null);
+        if beat["status"] == "alive" && tx.send(msg.at).is_err() {
+            return;
         }
     }
 }

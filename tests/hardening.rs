@@ -110,6 +110,39 @@ async fn one_memory_budget_covers_every_memory_and_table() {
     drop(d);
 }
 
+/// A scratch directory left empty goes to the next task: none may ever see what an earlier
+/// task left, be it a small file, a large one or a tree of directories.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_never_sees_what_an_earlier_one_left_in_its_scratch() {
+    let broker = Broker::start();
+    let mut m = Manager::connect(&broker).await;
+    let _d = Daemon::start(&broker, &[("PROPLET_MAX_CONCURRENT_TASKS", "1")]);
+    m.wait_ready().await;
+    let leaves = ["write-scratch", "deep=50", "fill=4096"];
+    for round in 0..3 {
+        for (n, leave) in leaves.iter().enumerate() {
+            // A task that leaves something behind, then one that leaves nothing (its
+            // directory is the one given again). Each lists /tmp first, on a line that is
+            // never the last.
+            for (k, ops) in [["list=/tmp", leave], ["list=/tmp", "list=/tmp"]]
+                .iter()
+                .enumerate()
+            {
+                let id = format!("scratch-{round}-{n}-{k}");
+                m.send_json("control/manager/start", &fs_task(&id, ops, json!([])))
+                    .await;
+                let r = m.result(&id).await;
+                assert_eq!(
+                    detail(&r, "list=/tmp"),
+                    "",
+                    "{id} found a predecessor's files: {r}"
+                );
+                detail(&r, ops[1]);
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_cannot_fill_the_disk_or_bury_the_daemon_in_its_scratch() {
     let broker = Broker::start();

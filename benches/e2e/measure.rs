@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
+use crate::common::client::{self, Client, Msg};
 use crate::common::{Broker, guests, start, topic};
-use crate::peer::{self, Client, Msg, PING, PONG};
+use crate::peer::{self, PING, PONG};
 use crate::process::Proplet;
 use crate::report::{Report, mib, ms, us};
 
@@ -67,7 +68,7 @@ impl Manager {
     async fn connect(broker: &Broker, qos: u8) -> Manager {
         let name = format!("bench-manager-{}", uuid::Uuid::new_v4());
         let filters = [topic("control/proplet/#"), PONG.to_owned()];
-        let client = Client::connect(broker.port, &name, peer::qos(qos), 20, &filters).await;
+        let client = Client::connect(broker.port, &name, client::qos(qos), 20, &filters).await;
         Manager {
             client,
             beats: Vec::new(),
@@ -192,7 +193,7 @@ pub async fn startup(broker: &Broker, report: &mut Report) {
 /// Round trips and bursts at `qos`, each next to the broker's own.
 pub async fn traffic(broker: &Broker, qos: u8, report: &mut Report) {
     let mut m = Manager::connect(broker, qos).await;
-    peer::echo(broker.port, peer::qos(qos)).await;
+    peer::echo(broker.port, client::qos(qos)).await;
     let qos_text = qos.to_string();
     let proplet = Proplet::spawn(broker, &[("PROPLET_MQTT_QOS", &qos_text)]);
     m.discovery().await;
@@ -349,7 +350,7 @@ const SPINS: u64 = 400_000_000;
 /// same module run by Wasmtime in this process, best of five each.
 pub async fn cpu_bound(broker: &Broker, report: &mut Report) {
     let mut m = Manager::connect(broker, 2).await;
-    peer::echo(broker.port, peer::qos(2)).await;
+    peer::echo(broker.port, client::qos(2)).await;
     let _proplet = Proplet::spawn(broker, &[]);
     m.discovery().await;
     let base = p50(&m.round_trips(ping, PONG).await);

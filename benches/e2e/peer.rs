@@ -1,125 +1,20 @@
-//! The bench's MQTT clients: a manager stand-in at a chosen QoS, and an echo peer that
-//! stands where the proplet would, to measure what the broker itself costs.
+//! The echo peer: it stands where the proplet would, to measure what the broker itself
+//! costs for the same two hops.
 
-use std::time::{Duration, Instant};
+use rumqttc::QoS;
 
-use rumqttc::{AsyncClient, Event, MqttOptions, NetworkOptions, Packet, QoS};
-use tokio::sync::{mpsc, oneshot};
+use crate::common::client::Client;
 
 /// Topic the echo peer listens on, and the one it answers on.
 pub const PING: &str = "bench/ping";
 pub const PONG: &str = "bench/pong";
-
-/// One received message.
-pub struct Msg {
-    pub topic: String,
-    pub payload: bytes::Bytes,
-    pub at: Instant,
-}
-
-/// A client subscribed to some filters, with what it receives in a channel.
-pub struct Client {
-    client: AsyncClient,
-    rx: mpsc::UnboundedReceiver<Msg>,
-    qos: QoS,
-}
-
-pub fn qos(level: u8) -> QoS {
-    match level {
-        0 => QoS::AtMostOnce,
-        1 => QoS::AtLeastOnce,
-        _ => QoS::ExactlyOnce,
-    }
-}
-
-impl Client {
-    /// Connects as `name` with `inflight` unacknowledged publishes at most, and subscribes
-    /// to `filters` at `qos`.
-    pub async fn connect(
-        port: u16,
-        name: &str,
-        qos: QoS,
-        inflight: u16,
-        filters: &[String],
-    ) -> Client {
-        let mut opts = MqttOptions::new(name, "127.0.0.1", port);
-        opts.set_max_packet_size(64 << 20, 64 << 20);
-        opts.set_inflight(inflight);
-        opts.set_keep_alive(Duration::from_secs(30));
-        let (client, mut eventloop) = AsyncClient::new(opts, 4096);
-        let mut net = NetworkOptions::new();
-        net.set_tcp_nodelay(true);
-        eventloop.set_network_options(net);
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (ready_tx, ready_rx) = oneshot::channel();
-        let mut ready = Some(ready_tx);
-        let subscriber = client.clone();
-        let filters = filters.to_vec();
-        tokio::spawn(async move {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        for f in &filters {
-                            subscriber.try_subscribe(f.clone(), qos).ok();
-                        }
-                        if filters.is_empty()
-                            && let Some(r) = ready.take()
-                        {
-                            r.send(()).ok();
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        if let Some(r) = ready.take() {
-                            r.send(()).ok();
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let msg = Msg {
-                            topic: p.topic,
-                            payload: p.payload,
-                            at: Instant::now(),
-                        };
-                        if tx.send(msg).is_err() {
-                            return;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        eprintln!("bench client: {e}");
-                        return;
-                    }
-                }
-            }
-        });
-        tokio::time::timeout(Duration::from_secs(10), ready_rx)
-            .await
-            .expect("connected and subscribed in time")
-            .ok();
-        Client { client, rx, qos }
-    }
-
-    pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
-        self.client
-            .publish(topic, self.qos, false, payload.into())
-            .await
-            .expect("publish");
-    }
-
-    /// The next message; a minute of silence ends the bench.
-    pub async fn recv(&mut self) -> Msg {
-        tokio::time::timeout(Duration::from_secs(60), self.rx.recv())
-            .await
-            .expect("a message within a minute")
-            .expect("the client is running")
-    }
-}
 
 /// An echo peer: every message on [`PING`] is published again on [`PONG`], at `qos`, with
 /// the proplet's session settings (10 publishes in flight).
 pub async fn echo(port: u16, qos: QoS) {
     let mut peer = Client::connect(port, "bench-echo", qos, 10, &[PING.to_owned()]).await;
     tokio::spawn(async move {
-        while let Some(msg) = peer.rx.recv().await {
+        while let Some(msg) = peer.next().await {
             peer.publish(PONG, msg.payload.to_vec()).await;
         }
     });

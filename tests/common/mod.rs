@@ -2,6 +2,7 @@
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
 pub mod broker;
+pub mod client;
 pub mod daemon;
 pub mod guests;
 pub mod http;
