@@ -17,7 +17,8 @@ use crate::state::{Journal, StateDir, StateError, Stored};
 use crate::tasks::{FetchError, Fetcher, ManagerParts, TaskManager, heartbeat};
 use crate::telemetry::{self, Metrics};
 use crate::transport::{
-    Encoded, MqttSession, PacketLimit, Publisher, SessionEvents, SessionParts, TransportError,
+    Delivery, Encoded, Handled, MqttSession, PacketLimit, Publisher, SessionEvents, SessionParts,
+    TransportError,
 };
 
 /// Messages that may wait for the MQTT client, in each of the publisher's queues.
@@ -242,19 +243,23 @@ fn replay(stored: &[Stored]) -> Vec<Encoded> {
 
 /// Hands every inbound message to the manager until stopped. Whatever has arrived is
 /// handled in one go; once the journal holds every job it admitted, the session may
-/// acknowledge those messages to the broker (one commit for a whole burst).
+/// acknowledge those messages to the broker (one commit for a whole burst). The
+/// acknowledgements wait on a task of their own, so that the next messages are handled
+/// meanwhile.
 async fn dispatch(
     manager: TaskManager,
     mut events: SessionEvents,
     journal: Journal,
     stop: CancellationToken,
 ) {
+    let (acks, pending) = tokio::sync::mpsc::unbounded_channel();
+    let acker = tokio::spawn(acknowledge(pending, events.handled.clone()));
     loop {
         let first = tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => break,
             msg = events.inbound.recv() => match msg {
                 Some(msg) => msg,
-                None => return,
+                None => break,
             },
         };
         let mut last = first.0;
@@ -263,10 +268,30 @@ async fn dispatch(
             manager.handle(msg);
             last = delivery;
         }
-        if let Err(e) = journal.flushed().await {
+        if acks.send((journal.acknowledgeable(), last)).is_err() {
+            break;
+        }
+    }
+    drop(acks);
+    if let Err(e) = acker.await {
+        warn!(error = %e, "the acknowledging task failed");
+    }
+}
+
+/// Tells the session, in order, how far the messages are handled, each time the journal
+/// holds the jobs they brought.
+async fn acknowledge(
+    mut pending: tokio::sync::mpsc::UnboundedReceiver<(
+        impl Future<Output = Result<(), StateError>> + Send,
+        Delivery,
+    )>,
+    handled: Handled,
+) {
+    while let Some((flushed, last)) = pending.recv().await {
+        if let Err(e) = flushed.await {
             warn!(error = %e, "the task journal could not be written; acknowledging anyway");
         }
-        events.handled.through(last);
+        handled.through(last);
     }
 }
 

@@ -2,31 +2,29 @@
 //! deployed, so that a worker restarted after a crash can answer what its predecessor left
 //! (`interrupted`) instead of leaving the manager waiting forever.
 //!
-//! Writes go to a thread of their own, which commits whatever has queued up in one
-//! transaction (one fsync for a whole burst), in order; no task waits for the disk. A job is
-//! therefore on disk within one commit (milliseconds) of its arrival: a crash inside that
-//! window loses it from the journal.
+//! Writes go to a thread of their own ([`super::writer`]), which commits whatever has queued
+//! up in one transaction (one fsync for a whole burst), in order. A result is on disk before
+//! it is published, and a job before the broker hears it was received; what nobody waits for
+//! follows within milliseconds.
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 
-use redb::{
-    Database, DatabaseError, ReadableTable as _, ReadableTableMetadata as _, StorageError,
-    TableDefinition,
-};
+use redb::{Database, DatabaseError, ReadableTable as _, StorageError, TableDefinition};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use super::outbox::{self, SharedDepth, Stored, Unstored};
-use super::recent::{self, Recent};
+use super::recent::Recent;
+use super::writer::{Op, Recalled, Request, Writer, lock};
 use super::{StateDir, StateError};
 use crate::telemetry::Metrics;
 
 /// Jobs accepted and not answered: (task id, invocation id or "") → kind.
-const JOBS: TableDefinition<(&str, &str), &str> = TableDefinition::new("jobs");
+pub(super) const JOBS: TableDefinition<(&str, &str), &str> = TableDefinition::new("jobs");
 /// Latent tasks deployed: task id → "".
-const LATENT: TableDefinition<&str, &str> = TableDefinition::new("latent");
+pub(super) const LATENT: TableDefinition<&str, &str> = TableDefinition::new("latent");
 
 /// What kind of job an entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +38,7 @@ pub enum EntryKind {
 }
 
 impl EntryKind {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             EntryKind::Start => "start",
             EntryKind::Deploy => "deploy",
@@ -69,7 +67,7 @@ pub struct Entry {
 }
 
 impl Entry {
-    fn key(&self) -> (&str, &str) {
+    pub(super) fn key(&self) -> (&str, &str) {
         (&self.task, self.invocation.as_deref().unwrap_or(""))
     }
 }
@@ -86,37 +84,12 @@ pub struct Recovered {
     pub outbox: Vec<Stored>,
 }
 
-enum Op {
-    Flush,
-    Accept(Entry),
-    Answered(Entry),
-    Deployed(String),
-    Forgotten(String),
-    Store(Stored),
-    Delivered(u64),
-    Recall(u64, oneshot::Sender<Option<Recalled>>),
-}
-
-/// An answer given lately, as it was stored: its topic suffix and payload.
-pub type Recalled = (String, Vec<u8>);
-
-struct Request {
-    op: Op,
-    done: Option<oneshot::Sender<Result<(), String>>>,
-}
-
 /// A handle on the journal; cheap to clone. The writer thread ends with the last handle.
 #[derive(Debug, Clone)]
 pub struct Journal {
     tx: mpsc::Sender<Request>,
     depth: SharedDepth,
     recent: Arc<Mutex<Recent>>,
-}
-
-impl std::fmt::Debug for Request {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("journal request")
-    }
 }
 
 impl Journal {
@@ -166,12 +139,8 @@ impl Journal {
     /// disk (only then may it be handed to the MQTT session).
     pub async fn store(&self, result: Unstored) -> Result<u64, StateError> {
         let seq = self.depth.next.fetch_add(1, Ordering::Relaxed);
-        let (done, committed) = oneshot::channel();
-        self.send(Op::Store(result.numbered(seq)), Some(done));
-        match committed.await {
-            Ok(result) => result.map(|()| seq).map_err(StateError::Journal),
-            Err(_) => Err(StateError::Journal("its writer has stopped".into())),
-        }
+        self.durable(Op::Store(result.numbered(seq))).await?;
+        Ok(seq)
     }
 
     /// Removes result `seq` from the outbox: the broker has acknowledged it.
@@ -191,12 +160,28 @@ impl Journal {
 
     /// Resolves once everything recorded before is on disk.
     pub async fn flushed(&self) -> Result<(), StateError> {
+        self.durable(Op::Flush).await
+    }
+
+    /// Resolves once everything recorded before is on disk, which may wait a millisecond
+    /// for other writes to share the commit: what the broker's acknowledgement of the
+    /// messages just handled waits for. The flush is asked for when this is called, not
+    /// when the future is first polled.
+    pub fn acknowledgeable(
+        &self,
+    ) -> impl std::future::Future<Output = Result<(), StateError>> + Send + 'static {
         let (done, committed) = oneshot::channel();
-        self.send(Op::Flush, Some(done));
-        match committed.await {
-            Ok(result) => result.map_err(StateError::Journal),
-            Err(_) => Err(StateError::Journal("its writer has stopped".into())),
-        }
+        self.send(Op::Ack, Some(done));
+        committed_or_stopped(committed)
+    }
+
+    fn durable(
+        &self,
+        op: Op,
+    ) -> impl std::future::Future<Output = Result<(), StateError>> + Send + 'static {
+        let (done, committed) = oneshot::channel();
+        self.send(op, Some(done));
+        committed_or_stopped(committed)
     }
 
     /// Records `entry` as answered (its result is queued for the broker).
@@ -218,6 +203,16 @@ impl Journal {
         if self.tx.send(Request { op, done }).is_err() {
             warn!("the task journal's writer has stopped; this job is not journaled");
         }
+    }
+}
+
+/// What the writer said of a commit somebody waits for.
+async fn committed_or_stopped(
+    committed: oneshot::Receiver<Result<(), String>>,
+) -> Result<(), StateError> {
+    match committed.await {
+        Ok(result) => result.map_err(StateError::Journal),
+        Err(_) => Err(StateError::Journal("its writer has stopped".into())),
     }
 }
 
@@ -331,110 +326,12 @@ fn take_all(db: &Database) -> Result<Recovered, redb::Error> {
     Ok(recovered)
 }
 
-/// The remembered answers, locked (a poisoned lock still holds a consistent index: it is
-/// changed only after the commit that matches it).
-fn lock(recent: &Mutex<Recent>) -> MutexGuard<'_, Recent> {
-    recent.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Creates the table of recent answers if needed, and reads it.
 fn load_recent(db: &Database) -> Result<Recent, redb::Error> {
     let txn = db.begin_write()?;
     let recent = Recent::load(&txn)?;
     txn.commit()?;
     Ok(recent)
-}
-
-/// The journal's writer thread: what it keeps up to date besides the database.
-struct Writer {
-    depth: SharedDepth,
-    recent: Arc<Mutex<Recent>>,
-    metrics: Metrics,
-}
-
-impl Writer {
-    /// Commits queued requests in batches until every handle is gone.
-    fn run(&self, db: &Database, rx: &mpsc::Receiver<Request>) {
-        while let Ok(first) = rx.recv() {
-            let all = std::iter::once(first).chain(rx.try_iter());
-            let (recalls, batch): (Vec<Request>, Vec<Request>) =
-                all.partition(|r| matches!(r.op, Op::Recall(..)));
-            let result = self
-                .commit(db, &batch)
-                .map(|(jobs, latent)| self.count(jobs, latent))
-                .map_err(|e| e.to_string());
-            if let Err(e) = &result {
-                warn!(error = %e, "the task journal could not be written");
-            }
-            for request in batch {
-                if let Some(done) = request.done {
-                    // The job may have been cancelled meanwhile; nobody to tell then.
-                    done.send(result.clone()).ok();
-                }
-            }
-            self.recall(db, recalls);
-        }
-    }
-
-    fn count(&self, jobs: u64, latent: u64) {
-        self.metrics.journal(jobs, latent);
-        self.metrics.outbox(
-            self.depth.messages.load(Ordering::Relaxed),
-            self.depth.bytes.load(Ordering::Relaxed),
-        );
-    }
-
-    /// Answers each recall from the table of recent answers.
-    fn recall(&self, db: &Database, recalls: Vec<Request>) {
-        for request in recalls {
-            if let Op::Recall(seq, done) = request.op {
-                let found = db
-                    .begin_write()
-                    .map_err(redb::Error::from)
-                    .and_then(|txn| recent::recall(&Recent::open(&txn)?, seq));
-                if let Err(e) = &found {
-                    warn!(error = %e, "a recent answer could not be read");
-                }
-                done.send(found.ok().flatten()).ok();
-            }
-        }
-    }
-
-    /// Commits `batch` in one transaction (counting what it stores and removes in the
-    /// outbox, and remembering what it stores); returns how many jobs and latent tasks are
-    /// left.
-    fn commit(&self, db: &Database, batch: &[Request]) -> Result<(u64, u64), redb::Error> {
-        let txn = db.begin_write()?;
-        let mut stored = Vec::new();
-        let mut removed = Vec::new();
-        let mut recent = lock(&self.recent);
-        let counts = {
-            let mut jobs = txn.open_table(JOBS)?;
-            let mut latent = txn.open_table(LATENT)?;
-            let mut results = txn.open_table(outbox::OUTBOX)?;
-            let mut answers = Recent::open(&txn)?;
-            for request in batch {
-                match &request.op {
-                    Op::Flush | Op::Recall(..) => {}
-                    Op::Accept(e) => drop(jobs.insert(e.key(), e.kind.as_str())?),
-                    Op::Answered(e) => drop(jobs.remove(e.key())?),
-                    Op::Deployed(id) => drop(latent.insert(id.as_str(), "")?),
-                    Op::Forgotten(id) => drop(latent.remove(id.as_str())?),
-                    Op::Store(entry) => {
-                        outbox::insert(&mut results, entry)?;
-                        recent.insert(&mut answers, entry)?;
-                        stored.push(entry.payload.len());
-                    }
-                    Op::Delivered(seq) => removed.extend(outbox::remove(&mut results, *seq)?),
-                }
-            }
-            (jobs.len()?, latent.len()?)
-        };
-        txn.commit()?;
-        stored.into_iter().for_each(|n| self.depth.add(n));
-        removed.into_iter().for_each(|n| self.depth.remove(n));
-        Ok(counts)
-    }
 }
 
 #[cfg(test)]
@@ -497,6 +394,82 @@ mod tests {
             Recovered::default(),
             "recovered once, then forgotten"
         );
+    }
+
+    /// What a process that died this instant would find: the journal file as it is on
+    /// disk now, opened by another journal.
+    fn snapshot(root: &Path) -> Recovered {
+        let copy = tempfile::tempdir().expect("tempdir");
+        std::fs::copy(root.join("journal.redb"), copy.path().join("journal.redb")).expect("copy");
+        let dir = StateDir::open(copy.path()).expect("dir");
+        Journal::open(&dir, Metrics::default()).expect("journal").1
+    }
+
+    fn result(task: &str) -> Unstored {
+        Unstored {
+            topic: "control/proplet/results".into(),
+            task: task.into(),
+            invocation: None,
+            payload: b"{}".to_vec(),
+        }
+    }
+
+    #[tokio::test]
+    async fn what_is_waited_for_is_on_disk_when_the_wait_ends() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = StateDir::open(root.path()).expect("dir");
+        let (journal, _) = Journal::open(&dir, Metrics::default()).expect("journal");
+        let job = entry("acked", None, EntryKind::Start);
+        journal.accepted(job.clone());
+        journal.acknowledgeable().await.expect("flushed");
+        assert_eq!(snapshot(root.path()).unanswered, vec![job.clone()]);
+        let seq = journal.store(result("acked")).await.expect("stored");
+        let on_disk = snapshot(root.path());
+        assert_eq!(on_disk.outbox.len(), 1);
+        assert_eq!(on_disk.outbox[0].seq, seq);
+        journal.answered(job);
+        journal.delivered(seq);
+        journal.flushed().await.expect("flushed");
+        assert_eq!(snapshot(root.path()), Recovered::default());
+    }
+
+    #[tokio::test]
+    async fn what_nobody_waits_for_reaches_the_disk_soon_anyway() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = StateDir::open(root.path()).expect("dir");
+        let (journal, _) = Journal::open(&dir, Metrics::default()).expect("journal");
+        let seq = journal.store(result("t")).await.expect("stored");
+        let job = entry("lazy", None, EntryKind::Start);
+        journal.accepted(job.clone());
+        journal.deployed("latent");
+        journal.delivered(seq);
+        tokio::time::sleep(super::super::writer::LAZY * 10).await;
+        let on_disk = snapshot(root.path());
+        assert_eq!(on_disk.unanswered, vec![job]);
+        assert_eq!(on_disk.latent, vec!["latent".to_owned()]);
+        assert!(on_disk.outbox.is_empty(), "the delivery is on disk too");
+    }
+
+    #[tokio::test]
+    async fn a_flush_before_an_acknowledgement_waits_little_and_shares_its_commit() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = StateDir::open(root.path()).expect("dir");
+        let (journal, _) = Journal::open(&dir, Metrics::default()).expect("journal");
+        for n in 0..200 {
+            let id = format!("t{n}");
+            journal.accepted(entry(&id, None, EntryKind::Start));
+            let ack = journal.acknowledgeable();
+            let started = std::time::Instant::now();
+            let (acked, stored) = tokio::join!(ack, journal.store(result(&id)));
+            acked.expect("acked");
+            stored.expect("stored");
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(2),
+                "an acknowledgement waited {:?}",
+                started.elapsed()
+            );
+        }
+        assert_eq!(snapshot(root.path()).outbox.len(), 200);
     }
 
     #[tokio::test]

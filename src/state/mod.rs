@@ -13,10 +13,12 @@ mod dir;
 mod journal;
 mod outbox;
 pub mod recent;
+mod writer;
 
 pub use dir::{StateDir, default_path};
-pub use journal::{Entry, EntryKind, Journal, Recalled, Recovered};
+pub use journal::{Entry, EntryKind, Journal, Recovered};
 pub use outbox::{Stored, Unstored};
+pub use writer::Recalled;
 
 /// Why the state directory or the journal cannot be used.
 #[derive(Debug, thiserror::Error)]

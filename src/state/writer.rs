@@ -1,0 +1,251 @@
+//! The journal's writer thread: it commits whatever has queued up in one transaction, in
+//! order, and decides how soon each commit must reach the disk.
+//!
+//! A commit somebody waits for — a result about to be published, the flush before the
+//! broker's acknowledgement — is durable (fsynced) before the waiter hears of it. A commit
+//! nobody waits for (a job answered, a result delivered, a latent task deployed) is kept in
+//! memory only and reaches the disk with the next durable commit, at the latest
+//! [`LAZY`] later. A crash can therefore lose only those: after a restart the worker then
+//! publishes a delivered result once more, which at-least-once delivery allows, and never
+//! loses a job or a result.
+//!
+//! The flush before an acknowledgement ([`Op::Ack`]) waits up to [`COALESCE`] for company:
+//! a task that ends within it has its result stored in the same commit, so a round trip
+//! pays for one fsync, not two.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::time::{Duration, Instant};
+
+use redb::{Database, Durability, ReadableTableMetadata as _};
+use tokio::sync::oneshot;
+use tracing::warn;
+
+use super::journal::Entry;
+use super::outbox::{self, SharedDepth, Stored};
+use super::recent::{self, Recent};
+use crate::telemetry::Metrics;
+
+/// How long a commit nobody waits for may stay in memory before it is made durable.
+pub(super) const LAZY: Duration = Duration::from_millis(10);
+/// How long the flush before an acknowledgement waits for other writes to share its commit.
+pub(super) const COALESCE: Duration = Duration::from_millis(1);
+
+/// One change to the journal, or a question for it.
+pub(super) enum Op {
+    /// Nothing to write: make everything before durable now.
+    Flush,
+    /// Nothing to write: make everything before durable soon (within [`COALESCE`]); the
+    /// broker's acknowledgement of the messages just handled waits for it.
+    Ack,
+    Accept(Entry),
+    Answered(Entry),
+    Deployed(String),
+    Forgotten(String),
+    Store(Stored),
+    Delivered(u64),
+    Recall(u64, oneshot::Sender<Option<Recalled>>),
+}
+
+/// An answer given lately, as it was stored: its topic suffix and payload.
+pub type Recalled = (String, Vec<u8>);
+
+/// An operation and, if somebody waits for it to be durable, whom to tell.
+pub(super) struct Request {
+    pub(super) op: Op,
+    pub(super) done: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("journal request")
+    }
+}
+
+impl Request {
+    /// Whether the request must be durable before anything else happens.
+    fn urgent(&self) -> bool {
+        self.done.is_some() && !matches!(self.op, Op::Ack)
+    }
+}
+
+/// The remembered answers, locked (a poisoned lock still holds a consistent index: it is
+/// changed only after the commit that matches it).
+pub(super) fn lock(recent: &Mutex<Recent>) -> MutexGuard<'_, Recent> {
+    recent.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The writer thread: what it keeps up to date besides the database.
+pub(super) struct Writer {
+    pub(super) depth: SharedDepth,
+    pub(super) recent: Arc<Mutex<Recent>>,
+    pub(super) metrics: Metrics,
+}
+
+impl Writer {
+    /// Commits queued requests in batches until every handle is gone; whatever is still in
+    /// memory only is then made durable.
+    pub(super) fn run(&self, db: &Database, rx: &mpsc::Receiver<Request>) {
+        // When the commits kept in memory only must be on disk.
+        let mut lazy_until: Option<Instant> = None;
+        loop {
+            let first = match next(rx, lazy_until) {
+                Next::Request(request) => request,
+                Next::Due => {
+                    self.persist(db);
+                    lazy_until = None;
+                    continue;
+                }
+                Next::Closed => break,
+            };
+            let (recalls, batch): (Vec<Request>, Vec<Request>) = gather(first, rx)
+                .into_iter()
+                .partition(|r| matches!(r.op, Op::Recall(..)));
+            let durable = batch.iter().any(|r| r.done.is_some());
+            let result = self
+                .commit(db, &batch, durable)
+                .map(|(jobs, latent)| self.count(jobs, latent))
+                .map_err(|e| e.to_string());
+            if let Err(e) = &result {
+                warn!(error = %e, "the task journal could not be written");
+            }
+            lazy_until = match durable {
+                true => None,
+                false => lazy_until.or_else(|| Some(Instant::now() + LAZY)),
+            };
+            answer(batch, &result);
+            self.recall(db, recalls);
+        }
+        if lazy_until.is_some() {
+            self.persist(db);
+        }
+    }
+
+    /// Makes every commit kept in memory durable.
+    fn persist(&self, db: &Database) {
+        if let Err(e) = self.commit(db, &[], true) {
+            warn!(error = %e, "the task journal could not be written");
+        }
+    }
+
+    fn count(&self, jobs: u64, latent: u64) {
+        self.metrics.journal(jobs, latent);
+        self.metrics.outbox(
+            self.depth.messages.load(Ordering::Relaxed),
+            self.depth.bytes.load(Ordering::Relaxed),
+        );
+    }
+
+    /// Answers each recall from the table of recent answers.
+    fn recall(&self, db: &Database, recalls: Vec<Request>) {
+        for request in recalls {
+            if let Op::Recall(seq, done) = request.op {
+                let found = db
+                    .begin_write()
+                    .map_err(redb::Error::from)
+                    .and_then(|txn| recent::recall(&Recent::open(&txn)?, seq));
+                if let Err(e) = &found {
+                    warn!(error = %e, "a recent answer could not be read");
+                }
+                done.send(found.ok().flatten()).ok();
+            }
+        }
+    }
+
+    /// Commits `batch` in one transaction (counting what it stores and removes in the
+    /// outbox, and remembering what it stores), fsynced if `durable`; returns how many jobs
+    /// and latent tasks are left.
+    fn commit(
+        &self,
+        db: &Database,
+        batch: &[Request],
+        durable: bool,
+    ) -> Result<(u64, u64), redb::Error> {
+        let mut txn = db.begin_write()?;
+        if !durable {
+            txn.set_durability(Durability::None)?;
+        }
+        let mut stored = Vec::new();
+        let mut removed = Vec::new();
+        let mut recent = lock(&self.recent);
+        let counts = {
+            let mut jobs = txn.open_table(super::journal::JOBS)?;
+            let mut latent = txn.open_table(super::journal::LATENT)?;
+            let mut results = txn.open_table(outbox::OUTBOX)?;
+            let mut answers = Recent::open(&txn)?;
+            for request in batch {
+                match &request.op {
+                    Op::Flush | Op::Ack | Op::Recall(..) => {}
+                    Op::Accept(e) => drop(jobs.insert(e.key(), e.kind.as_str())?),
+                    Op::Answered(e) => drop(jobs.remove(e.key())?),
+                    Op::Deployed(id) => drop(latent.insert(id.as_str(), "")?),
+                    Op::Forgotten(id) => drop(latent.remove(id.as_str())?),
+                    Op::Store(entry) => {
+                        outbox::insert(&mut results, entry)?;
+                        recent.insert(&mut answers, entry)?;
+                        stored.push(entry.payload.len());
+                    }
+                    Op::Delivered(seq) => removed.extend(outbox::remove(&mut results, *seq)?),
+                }
+            }
+            (jobs.len()?, latent.len()?)
+        };
+        txn.commit()?;
+        stored.into_iter().for_each(|n| self.depth.add(n));
+        removed.into_iter().for_each(|n| self.depth.remove(n));
+        Ok(counts)
+    }
+}
+
+/// What the writer does next.
+enum Next {
+    /// Commit this, and whatever has queued up behind it.
+    Request(Request),
+    /// Make the commits kept in memory durable: their time is up.
+    Due,
+    /// Every handle is gone.
+    Closed,
+}
+
+/// Waits for the next request, or until `lazy_until`.
+fn next(rx: &mpsc::Receiver<Request>, lazy_until: Option<Instant>) -> Next {
+    let Some(until) = lazy_until else {
+        return rx.recv().map_or(Next::Closed, Next::Request);
+    };
+    match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+        Ok(request) => Next::Request(request),
+        Err(mpsc::RecvTimeoutError::Timeout) => Next::Due,
+        Err(mpsc::RecvTimeoutError::Disconnected) => Next::Closed,
+    }
+}
+
+/// `first` and everything queued behind it; if that holds a flush before an acknowledgement
+/// and nothing urgent, also whatever arrives within [`COALESCE`] until something urgent
+/// does.
+fn gather(first: Request, rx: &mpsc::Receiver<Request>) -> Vec<Request> {
+    let mut batch: Vec<Request> = std::iter::once(first).chain(rx.try_iter()).collect();
+    let acks = batch.iter().any(|r| matches!(r.op, Op::Ack));
+    if !acks || batch.iter().any(Request::urgent) {
+        return batch;
+    }
+    let until = Instant::now() + COALESCE;
+    while let Ok(request) = rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+        let urgent = request.urgent();
+        batch.push(request);
+        if urgent {
+            batch.extend(rx.try_iter());
+            break;
+        }
+    }
+    batch
+}
+
+/// Tells whoever waits for a request in `batch` how its commit went.
+fn answer(batch: Vec<Request>, result: &Result<(), String>) {
+    for request in batch {
+        if let Some(done) = request.done {
+            // The job may have been cancelled meanwhile; nobody to tell then.
+            done.send(result.clone()).ok();
+        }
+    }
+}
