@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use super::chunks::{Assembler, ChunkError};
+use super::inline::Decoded;
 use crate::config::FetchSettings;
 use crate::protocol::{BinaryRequest, Chunk, ErrorKind, Outbound, StartRequest};
 use crate::runtime::{Binary, Digest};
@@ -102,6 +103,8 @@ pub struct Fetcher {
     max_bytes: u64,
     /// Binaries in use, so that many tasks with one digest share one copy.
     shared: Mutex<HashMap<Digest, Weak<[u8]>>>,
+    /// Inline binaries decoded lately, by their base64 text.
+    decoded: Decoded,
 }
 
 impl Fetcher {
@@ -129,6 +132,7 @@ impl Fetcher {
             http,
             max_bytes: settings.max_binary_bytes,
             shared: Mutex::new(HashMap::new()),
+            decoded: Decoded::default(),
         })
     }
 
@@ -172,7 +176,12 @@ impl Fetcher {
         if (file.len() as u64 / 4) * 3 > self.max_bytes {
             return Err(FetchError::TooLarge(self.max_bytes));
         }
-        Ok(Binary::new(STANDARD.decode(file)?))
+        if let Some(binary) = self.decoded.get(file) {
+            return Ok(binary);
+        }
+        let binary = Binary::new(STANDARD.decode(file)?);
+        self.decoded.remember(file, &binary);
+        Ok(binary)
     }
 
     async fn http(&self, url: &str) -> Result<Binary, FetchError> {

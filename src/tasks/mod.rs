@@ -16,6 +16,7 @@ mod error;
 mod fetch;
 pub mod heartbeat;
 mod held;
+mod inline;
 mod job;
 mod latent;
 mod manager;
