@@ -186,6 +186,10 @@ impl Parts {
 fn make_engine(fuel: bool, allocation: &Allocation) -> Result<(Engine, Allocator), RuntimeError> {
     let mut config = wasmtime::Config::new();
     config.epoch_interruption(true).consume_fuel(fuel);
+    // Tasks are WASI preview 2 components and core modules: without the component model's
+    // concurrency (preview 3's async ABI, streams, futures), a store sets up no fibers and
+    // futures of its own, which are a fifth of a component task's host CPU.
+    config.concurrency_support(false);
     let preferred = allocation.preferred();
     config.allocation_strategy(allocation.strategy(preferred));
     match Engine::new(&config) {
