@@ -67,6 +67,10 @@ guests:
 bench: guests
     RUST_LOG=error cargo bench --bench e2e
 
+# Criterion micro-benchmarks: decoding a start, running a cached module and component.
+bench-micro: guests
+    env -u RUST_BACKTRACE cargo bench --bench micro
+
 # Jaeger all-in-one (docker or podman): OTLP on 4317/4318, UI on http://localhost:16686.
 jaeger image="docker.io/jaegertracing/jaeger:latest":
     #!/usr/bin/env bash

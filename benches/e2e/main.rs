@@ -8,6 +8,7 @@
 //!   through the echo peer, with the worker's CPU per task (from /proc) and the largest
 //!   heartbeat gap;
 //! - spawn → discovery, idle and peak RSS, binary size;
+//! - what one fsync costs on the disk of the state directory (a round trip pays for one);
 //! - a CPU-bound guest against the same module run by Wasmtime in this process;
 //! - the first task after a restart against a cold compile (the compile cache on disk).
 //!
@@ -40,6 +41,7 @@ async fn main() {
     if !only_qos2 {
         measure::startup(&broker, &mut report).await;
     }
+    measure::fsync(&mut report);
     for qos in if only_qos2 { vec![2] } else { vec![0, 1, 2] } {
         measure::traffic(&broker, qos, &mut report).await;
     }

@@ -486,3 +486,30 @@ pub async fn restart(broker: &Broker, report: &mut Report) {
         share <= 0.25 && warm <= Duration::from_millis(150),
     );
 }
+
+/// What one durable write costs on the disk of the state directories (the system's temp
+/// directory): a 4 KiB write and `fdatasync`, p50 of 200. A round trip pays for one (the
+/// journal commit that stores the result before it is published).
+pub fn fsync(report: &mut Report) {
+    use std::io::{Seek as _, SeekFrom, Write as _};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut file = std::fs::File::create(dir.path().join("fsync")).expect("create");
+    file.write_all(&[0; 1 << 20]).expect("write");
+    file.sync_all().expect("sync");
+    let mut times: Vec<Duration> = (0..200u64)
+        .map(|n| {
+            let began = Instant::now();
+            file.seek(SeekFrom::Start((n % 256) * 4096)).expect("seek");
+            file.write_all(&[1; 4096]).expect("write");
+            file.sync_data().expect("fdatasync");
+            began.elapsed()
+        })
+        .collect();
+    times.sort();
+    report.row(
+        "one fsync on the state directory's disk (4 KiB write + fdatasync, p50)",
+        ms(p50(&times)),
+        "",
+        true,
+    );
+}

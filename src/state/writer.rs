@@ -30,6 +30,9 @@ use crate::telemetry::Metrics;
 pub(super) const LAZY: Duration = Duration::from_millis(10);
 /// How long the flush before an acknowledgement waits for other writes to share its commit.
 pub(super) const COALESCE: Duration = Duration::from_millis(1);
+/// How long a result waits for the results of other running jobs to share its commit (as
+/// PostgreSQL's `commit_delay`): only while more jobs run than results are at hand.
+pub(super) const COMMIT_DELAY: Duration = Duration::from_micros(200);
 
 /// One change to the journal, or a question for it.
 pub(super) enum Op {
@@ -88,6 +91,8 @@ impl Writer {
     pub(super) fn run(&self, db: &Database, rx: &mpsc::Receiver<Request>) {
         // When the commits kept in memory only must be on disk.
         let mut lazy_until: Option<Instant> = None;
+        // Jobs accepted and not answered, as of the last commit.
+        let mut running = 0;
         loop {
             let first = match next(rx, lazy_until) {
                 Next::Request(request) => request,
@@ -98,13 +103,16 @@ impl Writer {
                 }
                 Next::Closed => break,
             };
-            let (recalls, batch): (Vec<Request>, Vec<Request>) = gather(first, rx)
+            let (recalls, batch): (Vec<Request>, Vec<Request>) = gather(first, rx, running)
                 .into_iter()
                 .partition(|r| matches!(r.op, Op::Recall(..)));
             let durable = batch.iter().any(|r| r.done.is_some());
             let result = self
                 .commit(db, &batch, durable)
-                .map(|(jobs, latent)| self.count(jobs, latent))
+                .map(|(jobs, latent)| {
+                    running = jobs;
+                    self.count(jobs, latent);
+                })
                 .map_err(|e| e.to_string());
             if let Err(e) = &result {
                 warn!(error = %e, "the task journal could not be written");
@@ -219,25 +227,48 @@ fn next(rx: &mpsc::Receiver<Request>, lazy_until: Option<Instant>) -> Next {
     }
 }
 
-/// `first` and everything queued behind it; if that holds a flush before an acknowledgement
-/// and nothing urgent, also whatever arrives within [`COALESCE`] until something urgent
-/// does.
-fn gather(first: Request, rx: &mpsc::Receiver<Request>) -> Vec<Request> {
+/// `first` and everything queued behind it, and then maybe more:
+/// - if that holds a flush before an acknowledgement and nothing urgent, whatever arrives
+///   within [`COALESCE`] until something urgent does;
+/// - if it holds fewer results than the `running` jobs, whatever arrives within
+///   [`COMMIT_DELAY`] until it holds as many.
+fn gather(first: Request, rx: &mpsc::Receiver<Request>, running: u64) -> Vec<Request> {
     let mut batch: Vec<Request> = std::iter::once(first).chain(rx.try_iter()).collect();
     let acks = batch.iter().any(|r| matches!(r.op, Op::Ack));
-    if !acks || batch.iter().any(Request::urgent) {
-        return batch;
+    if acks && !batch.iter().any(Request::urgent) {
+        wait_for(&mut batch, rx, COALESCE, |batch| {
+            batch.iter().any(Request::urgent)
+        });
     }
-    let until = Instant::now() + COALESCE;
+    let results = |batch: &[Request]| {
+        batch
+            .iter()
+            .filter(|r| matches!(r.op, Op::Store(_)))
+            .count()
+    };
+    if results(&batch) > 0 && (results(&batch) as u64) < running {
+        wait_for(&mut batch, rx, COMMIT_DELAY, |batch| {
+            results(batch) as u64 >= running
+        });
+    }
+    batch
+}
+
+/// Adds to `batch` whatever arrives within `delay`, until `enough` says so.
+fn wait_for(
+    batch: &mut Vec<Request>,
+    rx: &mpsc::Receiver<Request>,
+    delay: Duration,
+    enough: impl Fn(&[Request]) -> bool,
+) {
+    let until = Instant::now() + delay;
     while let Ok(request) = rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
-        let urgent = request.urgent();
         batch.push(request);
-        if urgent {
-            batch.extend(rx.try_iter());
+        batch.extend(rx.try_iter());
+        if enough(batch) {
             break;
         }
     }
-    batch
 }
 
 /// Tells whoever waits for a request in `batch` how its commit went.
