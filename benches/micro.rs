@@ -18,8 +18,7 @@ use proplet::protocol::{Topic, decode};
 use proplet::runtime::{Allocation, AllocatorChoice, Binary, Runtime, TaskSpec};
 use proplet::sandbox::Limits;
 
-/// The core module of the harness: `add(a, b)`, base64.
-const ADD_WASM: &str = "AGFzbQEAAAABBwFgAn9/AX8DAgEABwcBA2FkZAAACgkBBwAgACABags=";
+use guests::ADD_WASM;
 
 fn start(file: &str) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({

@@ -23,6 +23,8 @@ use crate::transport::{
 
 /// Messages that may wait for the MQTT client, in each of the publisher's queues.
 const OUTBOUND_CAPACITY: usize = 1024;
+/// Batches of handled messages whose acknowledgement may wait for the journal at once.
+const ACKS_PENDING: usize = 64;
 
 /// Why the worker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -252,7 +254,9 @@ async fn dispatch(
     journal: Journal,
     stop: CancellationToken,
 ) {
-    let (acks, pending) = tokio::sync::mpsc::unbounded_channel();
+    // Bounded: should the disk stall, the dispatcher stops taking messages in, as the
+    // broker stops sending them once they go unacknowledged.
+    let (acks, pending) = tokio::sync::mpsc::channel(ACKS_PENDING);
     let acker = tokio::spawn(acknowledge(pending, events.handled.clone()));
     loop {
         let first = tokio::select! {
@@ -268,7 +272,7 @@ async fn dispatch(
             manager.handle(msg);
             last = delivery;
         }
-        if acks.send((journal.acknowledgeable(), last)).is_err() {
+        if acks.send((journal.acknowledgeable(), last)).await.is_err() {
             break;
         }
     }
@@ -281,7 +285,7 @@ async fn dispatch(
 /// Tells the session, in order, how far the messages are handled, each time the journal
 /// holds the jobs they brought.
 async fn acknowledge(
-    mut pending: tokio::sync::mpsc::UnboundedReceiver<(
+    mut pending: tokio::sync::mpsc::Receiver<(
         impl Future<Output = Result<(), StateError>> + Send,
         Delivery,
     )>,

@@ -236,36 +236,35 @@ fn gather(first: Request, rx: &mpsc::Receiver<Request>, running: u64) -> Vec<Req
     let mut batch: Vec<Request> = std::iter::once(first).chain(rx.try_iter()).collect();
     let acks = batch.iter().any(|r| matches!(r.op, Op::Ack));
     if acks && !batch.iter().any(Request::urgent) {
-        wait_for(&mut batch, rx, COALESCE, |batch| {
-            batch.iter().any(Request::urgent)
-        });
+        wait_for(&mut batch, rx, COALESCE, Request::urgent);
     }
-    let results = |batch: &[Request]| {
-        batch
-            .iter()
-            .filter(|r| matches!(r.op, Op::Store(_)))
-            .count()
-    };
-    if results(&batch) > 0 && (results(&batch) as u64) < running {
-        wait_for(&mut batch, rx, COMMIT_DELAY, |batch| {
-            results(batch) as u64 >= running
+    let is_result = |r: &Request| matches!(r.op, Op::Store(_));
+    let mut results = batch.iter().filter(|r| is_result(r)).count() as u64;
+    if results > 0 && results < running {
+        wait_for(&mut batch, rx, COMMIT_DELAY, |r| {
+            results += u64::from(is_result(r));
+            results >= running
         });
     }
     batch
 }
 
-/// Adds to `batch` whatever arrives within `delay`, until `enough` says so.
+/// Adds to `batch` whatever arrives within `delay`, until `enough` says so of a request
+/// added (it sees each one once, in order).
 fn wait_for(
     batch: &mut Vec<Request>,
     rx: &mpsc::Receiver<Request>,
     delay: Duration,
-    enough: impl Fn(&[Request]) -> bool,
+    mut enough: impl FnMut(&Request) -> bool,
 ) {
     let until = Instant::now() + delay;
-    while let Ok(request) = rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
-        batch.push(request);
-        batch.extend(rx.try_iter());
-        if enough(batch) {
+    while let Ok(first) = rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+        let mut done = false;
+        for request in std::iter::once(first).chain(rx.try_iter()) {
+            done |= enough(&request);
+            batch.push(request);
+        }
+        if done {
             break;
         }
     }

@@ -2,6 +2,9 @@
 
 use std::path::PathBuf;
 
+/// The smallest core module of the harness, `add(a, b)`, as base64 (41 bytes).
+pub const ADD_WASM: &str = "AGFzbQEAAAABBwFgAn9/AX8DAgEABwcBA2FkZAAACgkBBwAgACABags=";
+
 /// The bytes of core-module guest `name` (a crate under `guest-examples/`).
 pub fn bytes(name: &str) -> Vec<u8> {
     read(path(name))

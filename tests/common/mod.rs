@@ -25,7 +25,7 @@ pub const C: &str = "5a6b7c8d-9e0f-4a1b-8c2d-3e4f5a6b7c8d";
 pub const P: &str = "c1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4e5f";
 pub const Q: &str = "d9e8f7a6-b5c4-4d3e-8f2a-1b0c9d8e7f6a";
 pub const T: &str = "8f14e45f-ceea-467f-a8e0-2c3b1f7d9a10";
-pub const ADD_WASM: &str = "AGFzbQEAAAABBwFgAn9/AX8DAgEABwcBA2FkZAAACgkBBwAgACABags=";
+pub use guests::ADD_WASM;
 
 /// `m/{A}/c/{C}/<suffix>`.
 pub fn topic(suffix: &str) -> String {
