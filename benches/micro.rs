@@ -51,6 +51,7 @@ fn spec(binary: &Binary) -> TaskSpec {
         limits: Limits::default(),
         mounts: Vec::new(),
         network: Vec::new().into(),
+        http: None,
         meter: Default::default(),
         echo: false,
     }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::runtime::{Binary, Runtime, RuntimeError, TaskOutput, TaskSpec};
 use crate::sandbox::capabilities::{grant, parse_volumes};
-use crate::sandbox::{Limits, Mount, MountRequest, Volume};
+use crate::sandbox::{HttpGrant, HttpPolicy, Limits, Mount, MountRequest, Volume};
 
 /// What to run.
 #[derive(Debug, Clone, clap::Args)]
@@ -81,6 +81,16 @@ fn compile_cache() -> Result<Option<crate::runtime::DiskCacheConfig>, LocalError
     Ok(Some(crate::runtime::DiskCacheConfig { dir, max_bytes }))
 }
 
+/// The HTTP grant of a local run: every origin the policy allows (`--http-allow`,
+/// `PROPLET_HTTP_ALLOW`), within its budgets.
+fn http_grant(policy: HttpPolicy) -> Option<HttpGrant> {
+    (!policy.allow.is_empty()).then(|| HttpGrant {
+        origins: policy.allow.into(),
+        private: policy.private.into(),
+        limits: policy.limits,
+    })
+}
+
 fn parse_env(text: &str) -> Result<(String, Option<String>), String> {
     match text.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), Some(v.to_owned()))),
@@ -127,8 +137,8 @@ pub enum LocalError {
     Runtime(#[from] RuntimeError),
 }
 
-/// Runs `args` and returns the task output.
-pub async fn run(args: RunArgs) -> Result<TaskOutput, LocalError> {
+/// Runs `args`, with outbound HTTP as `http` allows, and returns the task output.
+pub async fn run(args: RunArgs, http: HttpPolicy) -> Result<TaskOutput, LocalError> {
     let bytes = read(&args.file)?;
     let (name, inputs, argv) = args.call.split(args.args);
     let spec = TaskSpec {
@@ -141,6 +151,7 @@ pub async fn run(args: RunArgs) -> Result<TaskOutput, LocalError> {
         limits: Limits::default(),
         mounts: args.mounts,
         network: Vec::new().into(),
+        http: http_grant(http),
         meter: Default::default(),
         echo: true,
     };

@@ -11,7 +11,13 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Cmd::Daemon) {
         Cmd::Demo => report(demo().await),
-        Cmd::Run(args) => run_local(args).await,
+        Cmd::Run(args) => {
+            let env = |name: &str| std::env::var(name).ok();
+            match Config::http_policy(cli.config.as_deref(), &env, cli.settings.0) {
+                Ok(http) => run_local(args, http).await,
+                Err(e) => report(Err(e.into())),
+            }
+        }
         Cmd::Submit(args) => {
             match Config::from_process_env(cli.config.as_deref(), cli.settings.0) {
                 Ok(config) => submit(args, &config).await,
@@ -72,7 +78,7 @@ async fn demo() -> anyhow::Result<()> {
 }
 
 /// `proplet run`: the result on stdout, guest stderr on stderr, the guest's exit status.
-async fn run_local(args: proplet::local::RunArgs) -> ExitCode {
+async fn run_local(args: proplet::local::RunArgs, http: proplet::sandbox::HttpPolicy) -> ExitCode {
     use proplet::local::LocalError;
     use proplet::runtime::RuntimeError;
     // Guest log lines (the WIT `log` interface) go to stderr; RUST_LOG can change that.
@@ -85,7 +91,7 @@ async fn run_local(args: proplet::local::RunArgs) -> ExitCode {
     }
     // The guest's stdout and stderr were copied out as it wrote them (as the wasmtime CLI
     // does); what remains is a returned value, the exit status, or why it failed.
-    match proplet::local::run(args).await {
+    match proplet::local::run(args, http).await {
         Ok(out) => {
             if !out.from_stdout {
                 print!("{}", out.result);

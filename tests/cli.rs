@@ -121,6 +121,42 @@ fn inspect_describes_kinds_exports_and_capabilities() {
     assert!(out.contains("binding-generator internals hidden"), "{out}");
     let out = text(&proplet(&["inspect", "--all", python], &[]).stdout);
     assert!(out.contains("exports#init"), "--all lists them: {out}");
+    let http = guests::component_path("http");
+    let out = text(&proplet(&["inspect", http.to_str().unwrap()], &[]).stdout);
+    assert!(
+        out.contains("outgoing HTTP (the start's `http` origins, within PROPLET_HTTP_ALLOW)"),
+        "{out}"
+    );
+}
+
+/// `proplet run` sends HTTP only where `--http-allow` (or `PROPLET_HTTP_ALLOW`) lets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_sends_http_only_where_allowed() {
+    let base =
+        common::http::serve(vec![("/hi", "200 OK", "text/plain", Some(b"hi".to_vec()))]).await;
+    let http = guests::component_path("http");
+    let http = http.to_str().unwrap().to_owned();
+    let url = format!("{base}/hi");
+    let run = |args: Vec<String>, env: Vec<(&'static str, String)>| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            text(&proplet(&args, &env).stdout)
+        })
+    };
+    let args = |pre: &[&str]| {
+        let mut v: Vec<String> = pre.iter().map(|s| (*s).to_owned()).collect();
+        v.extend(["run".into(), http.clone(), "get".into(), url.clone()]);
+        v
+    };
+    let denied = run(args(&[]), vec![]).await.unwrap();
+    assert_eq!(denied, "error=http-request-denied\n");
+    let flag = run(args(&["--http-allow", &base]), vec![]).await.unwrap();
+    assert_eq!(flag, "status=200 body=hi\n");
+    let env = run(args(&[]), vec![("PROPLET_HTTP_ALLOW", base.clone())])
+        .await
+        .unwrap();
+    assert_eq!(env, "status=200 body=hi\n");
 }
 
 #[test]

@@ -155,6 +155,8 @@ pub struct TaskSettings {
     pub volumes: Vec<crate::sandbox::Volume>,
     /// Where guests may connect (`PROPLET_NET_ALLOW`); empty means no network.
     pub net_allow: Vec<crate::sandbox::NetRule>,
+    /// Where components may send HTTP requests, and each task's HTTP budget.
+    pub http: crate::sandbox::HttpPolicy,
 }
 
 /// How binaries are obtained.
@@ -291,6 +293,30 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
         cli: Vec<(&'static Setting, String)>,
     ) -> Result<Config, ConfigError> {
+        let mut config = resolve::from_layers(Config::layers(file, env, cli)?)?;
+        if config.state_dir.is_none() {
+            config.state_dir = crate::state::default_path(env);
+        }
+        config.cache_dir = crate::runtime::resolve_cache_dir(config.cache_dir.as_deref(), env);
+        Ok(config)
+    }
+
+    /// Only the HTTP policy, from the same sources as [`Config::load`] (for `proplet run`,
+    /// which needs no identity).
+    pub fn http_policy(
+        file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+        cli: Vec<(&'static Setting, String)>,
+    ) -> Result<crate::sandbox::HttpPolicy, ConfigError> {
+        resolve::http_policy(&reader::Reader::new(&Config::layers(file, env, cli)?))
+    }
+
+    /// Defaults, then the file, the environment and the flags.
+    fn layers(
+        file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+        cli: Vec<(&'static Setting, String)>,
+    ) -> Result<Layers, ConfigError> {
         let mut layers = Layers::defaults();
         let file = file.map(Path::to_path_buf).or_else(|| {
             env("PROPLET_CONFIG_FILE")
@@ -305,12 +331,7 @@ impl Config {
         }
         layers.apply_env(env)?;
         layers.apply_cli(cli);
-        let mut config = resolve::from_layers(layers)?;
-        if config.state_dir.is_none() {
-            config.state_dir = crate::state::default_path(env);
-        }
-        config.cache_dir = crate::runtime::resolve_cache_dir(config.cache_dir.as_deref(), env);
-        Ok(config)
+        Ok(layers)
     }
 
     /// The compile cache on disk, unless it is off.

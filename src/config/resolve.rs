@@ -188,6 +188,23 @@ fn tasks(r: &Reader<'_>) -> Result<TaskSettings, ConfigError> {
         net_allow: r
             .opt(&NET_ALLOW, crate::sandbox::network::parse_net_allow)?
             .unwrap_or_default(),
+        http: http_policy(r)?,
+    })
+}
+
+pub(super) fn http_policy(r: &Reader<'_>) -> Result<crate::sandbox::HttpPolicy, ConfigError> {
+    use crate::sandbox::http::{parse_origins, parse_ranges};
+    Ok(crate::sandbox::HttpPolicy {
+        allow: r.opt(&HTTP_ALLOW, parse_origins)?.unwrap_or_default(),
+        private: r
+            .opt(&HTTP_ALLOW_PRIVATE, parse_ranges)?
+            .unwrap_or_default(),
+        limits: crate::sandbox::HttpLimits {
+            requests: r.req(&HTTP_REQUESTS, |t| values::bounded(t, 0, u64::MAX))?,
+            concurrency: r.req(&HTTP_CONCURRENCY, usize_in(1, 1024))?,
+            bytes: r.req(&HTTP_BYTES, values::bytes)?,
+            timeout: r.req(&HTTP_TIMEOUT, positive_duration)?,
+        },
     })
 }
 

@@ -233,6 +233,54 @@ settings! {
         "Where guests may connect: host:port patterns (IP, *, localhost, or a name resolved at startup; default: no network).",
     );
 
+    HTTP_ALLOW = s(
+        "http_allow",
+        "http-allow",
+        &["PROPLET_HTTP_ALLOW"],
+        None,
+        "Origins components may be granted for outbound HTTP: scheme://host[:port], host may be * or *.domain, port may be * (default: no HTTP).",
+    );
+
+    HTTP_ALLOW_PRIVATE = s(
+        "http_allow_private",
+        "http-allow-private",
+        &["PROPLET_HTTP_ALLOW_PRIVATE"],
+        None,
+        "Non-public address ranges (CIDR) that allowed HTTP host names may resolve to; loopback, private and link-local are refused otherwise.",
+    );
+
+    HTTP_REQUESTS = s(
+        "http_requests",
+        "http-requests",
+        &["PROPLET_HTTP_REQUESTS"],
+        Some("100"),
+        "HTTP requests one task may send; one more ends it with http_limit.",
+    );
+
+    HTTP_CONCURRENCY = s(
+        "http_concurrency",
+        "http-concurrency",
+        &["PROPLET_HTTP_CONCURRENCY"],
+        Some("8"),
+        "HTTP requests one task may have in flight; further requests wait for a slot.",
+    );
+
+    HTTP_BYTES = s(
+        "http_bytes",
+        "http-bytes",
+        &["PROPLET_HTTP_BYTES"],
+        Some("16MiB"),
+        "Bytes of HTTP request and response bodies one task may move; past it the task ends with http_limit.",
+    );
+
+    HTTP_TIMEOUT = s(
+        "http_timeout",
+        "http-timeout",
+        &["PROPLET_HTTP_TIMEOUT"],
+        Some("30s"),
+        "Longest one outbound HTTP request may take, response body included; the guest then gets connection-timeout.",
+    );
+
     MAX_CONCURRENT_TASKS = s(
         "max_concurrent_tasks",
         "max-concurrent-tasks",

@@ -120,6 +120,14 @@ pub struct StartRequest {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub mounts: Vec<MountSpec>,
+    /// Origins the task asks to send HTTP requests to (an extension):
+    /// `scheme://host[:port]`, each within the proplet's `PROPLET_HTTP_ALLOW`.
+    #[serde(
+        default,
+        deserialize_with = "or_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub http: Vec<String>,
     /// Budgets the task asks for (an extension), capped by the node maximums.
     #[serde(
         default,

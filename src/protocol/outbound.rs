@@ -31,6 +31,8 @@ pub enum ErrorKind {
     Fuel,
     /// The guest wrote more output than allowed.
     OutputLimit,
+    /// The guest made more HTTP requests, or moved more HTTP body bytes, than allowed.
+    HttpLimit,
     /// The proplet is at capacity and its queue is full.
     Overloaded,
     /// Refused by policy or capability checks.
@@ -56,6 +58,7 @@ impl ErrorKind {
             ErrorKind::Memory => "memory",
             ErrorKind::Fuel => "fuel",
             ErrorKind::OutputLimit => "output_limit",
+            ErrorKind::HttpLimit => "http_limit",
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::Denied => "denied",
             ErrorKind::Internal => "internal",
@@ -148,8 +151,14 @@ pub struct Usage {
     pub memory_peak_bytes: Option<u64>,
     /// Bytes of stdout, stderr, log lines and result the guest produced.
     pub output_bytes: u64,
+    /// HTTP requests the guest sent; omitted unless the task was granted HTTP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_requests: Option<u64>,
+    /// Bytes of HTTP request and response bodies; omitted unless the task was granted HTTP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_bytes: Option<u64>,
     /// The `error_kind` of the budget that ended the task (`timeout`, `memory`, `fuel`,
-    /// `output_limit`), or `null`.
+    /// `output_limit`, `http_limit`), or `null`.
     pub limit: Option<ErrorKind>,
     /// The budgets the task ran under; omitted when it was refused before they were set.
     #[serde(skip_serializing_if = "Option::is_none")]

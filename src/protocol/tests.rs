@@ -369,6 +369,8 @@ fn usage_receipt_matches_its_golden_fixture() {
                 fuel: None,
                 memory_peak_bytes: Some(65_536),
                 output_bytes: 5,
+                http_requests: None,
+                http_bytes: None,
                 limit: Some(ErrorKind::Memory),
                 limits: Some(limits),
             }),

@@ -134,6 +134,8 @@ pub struct WasmEngine {
     scratch_root: ScratchRoot,
     /// Which instance allocator to set Wasmtime up with.
     allocation: Allocation,
+    /// HTTP clients of guests' outbound requests.
+    http: super::http::Clients,
 }
 
 /// What the first task makes.
@@ -163,6 +165,8 @@ impl Parts {
             .map_err(RuntimeError::internal)?;
         let mut component_linker = component::Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut component_linker)
+            .map_err(RuntimeError::internal)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut component_linker)
             .map_err(RuntimeError::internal)?;
         super::workload::add_to_linker(&mut component_linker, |s: &mut ComponentState| {
             &mut s.workload
@@ -229,6 +233,7 @@ impl WasmEngine {
             metrics,
             scratch_root,
             allocation: Allocation::default(),
+            http: super::http::Clients::default(),
         })
     }
 
@@ -284,6 +289,9 @@ impl WasmEngine {
             if ctx.data().output_exhausted() {
                 wasmtime::bail!("the output budget is exhausted");
             }
+            if let Some(why) = ctx.data().http_exhausted() {
+                wasmtime::bail!("the HTTP budget is exhausted: {why}");
+            }
             Ok(UpdateDeadline::Yield(1))
         });
         Ok(store)
@@ -302,6 +310,11 @@ impl WasmEngine {
         self.scratch_root
             .scratch()
             .map_err(|e| RuntimeError::Internal(format!("cannot create a scratch directory: {e}")))
+    }
+
+    /// The HTTP clients guests' requests go out through.
+    pub(super) fn http_clients(&self) -> &super::http::Clients {
+        &self.http
     }
 
     /// Most WASI handles (files, directories, streams, sockets) one task may hold.

@@ -3,11 +3,16 @@
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::sandbox::{CappedOutput, Echo, MemoryLimiter, SCRATCH_PATH, Scratch, network};
 
+use super::WasmEngine;
+use super::http::{HttpState, Outbound};
 use super::workload::WorkloadContext;
 use super::{GuestOutput, TaskSpec};
+use crate::sandbox::HttpBudget;
+use crate::telemetry::TraceHeaders;
 
 /// What a core module's `Store` holds.
 pub struct HostState {
@@ -29,6 +34,8 @@ pub struct ComponentState {
     pub workload: WorkloadContext,
     /// The guest's stdout and stderr.
     pub output: Captured,
+    /// Outbound HTTP within the task's grant.
+    http: HttpState,
 }
 
 /// Store state that carries the task's memory limiter and knows its output budget.
@@ -39,6 +46,12 @@ pub trait Limited: Send + 'static {
     /// Whether the guest tried to write past its output budget (it is then stopped at the
     /// next epoch tick, whatever it does with the refused write).
     fn output_exhausted(&self) -> bool;
+
+    /// Why the guest's HTTP budget is exhausted, if it is (it is then stopped at the next
+    /// epoch tick).
+    fn http_exhausted(&self) -> Option<String> {
+        None
+    }
 }
 
 impl Limited for HostState {
@@ -58,6 +71,20 @@ impl Limited for ComponentState {
 
     fn output_exhausted(&self) -> bool {
         self.output.overflowed() || self.workload.overflowed
+    }
+
+    fn http_exhausted(&self) -> Option<String> {
+        self.http.hooks.exhausted().map(|why| why.to_string())
+    }
+}
+
+impl WasiHttpView for ComponentState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http.ctx,
+            table: &mut self.table,
+            hooks: &mut self.http.hooks,
+        }
     }
 }
 
@@ -144,15 +171,15 @@ fn wasi_builder(
     Ok(builder)
 }
 
-/// Store state for a core module, holding at most `handles` WASI handles.
+/// Store state for a core module, holding at most the engine's number of WASI handles.
 pub fn host_state(
     spec: &TaskSpec,
     captured: &Captured,
     scratch: &Scratch,
-    handles: usize,
+    engine: &WasmEngine,
 ) -> wasmtime::Result<HostState> {
     let mut wasi = wasi_builder(spec, captured, scratch)?.build_p1();
-    wasi.ctx().table.set_max_capacity(handles);
+    wasi.ctx().table.set_max_capacity(engine.task_handles());
     Ok(HostState {
         wasi,
         limiter: MemoryLimiter::new(&spec.limits, spec.meter.clone()),
@@ -160,15 +187,16 @@ pub fn host_state(
     })
 }
 
-/// Store state for a component, holding at most `handles` WASI handles.
+/// Store state for a component, holding at most the engine's number of WASI handles, with
+/// outbound HTTP within the task's grant.
 pub fn component_state(
     spec: &TaskSpec,
     captured: &Captured,
     scratch: &Scratch,
-    handles: usize,
+    engine: &WasmEngine,
 ) -> wasmtime::Result<ComponentState> {
     let mut table = ResourceTable::new();
-    table.set_max_capacity(handles);
+    table.set_max_capacity(engine.task_handles());
     Ok(ComponentState {
         ctx: wasi_builder(spec, captured, scratch)?.build(),
         table,
@@ -188,6 +216,24 @@ pub fn component_state(
             ..WorkloadContext::default()
         },
         output: captured.clone(),
+        http: http_state(spec, engine)?,
+    })
+}
+
+/// The task's `wasi:http` state: its grant and a fresh budget, or nothing granted.
+fn http_state(spec: &TaskSpec, engine: &WasmEngine) -> wasmtime::Result<HttpState> {
+    let budget = spec
+        .http
+        .as_ref()
+        .map(|g| std::sync::Arc::new(HttpBudget::new(g.limits, spec.meter.clone())));
+    let incoming = TraceHeaders {
+        traceparent: spec.env.get("TRACEPARENT").cloned(),
+        tracestate: spec.env.get("TRACESTATE").cloned(),
+    };
+    let hooks = Outbound::new(spec.http.as_ref(), budget, engine.http_clients(), incoming)?;
+    Ok(HttpState {
+        ctx: WasiHttpCtx::new(),
+        hooks,
     })
 }
 

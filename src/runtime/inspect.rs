@@ -172,7 +172,10 @@ fn capabilities<'a>(imports: impl Iterator<Item = &'a str>) -> Vec<&'static str>
             "network (denied unless the operator allows it)",
         ),
         ("::sock_", "network (denied unless the operator allows it)"),
-        ("wasi:http", "outgoing HTTP (not provided by this proplet)"),
+        (
+            "wasi:http/outgoing-handler",
+            "outgoing HTTP (the start's `http` origins, within PROPLET_HTTP_ALLOW)",
+        ),
         (
             "propeller:proplet",
             "the proplet workload API (task, report, log)",

@@ -12,6 +12,7 @@ mod disk_cache;
 mod engine;
 mod external;
 mod host;
+mod http;
 mod inspect;
 mod outcome;
 mod values;
@@ -35,7 +36,7 @@ pub use external::ExternalRuntime;
 pub use inspect::{Inspection, inspect};
 
 use crate::protocol::ErrorKind;
-use crate::sandbox::{Limits, Meter, Mount, NetRule};
+use crate::sandbox::{HttpGrant, Limits, Meter, Mount, NetRule};
 
 /// A sha256 content digest, shown as `sha256:<hex>`.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -111,6 +112,9 @@ pub struct TaskSpec {
     pub mounts: Vec<Mount>,
     /// Where the guest may connect; empty means no network.
     pub network: Arc<[NetRule]>,
+    /// Where the guest may send HTTP requests (`wasi:http`), and its HTTP budget; `None`
+    /// means none.
+    pub http: Option<HttpGrant>,
     /// Where the run records what it used (memory peak, output, fuel) as it goes.
     pub meter: Arc<Meter>,
     /// Whether the guest's stdout and stderr are also copied to this process's, as they
@@ -222,6 +226,9 @@ pub enum RuntimeError {
     /// Output budget exceeded.
     #[error("output limit of {0} bytes exceeded")]
     OutputLimit(usize),
+    /// HTTP budget exceeded (requests or bytes).
+    #[error("HTTP budget exceeded: {0}")]
+    HttpLimit(String),
     /// The scratch directory went past its quota (reported as `output_limit`).
     #[error("scratch limit exceeded: {0}")]
     Scratch(String),
@@ -242,6 +249,7 @@ impl RuntimeError {
             RuntimeError::Memory(_) => ErrorKind::Memory,
             RuntimeError::Fuel(_) => ErrorKind::Fuel,
             RuntimeError::OutputLimit(_) | RuntimeError::Scratch(_) => ErrorKind::OutputLimit,
+            RuntimeError::HttpLimit(_) => ErrorKind::HttpLimit,
             RuntimeError::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -304,6 +312,8 @@ pub struct Features {
     pub latent: bool,
     /// It runs components, not only core modules.
     pub components: bool,
+    /// It gives components outbound HTTP (a task may ask for origins).
+    pub http: bool,
 }
 
 /// A boxed future of a runtime operation.
@@ -394,6 +404,7 @@ impl TaskRuntime for Runtime {
             mounts: in_process,
             latent: in_process,
             components: true,
+            http: in_process,
         }
     }
 

@@ -42,7 +42,7 @@ pub enum Finished {
 /// Runs `execute` unless the task's `scratch` goes past the engine's scratch quota first
 /// Makes the state of a fresh store: the guest's WASI context over `captured` output and
 /// its `scratch`, with at most `handles` resources.
-pub type MakeState<T> = fn(&TaskSpec, &Captured, &Scratch, usize) -> wasmtime::Result<T>;
+pub type MakeState<T> = fn(&TaskSpec, &Captured, &Scratch, &WasmEngine) -> wasmtime::Result<T>;
 
 /// Runs `execute` on a fresh deny-by-default store for `spec` (its state made by `state`)
 /// within the scratch quota, and classifies how it ended.
@@ -54,8 +54,7 @@ pub async fn run_guest<T: Limited>(
 ) -> Result<TaskOutput, RuntimeError> {
     let captured = Captured::new(spec);
     let scratch = engine.scratch()?;
-    let data =
-        state(spec, &captured, &scratch, engine.task_handles()).map_err(RuntimeError::internal)?;
+    let data = state(spec, &captured, &scratch, engine).map_err(RuntimeError::internal)?;
     let mut store = engine.store(data, spec)?;
     let span = execute_span();
     let outcome = within_quota(engine, &scratch, execute(&mut store, &span)).await;
@@ -109,6 +108,7 @@ pub fn conclude<T: Limited>(
     let guards = Guards {
         memory_refused: store.data_mut().limiter().refused(),
         output_refused: store.data().output_exhausted(),
+        http: store.data().http_exhausted(),
         fuel: spec.limits.fuel,
     };
     let result = classify(outcome, guards, captured, &spec.meter);
@@ -117,12 +117,14 @@ pub fn conclude<T: Limited>(
 }
 
 /// What the store saw of the budgets during a run.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Guards {
     /// A memory or table growth was refused.
     pub memory_refused: bool,
     /// A log line or a reported result did not fit the output budget.
     pub output_refused: bool,
+    /// Why the HTTP budget ended the run, if it did.
+    pub http: Option<String>,
     /// The fuel the guest had, when metered.
     pub fuel: Option<u64>,
 }
@@ -141,6 +143,9 @@ pub fn classify(
     let failure = match outcome {
         Ok(_) | Err(_) if captured.overflowed() || guards.output_refused => {
             return Err(RuntimeError::OutputLimit(cap));
+        }
+        _ if guards.http.is_some() => {
+            return Err(RuntimeError::HttpLimit(guards.http.unwrap_or_default()));
         }
         Ok(finished) => return finished_output(finished, captured, meter),
         Err(Failure::Failed(msg)) => Failure::Failed(within_budget(msg, cap)?),

@@ -15,6 +15,9 @@ pub struct Meter {
     output: AtomicU64,
     fuel_used: AtomicU64,
     fuel_metered: AtomicBool,
+    http_requests: AtomicU64,
+    http_bytes: AtomicU64,
+    http_granted: AtomicBool,
 }
 
 /// A snapshot of a [`Meter`].
@@ -27,6 +30,10 @@ pub struct Reading {
     pub output_bytes: u64,
     /// Fuel consumed; `None` unless the task ran with fuel metering.
     pub fuel: Option<u64>,
+    /// HTTP requests sent; `None` unless the task was granted HTTP.
+    pub http_requests: Option<u64>,
+    /// Bytes of HTTP request and response bodies; `None` unless the task was granted HTTP.
+    pub http_bytes: Option<u64>,
 }
 
 impl Meter {
@@ -48,14 +55,25 @@ impl Meter {
         self.fuel_used.store(used, Ordering::Relaxed);
     }
 
+    /// Adds `requests` HTTP requests and `bytes` bytes of HTTP bodies (and marks the task
+    /// as granted HTTP).
+    pub fn http(&self, requests: u64, bytes: u64) {
+        self.http_granted.store(true, Ordering::Relaxed);
+        self.http_requests.fetch_add(requests, Ordering::Relaxed);
+        self.http_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
     /// The counters now.
     pub fn read(&self) -> Reading {
         let tracked = self.memory_tracked.load(Ordering::Relaxed);
         let metered = self.fuel_metered.load(Ordering::Relaxed);
+        let http = self.http_granted.load(Ordering::Relaxed);
         Reading {
             memory_peak_bytes: tracked.then(|| self.memory_peak.load(Ordering::Relaxed)),
             output_bytes: self.output.load(Ordering::Relaxed),
             fuel: metered.then(|| self.fuel_used.load(Ordering::Relaxed)),
+            http_requests: http.then(|| self.http_requests.load(Ordering::Relaxed)),
+            http_bytes: http.then(|| self.http_bytes.load(Ordering::Relaxed)),
         }
     }
 }

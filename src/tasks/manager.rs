@@ -65,6 +65,7 @@ impl TaskManager {
             policy: parts.policy,
             volumes: settings.volumes.clone(),
             network: settings.net_allow.clone().into(),
+            http: settings.http.clone(),
             metrics: parts.metrics.clone(),
         };
         let limits = LatentLimits {

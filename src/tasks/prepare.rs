@@ -13,8 +13,8 @@ use super::receipt::Receipt;
 use crate::protocol::StartRequest;
 use crate::runtime::{Binary, Features, TaskSpec};
 use crate::sandbox::{
-    Budgets, CapabilityError, LimitRequest, Limits, Mount, MountRequest, NetRule, Policy, Source,
-    Volume, capabilities,
+    Budgets, CapabilityError, HttpGrant, HttpPolicy, LimitRequest, Limits, Mount, MountRequest,
+    NetRule, Policy, Source, Volume, capabilities,
 };
 use crate::telemetry::{Metrics, trace};
 
@@ -24,6 +24,8 @@ pub(super) struct Grants {
     pub(super) limits: Limits,
     /// Its mounts.
     pub(super) mounts: Vec<Mount>,
+    /// Its HTTP origins and budget.
+    pub(super) http: Option<HttpGrant>,
 }
 
 /// The node's policies and sources a job is prepared with.
@@ -42,6 +44,8 @@ pub(super) struct Preparer {
     pub(super) volumes: Vec<Volume>,
     /// Where guests may connect.
     pub(super) network: Arc<[NetRule]>,
+    /// Where guests may send HTTP requests.
+    pub(super) http: HttpPolicy,
     /// Where fetched bytes are counted.
     pub(super) metrics: Metrics,
 }
@@ -54,8 +58,13 @@ impl Preparer {
         receipt: &Receipt,
     ) -> Result<Grants, TaskError> {
         let mounts = self.mounts(req)?;
+        let http = self.http(req)?;
         let limits = self.budget(req, receipt)?;
-        Ok(Grants { limits, mounts })
+        Ok(Grants {
+            limits,
+            mounts,
+            http,
+        })
     }
 
     /// The task's budgets: its request within the node maximums.
@@ -92,6 +101,14 @@ impl Preparer {
             })
             .collect();
         Ok(capabilities::grant(&self.volumes, &requests)?)
+    }
+
+    /// The task's HTTP origins: its request, when the node's policy covers all of it.
+    fn http(&self, req: &StartRequest) -> Result<Option<HttpGrant>, TaskError> {
+        if !req.http.is_empty() && !self.features.http {
+            return Err(denied("outbound HTTP is not supported by this runtime"));
+        }
+        Ok(self.http.grant(&req.http)?)
     }
 
     /// Fetches a task's binary and admits it: an allowed source, the pinned digest, a
@@ -162,6 +179,7 @@ impl Preparer {
             limits: grants.limits,
             mounts: grants.mounts,
             network: self.network.clone(),
+            http: grants.http,
             meter: receipt.meter(),
             echo: false,
         }

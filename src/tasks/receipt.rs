@@ -67,7 +67,11 @@ impl Receipt {
         let limit = outcome.error_kind.filter(|k| {
             matches!(
                 k,
-                ErrorKind::Timeout | ErrorKind::Memory | ErrorKind::Fuel | ErrorKind::OutputLimit
+                ErrorKind::Timeout
+                    | ErrorKind::Memory
+                    | ErrorKind::Fuel
+                    | ErrorKind::OutputLimit
+                    | ErrorKind::HttpLimit
             )
         });
         outcome.digest = self.digest.get().map(ToString::to_string);
@@ -77,6 +81,8 @@ impl Receipt {
             fuel: reading.fuel,
             memory_peak_bytes: reading.memory_peak_bytes,
             output_bytes: reading.output_bytes,
+            http_requests: reading.http_requests,
+            http_bytes: reading.http_bytes,
             limit,
             limits: self.limits.get().map(budget),
         });

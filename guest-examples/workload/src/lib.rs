@@ -4,7 +4,9 @@
 //! It sums its inputs and reports `sum=<n>`. Arguments (the task's `cli_args`) change what
 //! it does, for tests: `fail` returns an error, `twice` tries to report a second time,
 //! `env` reports the environment it sees, `big` reports a result of 2 MiB, `chatty` logs
-//! without end, `trace` reports its trace context, `panic` prints a line and panics.
+//! without end, `trace` reports its trace context, `panic` prints a line and panics,
+//! `fetch` GETs the URL of its first input over `wasi:http` (within the task's `http`
+//! grant) and reports the status and body.
 
 wit_bindgen::generate!({ path: "../../wit", world: "workload" });
 
@@ -45,6 +47,12 @@ impl Guest for Workload {
                 log::write(Level::Debug, &line);
             }
         }
+        if has("fetch") {
+            let url = task::inputs().into_iter().next().ok_or("fetch needs a URL input")?;
+            let (status, body) = http::get(&url)?;
+            log::write(Level::Info, &format!("GET {url}: {status}"));
+            return report::text(&format!("{status} {body}")).map_err(|e| format!("{e:?}"));
+        }
         if has("big") {
             return report::bytes(&vec![7u8; 2 << 20]).map_err(|e| format!("report refused: {e:?}"));
         }
@@ -64,3 +72,40 @@ impl Guest for Workload {
 }
 
 export!(Workload);
+
+/// A GET over `wasi:http/outgoing-handler`.
+mod http {
+    use std::io::Read as _;
+
+    use wasip2::http::outgoing_handler;
+    use wasip2::http::types::{Fields, OutgoingBody, OutgoingRequest, Scheme};
+
+    /// Sends a GET to `url` (`http://` or `https://`), returns the status and body text.
+    pub fn get(url: &str) -> Result<(u16, String), String> {
+        let (scheme, rest) = url.split_once("://").ok_or("not an absolute URL")?;
+        let (authority, path) = rest.find('/').map_or((rest, "/"), |i| rest.split_at(i));
+        let request = OutgoingRequest::new(Fields::new());
+        let scheme = if scheme == "https" { Scheme::Https } else { Scheme::Http };
+        request.set_scheme(Some(&scheme)).map_err(|()| "bad scheme")?;
+        request.set_authority(Some(authority)).map_err(|()| "bad authority")?;
+        request.set_path_with_query(Some(path)).map_err(|()| "bad path")?;
+        let body = request.body().map_err(|()| "no request body")?;
+        let pending = outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))?;
+        OutgoingBody::finish(body, None).map_err(|e| format!("{e:?}"))?;
+        pending.subscribe().block();
+        let response = match pending.get() {
+            Some(Ok(Ok(response))) => response,
+            Some(Ok(Err(e))) => return Err(format!("GET {url} failed: {e:?}")),
+            _ => return Err("no response".into()),
+        };
+        let status = response.status();
+        let incoming = response.consume().map_err(|()| "no response body")?;
+        let mut text = String::new();
+        incoming
+            .stream()
+            .map_err(|()| "no body stream")?
+            .read_to_string(&mut text)
+            .map_err(|e| format!("reading the body: {e}"))?;
+        Ok((status, text))
+    }
+}

@@ -146,6 +146,7 @@ mod tests {
             limits: Limits::default(),
             mounts: vec![],
             network: Vec::new().into(),
+            http: None,
             meter: Default::default(),
             echo: false,
         }

@@ -34,6 +34,7 @@ const ALL: Features = Features {
     mounts: true,
     latent: true,
     components: true,
+    http: true,
 };
 
 struct Harness {
@@ -61,6 +62,7 @@ fn settings(slots: usize, queue: usize) -> TaskSettings {
         external_runtime: None,
         volumes: Vec::new(),
         net_allow: Vec::new(),
+        http: Default::default(),
     }
 }
 
@@ -431,6 +433,7 @@ const BARE: Features = Features {
     mounts: false,
     latent: false,
     components: false,
+    http: false,
 };
 
 lifecycle! {
@@ -442,8 +445,20 @@ lifecycle! {
         Failed("fuel", "denied", "fuel"),
         Start("mount", "echo", json!({"mounts": [{"volume": "data", "path": "/data"}]})),
         Failed("mount", "denied", "mounts"),
+        Start("http", "echo", json!({"http": ["https://api.example.com"]})),
+        Failed("http", "denied", "HTTP is not supported"),
         Start("component", "echo", none()),
         Failed("component", "denied", "components"),
+    ]
+}
+
+lifecycle! {
+    // No PROPLET_HTTP_ALLOW: no origin can be granted; a malformed one is invalid.
+    http_beyond_the_policy_is_denied_and_a_bad_origin_invalid(ALL, 1, 4) [
+        Start("far", "echo", json!({"http": ["https://api.example.com"]})),
+        Failed("far", "denied", "PROPLET_HTTP_ALLOW"),
+        Start("bad", "echo", json!({"http": ["ftp://x"]})),
+        Failed("bad", "invalid", "http or https"),
     ]
 }
 
