@@ -18,7 +18,6 @@ use http_body::{Body, Frame};
 use http_body_util::BodyExt as _;
 use ipnet::IpNet;
 use sync_wrapper::SyncWrapper;
-use tokio::sync::OwnedSemaphorePermit;
 use tracing::field::Empty;
 use tracing::{Instrument as _, Span, debug};
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpHooks};
@@ -198,7 +197,9 @@ impl Granted {
             trace::fail(&span, "http_limit", &e.to_string());
             return Err(exhausted(&e));
         }
-        let permit =
+        // The slot is held until the response's head arrives, not through its body: a guest
+        // that reads its responses in another order than they came must not wait on itself.
+        let slot =
             self.budget.slots().acquire_owned().await.map_err(|_| {
                 Error::InternalError(Some("the task's HTTP slots are closed".into()))
             })?;
@@ -206,10 +207,10 @@ impl Granted {
             .execute(request, &span)
             .await
             .inspect_err(|error| trace::fail(&span, "http", &error.to_string()))?;
+        drop(slot);
         span.record("http.response.status_code", response.status().as_u16());
-        let response = response.map(|body| {
-            Counted::new(body, self.budget.clone(), Some(permit), from_reqwest).boxed_unsync()
-        });
+        let response = response
+            .map(|body| Counted::new(body, self.budget.clone(), from_reqwest).boxed_unsync());
         Ok((response, Box::new(async { Ok(()) })))
     }
 
@@ -255,7 +256,6 @@ impl Granted {
         let body = Counted::new(
             SyncBody(SyncWrapper::new(body)),
             self.budget.clone(),
-            None,
             |e: Error| e,
         );
         let request = self
@@ -322,25 +322,18 @@ fn find_source<'a, E: std::error::Error + 'static>(
 }
 
 /// A body whose data frames are counted against the task's HTTP budget; past it, the body
-/// fails. It holds the request's slot (if any) until it ends, fails or is dropped.
+/// fails.
 struct Counted<B, F> {
     inner: B,
     budget: Arc<HttpBudget>,
-    slot: Option<OwnedSemaphorePermit>,
     map_err: F,
 }
 
 impl<B, F> Counted<B, F> {
-    fn new(
-        inner: B,
-        budget: Arc<HttpBudget>,
-        slot: Option<OwnedSemaphorePermit>,
-        map_err: F,
-    ) -> Self {
+    fn new(inner: B, budget: Arc<HttpBudget>, map_err: F) -> Self {
         Counted {
             inner,
             budget,
-            slot,
             map_err,
         }
     }
@@ -367,14 +360,8 @@ where
                     Err(why) => Err(exhausted(&why)),
                 }))
             }
-            Poll::Ready(Some(Err(e))) => {
-                this.slot = None;
-                Poll::Ready(Some(Err((this.map_err)(e))))
-            }
-            Poll::Ready(None) => {
-                this.slot = None;
-                Poll::Ready(None)
-            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err((this.map_err)(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
     }

@@ -5,7 +5,8 @@
 //! - `get URL`: one GET; prints `status=<code> body=<text>`.
 //! - `follow URL`: GET, following up to five redirects itself (each one a new request the
 //!   proplet checks); prints the last status and body.
-//! - `flood URL N`: N GETs at once; prints `ok=<n> failed=<n> first=<error>`.
+//! - `flood URL N`: N GETs at once, read last to first; prints `ok=<n> failed=<n>
+//!   first=<error>`.
 //! - `post URL BYTES`: a POST with a body of BYTES bytes; prints the status and body.
 //!
 //! A refused or failed request prints `error=<code>`; the command still exits 0.
@@ -69,7 +70,7 @@ fn follow(url: &str) -> String {
 fn flood(url: &str, n: usize) -> String {
     let pending: Vec<_> = (0..n).map(|_| send(url, Method::Get, None)).collect();
     let (mut ok, mut failed, mut first) = (0, 0, None);
-    for p in pending {
+    for p in pending.into_iter().rev() {
         match p.and_then(receive) {
             Ok(_) => ok += 1,
             Err(e) => {
