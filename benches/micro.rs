@@ -52,6 +52,7 @@ fn spec(binary: &Binary) -> TaskSpec {
         mounts: Vec::new(),
         network: Vec::new().into(),
         http: None,
+        config: Default::default(),
         meter: Default::default(),
         echo: false,
     }

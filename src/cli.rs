@@ -57,8 +57,13 @@ pub enum Cmd {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Print the WIT this proplet speaks (`propeller:proplet`), to vendor into a project.
-    Wit,
+    /// Print the WIT this proplet speaks (`propeller:proplet`), to vendor into a project;
+    /// with `--dir`, write it and the WASI interfaces it imports (`wit/deps/`) there.
+    Wit {
+        /// Write `wit/proplet.wit` and `wit/deps/…` under this directory instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Send a task to a proplet through the broker, as the manager would, and print its
     /// result (exit status 1 when the task failed).
     Submit(crate::submit::SubmitArgs),

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use crate::runtime::{Binary, Runtime, RuntimeError, TaskOutput, TaskSpec};
 use crate::sandbox::capabilities::{grant, parse_volumes};
-use crate::sandbox::{HttpGrant, HttpPolicy, Limits, Mount, MountRequest, Volume};
+use crate::sandbox::{
+    ConfigPolicy, ConfigRequest, HttpGrant, HttpPolicy, Limits, Mount, MountRequest, Volume,
+};
 
 /// What to run.
 #[derive(Debug, Clone, clap::Args)]
@@ -25,6 +27,13 @@ pub struct RunArgs {
     /// wasmtime CLI does.
     #[arg(long = "env", value_name = "K[=V]", value_parser = parse_env)]
     pub envs: Vec<(String, Option<String>)>,
+    /// A configuration value the component reads through `wasi:config/store` (repeatable).
+    #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_var)]
+    pub vars: Vec<(String, String)>,
+    /// An operator value of `PROPLET_CONFIG_DIR` the component may read through
+    /// `wasi:config/store` (repeatable).
+    #[arg(long = "credential", value_name = "KEY")]
+    pub credentials: Vec<String>,
     /// The module.
     pub file: PathBuf,
     /// Inputs of the export (with --invoke), or the command's arguments.
@@ -79,6 +88,13 @@ fn compile_cache() -> Result<Option<crate::runtime::DiskCacheConfig>, LocalError
         None => 1 << 30,
     };
     Ok(Some(crate::runtime::DiskCacheConfig { dir, max_bytes }))
+}
+
+fn parse_var(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {text:?}")),
+    }
 }
 
 /// The HTTP grant of a local run: every origin the policy allows (`--http-allow`,
@@ -137,21 +153,43 @@ pub enum LocalError {
     Runtime(#[from] RuntimeError),
 }
 
-/// Runs `args`, with outbound HTTP as `http` allows, and returns the task output.
-pub async fn run(args: RunArgs, http: HttpPolicy) -> Result<TaskOutput, LocalError> {
+/// The host's side of a local run: outbound HTTP, and where credentials are read.
+#[derive(Debug, Clone, Default)]
+pub struct LocalPolicy {
+    /// Origins the guest may reach (every one is granted).
+    pub http: HttpPolicy,
+    /// The directory of operator values (`--credential` reads from it).
+    pub config: ConfigPolicy,
+}
+
+/// Runs `args` within `policy` and returns the task output.
+pub async fn run(args: RunArgs, policy: LocalPolicy) -> Result<TaskOutput, LocalError> {
     let bytes = read(&args.file)?;
+    let binary = Binary::new(bytes);
     let (name, inputs, argv) = args.call.split(args.args);
+    let values = args.vars.into_iter().collect();
+    let config = policy
+        .config
+        .allowing(&args.credentials)
+        .grant(&ConfigRequest {
+            task: &name,
+            digest: &binary.digest.to_string(),
+            values: &values,
+            credentials: &args.credentials,
+        })
+        .map_err(|e| LocalError::Setting(e.to_string()))?;
     let spec = TaskSpec {
         id: "local".into(),
         name,
-        binary: Binary::new(bytes),
+        binary,
         inputs,
         args: argv,
         env: guest_env(args.envs)?,
         limits: Limits::default(),
         mounts: args.mounts,
         network: Vec::new().into(),
-        http: http_grant(http),
+        http: http_grant(policy.http),
+        config,
         meter: Default::default(),
         echo: true,
     };

@@ -13,8 +13,14 @@ async fn main() -> ExitCode {
         Cmd::Demo => report(demo().await),
         Cmd::Run(args) => {
             let env = |name: &str| std::env::var(name).ok();
-            match Config::http_policy(cli.config.as_deref(), &env, cli.settings.0) {
-                Ok(http) => run_local(args, http).await,
+            let file = cli.config.as_deref();
+            let flags = cli.settings.0;
+            let policy = Config::http_policy(file, &env, flags.clone()).and_then(|http| {
+                let config = Config::config_policy(file, &env, flags)?;
+                Ok(proplet::local::LocalPolicy { http, config })
+            });
+            match policy {
+                Ok(policy) => run_local(args, policy).await,
                 Err(e) => report(Err(e.into())),
             }
         }
@@ -31,9 +37,12 @@ async fn main() -> ExitCode {
                 Err(e) => report(Err(e.into())),
             }
         }
-        Cmd::Wit => {
+        Cmd::Wit { dir: None } => {
             print!("{}", proplet::scaffold::WIT);
             ExitCode::SUCCESS
+        }
+        Cmd::Wit { dir: Some(dir) } => {
+            report(proplet::scaffold::write_wit(&dir).map_err(Into::into))
         }
         Cmd::Inspect { file, all } => report(inspect(&file, all)),
         Cmd::Keygen { secret } => report(keygen(&secret)),
@@ -78,7 +87,7 @@ async fn demo() -> anyhow::Result<()> {
 }
 
 /// `proplet run`: the result on stdout, guest stderr on stderr, the guest's exit status.
-async fn run_local(args: proplet::local::RunArgs, http: proplet::sandbox::HttpPolicy) -> ExitCode {
+async fn run_local(args: proplet::local::RunArgs, policy: proplet::local::LocalPolicy) -> ExitCode {
     use proplet::local::LocalError;
     use proplet::runtime::RuntimeError;
     // Guest log lines (the WIT `log` interface) go to stderr; RUST_LOG can change that.
@@ -91,7 +100,7 @@ async fn run_local(args: proplet::local::RunArgs, http: proplet::sandbox::HttpPo
     }
     // The guest's stdout and stderr were copied out as it wrote them (as the wasmtime CLI
     // does); what remains is a returned value, the exit status, or why it failed.
-    match proplet::local::run(args, http).await {
+    match proplet::local::run(args, policy).await {
         Ok(out) => {
             if !out.from_stdout {
                 print!("{}", out.result);

@@ -11,6 +11,16 @@ use std::path::{Path, PathBuf};
 /// The WIT of this proplet (`propeller:proplet`), as vendored into new projects.
 pub const WIT: &str = include_str!("../wit/proplet.wit");
 
+/// Every WIT file a project needs, by its path in the project: ours, and the WASI
+/// interfaces our world imports besides WASI preview 2 (under `wit/deps/`).
+pub const WIT_FILES: &[File] = &[
+    ("wit/proplet.wit", WIT),
+    (
+        "wit/deps/config/store.wit",
+        include_str!("../wit/deps/config/store.wit"),
+    ),
+];
+
 /// The `wit-bindgen` a Rust project pins (as `guest-examples/` uses).
 pub const WIT_BINDGEN: &str = "0.46.0";
 
@@ -27,7 +37,7 @@ pub enum Lang {
 }
 
 /// A template file: its path in the project, and its text.
-type File = (&'static str, &'static str);
+pub type File = (&'static str, &'static str);
 
 const RUST: &[File] = &[
     ("Cargo.toml", include_str!("../templates/rust/Cargo.toml")),
@@ -85,11 +95,19 @@ pub fn create(name: &str, lang: Lang, parent: &Path) -> Result<PathBuf, Scaffold
         Lang::Rust => RUST,
         Lang::Python => PYTHON,
     };
-    let wit = ("wit/proplet.wit", WIT);
-    for (path, text) in files.iter().chain([&wit]) {
+    for (path, text) in files {
         write(&dir.join(path), &fill(text, name))?;
     }
+    write_wit(&dir)?;
     Ok(dir)
+}
+
+/// Writes [`WIT_FILES`] under `dir` (`proplet wit --dir`), as they are.
+pub fn write_wit(dir: &Path) -> Result<(), ScaffoldError> {
+    for (path, text) in WIT_FILES {
+        write(&dir.join(path), text)?;
+    }
+    Ok(())
 }
 
 /// `text` with the template's placeholders filled in.
@@ -132,8 +150,10 @@ mod tests {
         let parent = tempfile::tempdir().expect("tempdir");
         for (name, lang) in [("my-task", Lang::Rust), ("py-task", Lang::Python)] {
             let dir = create(name, lang, parent.path()).expect("created");
-            let wit = std::fs::read_to_string(dir.join("wit/proplet.wit")).expect("wit");
-            assert_eq!(wit, WIT);
+            for (path, text) in WIT_FILES {
+                let wit = std::fs::read_to_string(dir.join(path)).expect("wit");
+                assert_eq!(&wit, text);
+            }
             let justfile = std::fs::read_to_string(dir.join("justfile")).expect("justfile");
             assert!(
                 justfile.contains(name) && !justfile.contains("__"),

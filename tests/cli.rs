@@ -129,6 +129,48 @@ fn inspect_describes_kinds_exports_and_capabilities() {
     );
 }
 
+/// `proplet run` gives `--var` values and `--credential` values of `PROPLET_CONFIG_DIR`.
+#[test]
+fn run_gives_config_values_and_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "t0k3n").unwrap();
+    let workload = guests::component_path("workload");
+    let workload = workload.to_str().unwrap();
+    let args = [
+        "run",
+        "--var",
+        "mode=fast",
+        "--credential",
+        "token",
+        "--input",
+        "token",
+        workload,
+        "config",
+    ];
+    let out = proplet(
+        &args,
+        &[("PROPLET_CONFIG_DIR", dir.path().to_str().unwrap())],
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "keys=mode:4,token:5 shown=t0k3n\n",
+        "{}",
+        text(&out.stderr)
+    );
+    let out = proplet(&args, &[]);
+    assert!(
+        text(&out.stderr).contains("PROPLET_CONFIG_DIR is not set"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = proplet(&["inspect", workload], &[]);
+    assert!(
+        text(&out.stdout).contains("configuration values"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
 /// `proplet run` sends HTTP only where `--http-allow` (or `PROPLET_HTTP_ALLOW`) lets it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_sends_http_only_where_allowed() {

@@ -157,6 +157,8 @@ pub struct TaskSettings {
     pub net_allow: Vec<crate::sandbox::NetRule>,
     /// Where components may send HTTP requests, and each task's HTTP budget.
     pub http: crate::sandbox::HttpPolicy,
+    /// Operator configuration values and who may read them.
+    pub config: crate::sandbox::ConfigPolicy,
 }
 
 /// How binaries are obtained.
@@ -309,6 +311,15 @@ impl Config {
         cli: Vec<(&'static Setting, String)>,
     ) -> Result<crate::sandbox::HttpPolicy, ConfigError> {
         resolve::http_policy(&reader::Reader::new(&Config::layers(file, env, cli)?))
+    }
+
+    /// Only the configuration policy, from the same sources as [`Config::load`].
+    pub fn config_policy(
+        file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+        cli: Vec<(&'static Setting, String)>,
+    ) -> Result<crate::sandbox::ConfigPolicy, ConfigError> {
+        resolve::config_policy(&reader::Reader::new(&Config::layers(file, env, cli)?))
     }
 
     /// Defaults, then the file, the environment and the flags.

@@ -189,7 +189,17 @@ fn tasks(r: &Reader<'_>) -> Result<TaskSettings, ConfigError> {
             .opt(&NET_ALLOW, crate::sandbox::network::parse_net_allow)?
             .unwrap_or_default(),
         http: http_policy(r)?,
+        config: config_policy(r)?,
     })
+}
+
+pub(super) fn config_policy(r: &Reader<'_>) -> Result<crate::sandbox::ConfigPolicy, ConfigError> {
+    use crate::sandbox::ConfigPolicy;
+    let policy = r
+        .opt(&CONFIG_ALLOW, ConfigPolicy::from_allow)?
+        .unwrap_or_default();
+    let with_dir = r.opt(&CONFIG_DIR, |t| policy.with_dir(std::path::Path::new(t)))?;
+    Ok(with_dir.unwrap_or(policy))
 }
 
 pub(super) fn http_policy(r: &Reader<'_>) -> Result<crate::sandbox::HttpPolicy, ConfigError> {

@@ -281,6 +281,22 @@ settings! {
         "Longest one outbound HTTP request may take, response body included; the guest then gets connection-timeout.",
     );
 
+    CONFIG_DIR = s(
+        "config_dir",
+        "config-dir",
+        &["PROPLET_CONFIG_DIR"],
+        None,
+        "Directory of operator configuration values for wasi:config, one file per key (as systemd credentials or Kubernetes secrets); read per task, never logged.",
+    );
+
+    CONFIG_ALLOW = s(
+        "config_allow",
+        "config-allow",
+        &["PROPLET_CONFIG_ALLOW"],
+        None,
+        "Which tasks may read which operator values: KEY=WHO[|WHO...],... where WHO is a task name pattern (* wildcard) or sha256:<hex> of the binary (default: none).",
+    );
+
     MAX_CONCURRENT_TASKS = s(
         "max_concurrent_tasks",
         "max-concurrent-tasks",

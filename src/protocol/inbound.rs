@@ -128,6 +128,21 @@ pub struct StartRequest {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub http: Vec<String>,
+    /// Configuration values of the task (an extension), read through `wasi:config/store`.
+    #[serde(
+        default,
+        deserialize_with = "text_map",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub config: BTreeMap<String, String>,
+    /// Operator values (`PROPLET_CONFIG_DIR`) the task asks to read through
+    /// `wasi:config/store` (an extension), each within `PROPLET_CONFIG_ALLOW`.
+    #[serde(
+        default,
+        deserialize_with = "or_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub credentials: Vec<String>,
     /// Budgets the task asks for (an extension), capped by the node maximums.
     #[serde(
         default,

@@ -157,6 +157,9 @@ pub struct Usage {
     /// Bytes of HTTP request and response bodies; omitted unless the task was granted HTTP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_bytes: Option<u64>,
+    /// Reads of configuration values; omitted unless the task was given any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_reads: Option<u64>,
     /// The `error_kind` of the budget that ended the task (`timeout`, `memory`, `fuel`,
     /// `output_limit`, `http_limit`), or `null`.
     pub limit: Option<ErrorKind>,

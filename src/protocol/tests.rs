@@ -371,6 +371,7 @@ fn usage_receipt_matches_its_golden_fixture() {
                 output_bytes: 5,
                 http_requests: None,
                 http_bytes: None,
+                config_reads: None,
                 limit: Some(ErrorKind::Memory),
                 limits: Some(limits),
             }),

@@ -168,6 +168,8 @@ impl Parts {
             .map_err(RuntimeError::internal)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut component_linker)
             .map_err(RuntimeError::internal)?;
+        wasmtime_wasi_config::add_to_linker(&mut component_linker, ComponentState::config)
+            .map_err(RuntimeError::internal)?;
         super::workload::add_to_linker(&mut component_linker, |s: &mut ComponentState| {
             &mut s.workload
         })

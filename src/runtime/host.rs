@@ -3,6 +3,7 @@
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::sandbox::{CappedOutput, Echo, MemoryLimiter, SCRATCH_PATH, Scratch, network};
@@ -36,6 +37,18 @@ pub struct ComponentState {
     pub output: Captured,
     /// Outbound HTTP within the task's grant.
     http: HttpState,
+    /// The configuration values the task may read.
+    config: WasiConfigVariables,
+    /// Where reads of them are counted.
+    meter: std::sync::Arc<crate::sandbox::Meter>,
+}
+
+impl ComponentState {
+    /// The `wasi:config/store` view of the task's values; each call is one read.
+    pub fn config(&mut self) -> WasiConfig<'_> {
+        self.meter.config_read();
+        WasiConfig::from(&self.config)
+    }
 }
 
 /// Store state that carries the task's memory limiter and knows its output budget.
@@ -217,7 +230,17 @@ pub fn component_state(
         },
         output: captured.clone(),
         http: http_state(spec, engine)?,
+        config: config_values(spec),
+        meter: spec.meter.clone(),
     })
+}
+
+/// The task's configuration values, as `wasi:config` serves them.
+fn config_values(spec: &TaskSpec) -> WasiConfigVariables {
+    if !spec.config.is_empty() {
+        spec.meter.config_granted();
+    }
+    spec.config.pairs().collect()
 }
 
 /// The task's `wasi:http` state: its grant and a fresh budget, or nothing granted.

@@ -36,7 +36,7 @@ pub use external::ExternalRuntime;
 pub use inspect::{Inspection, inspect};
 
 use crate::protocol::ErrorKind;
-use crate::sandbox::{HttpGrant, Limits, Meter, Mount, NetRule};
+use crate::sandbox::{ConfigGrant, HttpGrant, Limits, Meter, Mount, NetRule};
 
 /// A sha256 content digest, shown as `sha256:<hex>`.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -115,6 +115,8 @@ pub struct TaskSpec {
     /// Where the guest may send HTTP requests (`wasi:http`), and its HTTP budget; `None`
     /// means none.
     pub http: Option<HttpGrant>,
+    /// The configuration values the guest may read (`wasi:config/store`).
+    pub config: ConfigGrant,
     /// Where the run records what it used (memory peak, output, fuel) as it goes.
     pub meter: Arc<Meter>,
     /// Whether the guest's stdout and stderr are also copied to this process's, as they
@@ -314,6 +316,8 @@ pub struct Features {
     pub components: bool,
     /// It gives components outbound HTTP (a task may ask for origins).
     pub http: bool,
+    /// It gives components configuration values (a task may bring or ask for them).
+    pub config: bool,
 }
 
 /// A boxed future of a runtime operation.
@@ -405,6 +409,7 @@ impl TaskRuntime for Runtime {
             latent: in_process,
             components: true,
             http: in_process,
+            config: in_process,
         }
     }
 

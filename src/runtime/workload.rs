@@ -73,13 +73,16 @@ impl WorkloadContext {
     }
 }
 
-/// Adds the workload imports to a component linker whose store state gives its
-/// [`WorkloadContext`] through `get`.
+/// Adds the proplet's own workload imports (`task`, `report`, `log`) to a component linker
+/// whose store state gives its [`WorkloadContext`] through `get`. The world's WASI imports
+/// (`wasi:config`) are added by their Wasmtime crates.
 pub fn add_to_linker<T: Send + 'static>(
     linker: &mut wasmtime::component::Linker<T>,
     get: fn(&mut T) -> &mut WorkloadContext,
 ) -> wasmtime::Result<()> {
-    Workload::add_to_linker::<T, HasSelf<WorkloadContext>>(linker, get)
+    task::add_to_linker::<T, HasSelf<WorkloadContext>>(linker, get)?;
+    report::add_to_linker::<T, HasSelf<WorkloadContext>>(linker, get)?;
+    log::add_to_linker::<T, HasSelf<WorkloadContext>>(linker, get)
 }
 
 impl task::Host for WorkloadContext {

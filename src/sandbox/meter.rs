@@ -18,6 +18,8 @@ pub struct Meter {
     http_requests: AtomicU64,
     http_bytes: AtomicU64,
     http_granted: AtomicBool,
+    config_reads: AtomicU64,
+    config_granted: AtomicBool,
 }
 
 /// A snapshot of a [`Meter`].
@@ -34,6 +36,8 @@ pub struct Reading {
     pub http_requests: Option<u64>,
     /// Bytes of HTTP request and response bodies; `None` unless the task was granted HTTP.
     pub http_bytes: Option<u64>,
+    /// Reads of configuration values; `None` unless the task was given any.
+    pub config_reads: Option<u64>,
 }
 
 impl Meter {
@@ -63,17 +67,29 @@ impl Meter {
         self.http_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
+    /// Marks the task as given configuration values (its reads are then reported).
+    pub fn config_granted(&self) {
+        self.config_granted.store(true, Ordering::Relaxed);
+    }
+
+    /// Counts one read of configuration values.
+    pub fn config_read(&self) {
+        self.config_reads.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The counters now.
     pub fn read(&self) -> Reading {
         let tracked = self.memory_tracked.load(Ordering::Relaxed);
         let metered = self.fuel_metered.load(Ordering::Relaxed);
         let http = self.http_granted.load(Ordering::Relaxed);
+        let config = self.config_granted.load(Ordering::Relaxed);
         Reading {
             memory_peak_bytes: tracked.then(|| self.memory_peak.load(Ordering::Relaxed)),
             output_bytes: self.output.load(Ordering::Relaxed),
             fuel: metered.then(|| self.fuel_used.load(Ordering::Relaxed)),
             http_requests: http.then(|| self.http_requests.load(Ordering::Relaxed)),
             http_bytes: http.then(|| self.http_bytes.load(Ordering::Relaxed)),
+            config_reads: config.then(|| self.config_reads.load(Ordering::Relaxed)),
         }
     }
 }

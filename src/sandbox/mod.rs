@@ -7,6 +7,7 @@
 pub mod admission;
 mod budget;
 pub mod capabilities;
+pub mod config;
 pub mod descriptors;
 pub mod http;
 mod limiter;
@@ -21,6 +22,7 @@ use std::time::Duration;
 pub use admission::{Policy, Source};
 pub use budget::{Budgets, LimitRequest};
 pub use capabilities::{CapabilityError, Mount, MountRequest, SCRATCH_PATH, Volume};
+pub use config::{ConfigGrant, ConfigPolicy, ConfigRequest};
 pub use http::{HttpBudget, HttpGrant, HttpLimits, HttpPolicy};
 pub use limiter::{MAX_TABLE_ELEMENTS, MemoryLimiter};
 pub use meter::{Meter, Reading};

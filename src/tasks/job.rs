@@ -201,7 +201,7 @@ async fn start(cx: &Context, mut req: StartRequest, cancel: &CancellationToken, 
     let started = req.daemon.then_some(started_tx);
     let run = async {
         let (binary, grants, held) = cx.fetch(&mut req, receipt).await?;
-        let spec = cx.prepare.spec(&req, binary, receipt, grants);
+        let spec = cx.prepare.spec(&req, binary, receipt, grants)?;
         let _slot = cx.admissions.slot().await?;
         drop(held);
         Ok(cx.runtime.run(spec, started).await?)
@@ -295,7 +295,7 @@ async fn invoke(cx: &Context, req: InvokeRequest, cancel: &CancellationToken, re
         receipt.digest(&latent.binary.digest);
         let call = latent.call(&req);
         let grants = cx.prepare.grants(&call, receipt)?;
-        let spec = cx.prepare.spec(&call, latent.binary, receipt, grants);
+        let spec = cx.prepare.spec(&call, latent.binary, receipt, grants)?;
         let work = async {
             let _slot = cx.admissions.slot().await?;
             Ok(cx.runtime.run(spec, None).await?)

@@ -66,6 +66,7 @@ impl TaskManager {
             volumes: settings.volumes.clone(),
             network: settings.net_allow.clone().into(),
             http: settings.http.clone(),
+            config: settings.config.clone(),
             metrics: parts.metrics.clone(),
         };
         let limits = LatentLimits {

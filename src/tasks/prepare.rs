@@ -13,8 +13,8 @@ use super::receipt::Receipt;
 use crate::protocol::StartRequest;
 use crate::runtime::{Binary, Features, TaskSpec};
 use crate::sandbox::{
-    Budgets, CapabilityError, HttpGrant, HttpPolicy, LimitRequest, Limits, Mount, MountRequest,
-    NetRule, Policy, Source, Volume, capabilities,
+    Budgets, CapabilityError, ConfigPolicy, ConfigRequest, HttpGrant, HttpPolicy, LimitRequest,
+    Limits, Mount, MountRequest, NetRule, Policy, Source, Volume, capabilities,
 };
 use crate::telemetry::{Metrics, trace};
 
@@ -46,6 +46,8 @@ pub(super) struct Preparer {
     pub(super) network: Arc<[NetRule]>,
     /// Where guests may send HTTP requests.
     pub(super) http: HttpPolicy,
+    /// Operator configuration values and who may read them.
+    pub(super) config: ConfigPolicy,
     /// Where fetched bytes are counted.
     pub(super) metrics: Metrics,
 }
@@ -59,6 +61,12 @@ impl Preparer {
     ) -> Result<Grants, TaskError> {
         let mounts = self.mounts(req)?;
         let http = self.http(req)?;
+        let asks_config = !req.config.is_empty() || !req.credentials.is_empty();
+        if asks_config && !self.features.config {
+            return Err(denied(
+                "configuration values are not supported by this runtime",
+            ));
+        }
         let limits = self.budget(req, receipt)?;
         Ok(Grants {
             limits,
@@ -149,14 +157,22 @@ impl Preparer {
     }
 
     /// The runtime's view of a start: env with `PROPLET_ID` and the trace context, granted
-    /// budgets and mounts.
+    /// budgets, mounts and HTTP, and the configuration values it may read (decided here,
+    /// where the binary's digest is known).
     pub(super) fn spec(
         &self,
         req: &StartRequest,
         binary: Binary,
         receipt: &Receipt,
         grants: Grants,
-    ) -> TaskSpec {
+    ) -> Result<TaskSpec, TaskError> {
+        let digest = binary.digest.to_string();
+        let config = self.config.grant(&ConfigRequest {
+            task: &req.name,
+            digest: &digest,
+            values: &req.config,
+            credentials: &req.credentials,
+        })?;
         let mut env = req.env.clone();
         env.entry("PROPLET_ID".into())
             .or_insert_with(|| self.proplet_id.clone());
@@ -169,7 +185,7 @@ impl Preparer {
                 env.entry(name.into()).or_insert(value);
             }
         }
-        TaskSpec {
+        Ok(TaskSpec {
             id: req.id.clone(),
             name: req.name.clone(),
             binary,
@@ -180,9 +196,10 @@ impl Preparer {
             mounts: grants.mounts,
             network: self.network.clone(),
             http: grants.http,
+            config,
             meter: receipt.meter(),
             echo: false,
-        }
+        })
     }
 }
 

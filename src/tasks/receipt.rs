@@ -83,6 +83,7 @@ impl Receipt {
             output_bytes: reading.output_bytes,
             http_requests: reading.http_requests,
             http_bytes: reading.http_bytes,
+            config_reads: reading.config_reads,
             limit,
             limits: self.limits.get().map(budget),
         });

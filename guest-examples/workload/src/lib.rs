@@ -6,9 +6,11 @@
 //! `env` reports the environment it sees, `big` reports a result of 2 MiB, `chatty` logs
 //! without end, `trace` reports its trace context, `panic` prints a line and panics,
 //! `fetch` GETs the URL of its first input over `wasi:http` (within the task's `http`
-//! grant) and reports the status and body.
+//! grant) and reports the status and body, `config` reports the configuration keys it may
+//! read (`wasi:config`) with the length of each value, and the value of the key named by
+//! its first input.
 
-wit_bindgen::generate!({ path: "../../wit", world: "workload" });
+wit_bindgen::generate!({ path: "../../wit", world: "workload", generate_all });
 
 use exports::propeller::proplet::handler::Guest;
 use propeller::proplet::log::{self, Level};
@@ -52,6 +54,17 @@ impl Guest for Workload {
             let (status, body) = http::get(&url)?;
             log::write(Level::Info, &format!("GET {url}: {status}"));
             return report::text(&format!("{status} {body}")).map_err(|e| format!("{e:?}"));
+        }
+        if has("config") {
+            let mut all = wasi::config::store::get_all().map_err(|e| format!("{e:?}"))?;
+            all.sort();
+            let keys: Vec<String> = all.iter().map(|(k, v)| format!("{k}:{}", v.len())).collect();
+            let shown = match task::inputs().first() {
+                Some(key) => wasi::config::store::get(key).map_err(|e| format!("{e:?}"))?,
+                None => None,
+            };
+            let text = format!("keys={} shown={}", keys.join(","), shown.unwrap_or_default());
+            return report::text(&text).map_err(|e| format!("{e:?}"));
         }
         if has("big") {
             return report::bytes(&vec![7u8; 2 << 20]).map_err(|e| format!("report refused: {e:?}"));

@@ -147,6 +147,7 @@ mod tests {
             mounts: vec![],
             network: Vec::new().into(),
             http: None,
+            config: Default::default(),
             meter: Default::default(),
             echo: false,
         }

@@ -35,6 +35,7 @@ const ALL: Features = Features {
     latent: true,
     components: true,
     http: true,
+    config: true,
 };
 
 struct Harness {
@@ -63,6 +64,7 @@ fn settings(slots: usize, queue: usize) -> TaskSettings {
         volumes: Vec::new(),
         net_allow: Vec::new(),
         http: Default::default(),
+        config: Default::default(),
     }
 }
 
@@ -434,6 +436,7 @@ const BARE: Features = Features {
     latent: false,
     components: false,
     http: false,
+    config: false,
 };
 
 lifecycle! {
@@ -447,18 +450,25 @@ lifecycle! {
         Failed("mount", "denied", "mounts"),
         Start("http", "echo", json!({"http": ["https://api.example.com"]})),
         Failed("http", "denied", "HTTP is not supported"),
+        Start("config", "echo", json!({"config": {"k": "v"}})),
+        Failed("config", "denied", "configuration values are not supported"),
         Start("component", "echo", none()),
         Failed("component", "denied", "components"),
     ]
 }
 
 lifecycle! {
-    // No PROPLET_HTTP_ALLOW: no origin can be granted; a malformed one is invalid.
-    http_beyond_the_policy_is_denied_and_a_bad_origin_invalid(ALL, 1, 4) [
+    // No PROPLET_HTTP_ALLOW: no origin can be granted; a malformed one is invalid. No
+    // PROPLET_CONFIG_ALLOW: no credential can be read; a path for a key is invalid.
+    http_and_credentials_beyond_the_policy_are_denied(ALL, 1, 4) [
         Start("far", "echo", json!({"http": ["https://api.example.com"]})),
         Failed("far", "denied", "PROPLET_HTTP_ALLOW"),
         Start("bad", "echo", json!({"http": ["ftp://x"]})),
         Failed("bad", "invalid", "http or https"),
+        Start("cred", "echo", json!({"credentials": ["db_password"]})),
+        Failed("cred", "denied", "PROPLET_CONFIG_ALLOW"),
+        Start("path", "echo", json!({"credentials": ["../../etc/shadow"]})),
+        Failed("path", "invalid", "not a configuration key"),
     ]
 }
 

@@ -6,7 +6,7 @@
 /// WebAssembly: natively (`cargo test`) there is no host to call.
 #[cfg(target_arch = "wasm32")]
 mod guest {
-    wit_bindgen::generate!({ path: "wit", world: "workload" });
+    wit_bindgen::generate!({ path: "wit", world: "workload", generate_all });
 
     use exports::propeller::proplet::handler::Guest;
     use propeller::proplet::log::{self, Level};
