@@ -166,14 +166,19 @@ impl Running {
         let stop = CancellationToken::new();
         let beat = liveliness(config, "alive");
         let every = config.liveliness_interval;
-        let beats = heartbeat::spawn(heartbeat::run(
+        let samples = proplet_metrics(config, &publisher, &events.ready, &stop);
+        let beats = heartbeat::run(
             publisher,
             beat,
             every,
             events.ready.clone(),
             stop.clone(),
             metrics,
-        ))
+        );
+        // The process's metrics share the heartbeat's thread: neither waits for a burst.
+        let beats = heartbeat::spawn(async move {
+            tokio::join!(beats, samples);
+        })
         .map_err(WorkerError::Heartbeat)?;
         let dispatcher = tokio::spawn(dispatch(
             manager.clone(),
@@ -319,5 +324,29 @@ fn metadata(config: &Config, runtime: &dyn TaskRuntime) -> Metadata {
         proplet_version: env!("CARGO_PKG_VERSION").into(),
         wasm_runtime: runtime.describe(),
         instance_allocator: runtime.allocator(),
+    }
+}
+
+/// The loop of `control/proplet/metrics`, or nothing when monitoring is off or its interval
+/// is zero.
+fn proplet_metrics(
+    config: &Config,
+    publisher: &Publisher,
+    ready: &tokio::sync::watch::Receiver<u64>,
+    stop: &CancellationToken,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let on = config.tasks.monitoring && !config.tasks.metrics_interval.is_zero();
+    let samples = crate::tasks::monitor::proplet_metrics(
+        publisher.clone(),
+        config.identity.proplet_id.clone(),
+        config.identity.namespace.clone(),
+        config.tasks.metrics_interval.max(Duration::from_millis(1)),
+        ready.clone(),
+        stop.clone(),
+    );
+    async move {
+        if on {
+            samples.await;
+        }
     }
 }

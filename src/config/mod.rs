@@ -159,6 +159,10 @@ pub struct TaskSettings {
     pub http: crate::sandbox::HttpPolicy,
     /// Operator configuration values and who may read them.
     pub config: crate::sandbox::ConfigPolicy,
+    /// Whether the metrics topics are published (`PROPLET_ENABLE_MONITORING`).
+    pub monitoring: bool,
+    /// Period of the proplet's process metrics; zero: none.
+    pub metrics_interval: Duration,
 }
 
 /// How binaries are obtained.

@@ -190,6 +190,8 @@ fn tasks(r: &Reader<'_>) -> Result<TaskSettings, ConfigError> {
             .unwrap_or_default(),
         http: http_policy(r)?,
         config: config_policy(r)?,
+        monitoring: r.req(&ENABLE_MONITORING, values::boolean)?,
+        metrics_interval: r.req(&METRICS_INTERVAL, values::duration)?,
     })
 }
 

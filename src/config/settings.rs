@@ -297,6 +297,22 @@ settings! {
         "Which tasks may read which operator values: KEY=WHO[|WHO...],... where WHO is a task name pattern (* wildcard) or sha256:<hex> of the binary (default: none).",
     );
 
+    ENABLE_MONITORING = s(
+        "enable_monitoring",
+        "enable-monitoring",
+        &["PROPLET_ENABLE_MONITORING"],
+        Some("true"),
+        "Publish control/proplet/metrics (the process) and control/proplet/task_metrics (each running task, as its monitoring_profile asks).",
+    );
+
+    METRICS_INTERVAL = s(
+        "metrics_interval",
+        "metrics-interval",
+        &["PROPLET_METRICS_INTERVAL"],
+        Some("10s"),
+        "Period of control/proplet/metrics (0: none); task metrics follow each task's monitoring_profile.",
+    );
+
     MAX_CONCURRENT_TASKS = s(
         "max_concurrent_tasks",
         "max-concurrent-tasks",

@@ -143,6 +143,23 @@ pub struct StartRequest {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub credentials: Vec<String>,
+    /// What the manager asks to be sampled (§4.3.3), as sent; read by
+    /// [`crate::protocol::metrics::MonitoringProfile::read`].
+    #[serde(
+        default,
+        deserialize_with = "super::metrics::raw_profile",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub monitoring_profile: Option<serde_json::Value>,
+    /// The same under the key a short-lived manager used (`monitoringProfile`); read when
+    /// `monitoring_profile` is absent. A message may carry both.
+    #[serde(
+        default,
+        rename = "monitoringProfile",
+        deserialize_with = "super::metrics::raw_profile",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub monitoring_profile_camel: Option<serde_json::Value>,
     /// Budgets the task asks for (an extension), capped by the node maximums.
     #[serde(
         default,

@@ -6,6 +6,7 @@
 
 mod inbound;
 mod lenient;
+pub mod metrics;
 mod outbound;
 mod salvage;
 mod topics;
@@ -14,6 +15,7 @@ pub use inbound::{
     Chunk, Inbound, InvokeRequest, LimitsSpec, MountSpec, Rejected, StartRequest, StopRequest,
     Target, TraceFields, decode, oversized,
 };
+pub use metrics::{CpuMetrics, MemoryMetrics};
 pub use outbound::{
     BinaryRequest, Budget, Discovery, ErrorKind, InvokeResult, Liveliness, Metadata, Outbound,
     Outcome, TaskResult, Usage,

@@ -246,6 +246,10 @@ pub enum Outbound {
     InvokeResult(InvokeResult),
     /// Registry fetch.
     BinaryRequest(BinaryRequest),
+    /// The proplet's process metrics.
+    PropletMetrics(super::metrics::PropletMetrics),
+    /// A running task's metrics.
+    TaskMetrics(super::metrics::TaskMetrics),
 }
 
 impl Outbound {
@@ -257,6 +261,8 @@ impl Outbound {
             Outbound::Result(_) => Topic::Results,
             Outbound::InvokeResult(_) => Topic::InvokeResults,
             Outbound::BinaryRequest(_) => Topic::RegistryRequest,
+            Outbound::PropletMetrics(_) => Topic::Metrics,
+            Outbound::TaskMetrics(_) => Topic::TaskMetrics,
         }
     }
 
@@ -268,9 +274,11 @@ impl Outbound {
             Outbound::Result(m) => serde_json::to_vec(m),
             Outbound::InvokeResult(m) => serde_json::to_vec(m),
             Outbound::BinaryRequest(m) => serde_json::to_vec(m),
+            Outbound::PropletMetrics(m) => serde_json::to_vec(m),
+            Outbound::TaskMetrics(m) => serde_json::to_vec(m),
         };
-        // Invariant: these types hold only strings, booleans and string maps, which
-        // serde_json always encodes.
+        // Invariant: these types hold only strings, booleans, numbers and string maps, which
+        // serde_json always encodes (a non-finite float is written as null).
         encoded.expect("outbound messages are always encodable")
     }
 }

@@ -76,6 +76,8 @@ fn unknown_and_ignored_fields_are_accepted() {
     assert_eq!(s.state, Some(3));
     assert!(!s.may_be_a_copy());
     s.state = Some(0);
+    // The monitoring profile is read (as sent), for the task's metrics.
+    assert!(s.monitoring_profile.take().is_some_and(|p| p.is_object()));
     assert_eq!(s, start(fixture!("inbound", "start_latest")));
 }
 
@@ -479,4 +481,26 @@ fn an_oversized_start_is_refused_by_its_id_with_the_way_out() {
     assert!(why.contains("image_url"), "{why}");
     let nameless = oversized(Topic::Start, b"\"not an object", 4);
     assert_eq!(nameless.id, None);
+}
+
+#[test]
+fn a_monitoring_profile_is_read_under_either_key_and_never_fails_a_start() {
+    let both = r#"{"id":"t","name":"add","file":"AA==","monitoring_profile":{"interval":5},"monitoringProfile":{"interval":7}}"#;
+    let s = start(both);
+    assert_eq!(
+        s.monitoring_profile,
+        Some(serde_json::json!({"interval": 5}))
+    );
+    let camel =
+        start(r#"{"id":"t","name":"add","file":"AA==","monitoringProfile":{"interval":7}}"#);
+    assert_eq!(
+        camel.monitoring_profile_camel,
+        Some(serde_json::json!({"interval": 7}))
+    );
+    for bad in ["null", "3", "\"x\"", "[1]"] {
+        let s = start(&format!(
+            r#"{{"id":"t","name":"add","file":"AA==","monitoring_profile":{bad}}}"#
+        ));
+        assert_eq!(s.monitoring_profile, None, "{bad}");
+    }
 }

@@ -15,6 +15,10 @@ pub enum Topic {
     Results,
     /// `control/proplet/invoke_results`: invocation results (proplet → manager).
     InvokeResults,
+    /// `control/proplet/metrics`: the proplet's process metrics (proplet → manager).
+    Metrics,
+    /// `control/proplet/task_metrics`: a running task's metrics (proplet → manager).
+    TaskMetrics,
     /// `control/manager/start`: start a task (manager → proplets).
     Start,
     /// `control/manager/stop`: stop a task (manager → proplets).
@@ -37,11 +41,13 @@ impl Topic {
     ];
 
     /// Every topic, for table-driven parsing.
-    const ALL: [Topic; 9] = [
+    const ALL: [Topic; 11] = [
         Topic::Create,
         Topic::Alive,
         Topic::Results,
         Topic::InvokeResults,
+        Topic::Metrics,
+        Topic::TaskMetrics,
         Topic::Start,
         Topic::Stop,
         Topic::Invoke,
@@ -56,6 +62,8 @@ impl Topic {
             Topic::Alive => "control/proplet/alive",
             Topic::Results => "control/proplet/results",
             Topic::InvokeResults => "control/proplet/invoke_results",
+            Topic::Metrics => "control/proplet/metrics",
+            Topic::TaskMetrics => "control/proplet/task_metrics",
             Topic::Start => "control/manager/start",
             Topic::Stop => "control/manager/stop",
             Topic::Invoke => "control/manager/invoke",

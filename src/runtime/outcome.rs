@@ -1,5 +1,7 @@
 //! How a guest run ended, and its classification into a result or a [`RuntimeError`].
 
+use std::time::Duration;
+
 use wasmtime::{Trap, WasmBacktrace};
 use wasmtime_wasi::I32Exit;
 
@@ -57,8 +59,29 @@ pub async fn run_guest<T: Limited>(
     let data = state(spec, &captured, &scratch, engine).map_err(RuntimeError::internal)?;
     let mut store = engine.store(data, spec)?;
     let span = execute_span();
-    let outcome = within_quota(engine, &scratch, execute(&mut store, &span)).await;
+    let run = cpu_timed(execute(&mut store, &span), &spec.meter);
+    let outcome = within_quota(engine, &scratch, run).await;
     conclude(engine, &mut store, spec, outcome, &captured, &span)
+}
+
+/// Awaits `run`, adding the CPU time of the thread to `meter` around each poll: the guest's
+/// own CPU time, whichever worker thread runs it.
+async fn cpu_timed<T>(run: impl Future<Output = T>, meter: &Meter) -> T {
+    let thread_cpu = || {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        Duration::new(
+            u64::try_from(t.tv_sec).unwrap_or(0),
+            u32::try_from(t.tv_nsec).unwrap_or(0),
+        )
+    };
+    let mut run = std::pin::pin!(run);
+    std::future::poll_fn(|cx| {
+        let before = thread_cpu();
+        let polled = run.as_mut().poll(cx);
+        meter.cpu(thread_cpu().saturating_sub(before));
+        polled
+    })
+    .await
 }
 
 /// Awaits an instantiation under an `instantiate` span.

@@ -20,6 +20,7 @@ pub struct Meter {
     http_granted: AtomicBool,
     config_reads: AtomicU64,
     config_granted: AtomicBool,
+    cpu_nanos: AtomicU64,
 }
 
 /// A snapshot of a [`Meter`].
@@ -38,6 +39,8 @@ pub struct Reading {
     pub http_bytes: Option<u64>,
     /// Reads of configuration values; `None` unless the task was given any.
     pub config_reads: Option<u64>,
+    /// CPU time the guest ran for (in-process runtime only).
+    pub cpu: std::time::Duration,
 }
 
 impl Meter {
@@ -77,6 +80,12 @@ impl Meter {
         self.config_reads.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Adds CPU time the guest ran for.
+    pub fn cpu(&self, spent: std::time::Duration) {
+        let nanos = u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX);
+        self.cpu_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
     /// The counters now.
     pub fn read(&self) -> Reading {
         let tracked = self.memory_tracked.load(Ordering::Relaxed);
@@ -90,6 +99,7 @@ impl Meter {
             http_requests: http.then(|| self.http_requests.load(Ordering::Relaxed)),
             http_bytes: http.then(|| self.http_bytes.load(Ordering::Relaxed)),
             config_reads: config.then(|| self.config_reads.load(Ordering::Relaxed)),
+            cpu: std::time::Duration::from_nanos(self.cpu_nanos.load(Ordering::Relaxed)),
         }
     }
 }

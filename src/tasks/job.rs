@@ -27,10 +27,12 @@ use tracing::{Instrument as _, Span, info};
 use super::TaskError;
 use super::admission::{Admissions, JobKey};
 use super::latent::{Deployments, LatentTask};
+use super::monitor::Sampled;
 use super::prepare::Preparer;
 use super::publish::Answers;
 use super::receipt::Receipt;
 use super::spans;
+use crate::protocol::metrics::MonitoringProfile;
 use crate::protocol::{InvokeRequest, StartRequest};
 use crate::runtime::{Binary, RuntimeError, TaskOutput, TaskRuntime};
 use crate::state::{Entry, EntryKind, Journal};
@@ -54,6 +56,8 @@ pub(super) struct Context {
     pub(super) journal: Journal,
     /// Tasks the previous process left unanswered.
     pub(super) recovered: super::redelivery::Recovered,
+    /// Where running tasks' samples go.
+    pub(super) monitor: super::monitor::Monitor,
 }
 
 /// What a job does.
@@ -192,6 +196,18 @@ impl Context {
     }
 }
 
+/// What the manager asked to be sampled of `req`, or the defaults.
+fn profile(req: &StartRequest) -> MonitoringProfile {
+    match req
+        .monitoring_profile
+        .as_ref()
+        .or(req.monitoring_profile_camel.as_ref())
+    {
+        Some(value) => MonitoringProfile::read(value, req.daemon),
+        None => MonitoringProfile::default_for(req.daemon),
+    }
+}
+
 /// A start: grant, hold, fetch, slot, run, answer. A daemon is answered as soon as its
 /// guest runs; its end is only logged (docs/protocol.md §5.5).
 async fn start(cx: &Context, mut req: StartRequest, cancel: &CancellationToken, receipt: &Receipt) {
@@ -204,7 +220,17 @@ async fn start(cx: &Context, mut req: StartRequest, cancel: &CancellationToken, 
         let spec = cx.prepare.spec(&req, binary, receipt, grants)?;
         let _slot = cx.admissions.slot().await?;
         drop(held);
-        Ok(cx.runtime.run(spec, started).await?)
+        let sampled = cx.monitor.sample(Sampled {
+            id: &id,
+            profile: profile(&req),
+            meter: spec.meter.clone(),
+            memory_budget: spec.limits.memory_bytes,
+            arrived: receipt.arrived(),
+        });
+        tokio::select! {
+            ran = cx.runtime.run(spec, started) => Ok(ran?),
+            never = sampled => match never {},
+        }
     };
     let ack = async {
         if started_rx.await.is_ok() {

@@ -73,6 +73,11 @@ impl TaskManager {
             tasks: settings.module_cache_entries,
             bytes: settings.latent_max_bytes,
         };
+        let monitor = super::monitor::Monitor::new(
+            parts.publisher.clone(),
+            parts.proplet_id.clone(),
+            settings.monitoring,
+        );
         let cx = Context {
             admissions: Admissions::new(settings, parts.metrics.clone(), parts.journal.clone()),
             prepare,
@@ -87,6 +92,7 @@ impl TaskManager {
             deploy_wait: parts.budgets.default.timeout.unwrap_or(DEPLOY_WAIT),
             journal: parts.journal,
             recovered: Default::default(),
+            monitor,
         };
         TaskManager { cx: Arc::new(cx) }
     }

@@ -20,6 +20,7 @@ mod inline;
 mod job;
 mod latent;
 mod manager;
+pub mod monitor;
 mod prepare;
 mod publish;
 mod receipt;

@@ -39,6 +39,11 @@ impl Receipt {
         trace::outgoing(&tracing::Span::current(), &self.incoming)
     }
 
+    /// When the message arrived.
+    pub(super) fn arrived(&self) -> Instant {
+        self.started
+    }
+
     /// Time since the message arrived.
     pub(super) fn elapsed(&self) -> Duration {
         self.started.elapsed()

@@ -10,6 +10,7 @@ pub mod http;
 mod json;
 mod metrics;
 mod otel;
+pub mod process;
 pub mod trace;
 
 use opentelemetry::trace::TracerProvider as _;

@@ -37,7 +37,10 @@ impl Lane {
             Outbound::Liveliness(_) => return Lane::Heartbeat,
             Outbound::Result(r) => r.outcome.error_kind,
             Outbound::InvokeResult(r) => r.outcome.error_kind,
-            Outbound::Discovery(_) | Outbound::BinaryRequest(_) => None,
+            Outbound::Discovery(_)
+            | Outbound::BinaryRequest(_)
+            | Outbound::PropletMetrics(_)
+            | Outbound::TaskMetrics(_) => None,
         };
         match kind {
             Some(ErrorKind::Overloaded) => Lane::Refusal,

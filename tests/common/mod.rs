@@ -42,6 +42,9 @@ pub fn env(broker: &Broker, extra: &[(&str, &str)]) -> HashMap<String, String> {
         ("PROPLET_MQTT_TIMEOUT", "5s"),
         ("PROPLET_DRAIN_TIMEOUT", "2s"),
         ("PROPLET_LOG_LEVEL", "proplet=debug"),
+        // The metrics topics are tested on their own (tests/monitoring.rs); elsewhere they
+        // would only add messages to every exchange.
+        ("PROPLET_ENABLE_MONITORING", "false"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

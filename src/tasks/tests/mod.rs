@@ -65,6 +65,8 @@ fn settings(slots: usize, queue: usize) -> TaskSettings {
         net_allow: Vec::new(),
         http: Default::default(),
         config: Default::default(),
+        monitoring: false,
+        metrics_interval: Duration::ZERO,
     }
 }
 
