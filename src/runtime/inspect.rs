@@ -182,7 +182,7 @@ fn capabilities<'a>(imports: impl Iterator<Item = &'a str>) -> Vec<&'static str>
         ),
         (
             "propeller:proplet",
-            "the proplet workload API (task, report, log)",
+            "the proplet workload API (task, report, log, trace)",
         ),
         (
             "wasi:cli/environment",

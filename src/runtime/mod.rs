@@ -11,6 +11,7 @@ mod core;
 mod disk_cache;
 mod engine;
 mod external;
+mod guest_spans;
 mod host;
 mod http;
 mod inspect;

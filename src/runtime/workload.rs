@@ -12,11 +12,12 @@ use crate::sandbox::Meter;
 wasmtime::component::bindgen!({
     path: "wit",
     world: "workload",
-    imports: { default: async },
+    imports: { default: async, "propeller:proplet/trace.[drop]span": async | trappable },
     exports: { default: async },
+    with: { "propeller:proplet/trace.span": crate::runtime::guest_spans::GuestSpan },
 });
 
-use propeller::proplet::{log, report, task};
+use propeller::proplet::{log, report, task, trace};
 
 /// The name of the exported entry-point interface, by which workloads are recognised.
 pub const HANDLER_INTERFACE: &str = "propeller:proplet/handler@0.1.0";
@@ -44,6 +45,8 @@ pub struct WorkloadContext {
     pub meter: Arc<Meter>,
     /// Log lines written, for the local runner.
     pub log: Vec<(String, String)>,
+    /// The guest's own spans.
+    pub spans: crate::runtime::guest_spans::GuestSpans,
 }
 
 impl WorkloadContext {
@@ -73,7 +76,7 @@ impl WorkloadContext {
     }
 }
 
-/// Adds the proplet's own workload imports (`task`, `report`, `log`) to a component linker
+/// Adds the proplet's own workload imports (`task`, `report`, `log`, `trace`) to a component linker
 /// whose store state gives its [`WorkloadContext`] through `get`. The world's WASI imports
 /// (`wasi:config`) are added by their Wasmtime crates.
 pub fn add_to_linker<T: Send + 'static>(
@@ -82,6 +85,7 @@ pub fn add_to_linker<T: Send + 'static>(
 ) -> wasmtime::Result<()> {
     task::add_to_linker::<T, HasSelf<WorkloadContext>>(linker, get)?;
     report::add_to_linker::<T, HasSelf<WorkloadContext>>(linker, get)?;
+    trace::add_to_linker::<T, HasSelf<WorkloadContext>>(linker, get)?;
     log::add_to_linker::<T, HasSelf<WorkloadContext>>(linker, get)
 }
 

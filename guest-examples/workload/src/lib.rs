@@ -8,13 +8,14 @@
 //! `fetch` GETs the URL of its first input over `wasi:http` (within the task's `http`
 //! grant) and reports the status and body, `config` reports the configuration keys it may
 //! read (`wasi:config`) with the length of each value, and the value of the key named by
-//! its first input.
+//! its first input, `spans` sums its inputs inside spans of its own (`trace`), and
+//! `span-flood` opens spans without end.
 
 wit_bindgen::generate!({ path: "../../wit", world: "workload", generate_all });
 
 use exports::propeller::proplet::handler::Guest;
 use propeller::proplet::log::{self, Level};
-use propeller::proplet::{report, task};
+use propeller::proplet::{report, task, trace};
 
 struct Workload;
 
@@ -65,6 +66,26 @@ impl Guest for Workload {
             };
             let text = format!("keys={} shown={}", keys.join(","), shown.unwrap_or_default());
             return report::text(&text).map_err(|e| format!("{e:?}"));
+        }
+        if has("spans") {
+            let outer = trace::Span::new("sum inputs");
+            outer.set_attribute("inputs", &task::inputs().len().to_string());
+            let mut sum: i64 = 0;
+            for input in task::inputs() {
+                let inner = trace::Span::new("parse input");
+                match input.trim().parse::<i64>() {
+                    Ok(n) => sum += n,
+                    Err(e) => inner.set_error(&format!("{input:?}: {e}")),
+                }
+            }
+            outer.add_event("summed");
+            return report::text(&format!("sum={sum}")).map_err(|e| format!("{e:?}"));
+        }
+        if has("span-flood") {
+            for i in 0u64.. {
+                let span = trace::Span::new(&"s".repeat(1000));
+                span.set_attribute("i", &i.to_string());
+            }
         }
         if has("big") {
             return report::bytes(&vec![7u8; 2 << 20]).map_err(|e| format!("report refused: {e:?}"));
