@@ -53,6 +53,7 @@ fn spec(binary: &Binary) -> TaskSpec {
         network: Vec::new().into(),
         http: None,
         config: Default::default(),
+        kv: None,
         meter: Default::default(),
         echo: false,
     }

@@ -190,6 +190,7 @@ pub async fn run(args: RunArgs, policy: LocalPolicy) -> Result<TaskOutput, Local
         network: Vec::new().into(),
         http: http_grant(policy.http),
         config,
+        kv: None,
         meter: Default::default(),
         echo: true,
     };

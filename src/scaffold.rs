@@ -19,6 +19,18 @@ pub const WIT_FILES: &[File] = &[
         "wit/deps/config/store.wit",
         include_str!("../wit/deps/config/store.wit"),
     ),
+    (
+        "wit/deps/keyvalue/store.wit",
+        include_str!("../wit/deps/keyvalue/store.wit"),
+    ),
+    (
+        "wit/deps/keyvalue/atomic.wit",
+        include_str!("../wit/deps/keyvalue/atomic.wit"),
+    ),
+    (
+        "wit/deps/keyvalue/batch.wit",
+        include_str!("../wit/deps/keyvalue/batch.wit"),
+    ),
 ];
 
 /// The `wit-bindgen` a Rust project pins (as `guest-examples/` uses).

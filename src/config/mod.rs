@@ -159,6 +159,8 @@ pub struct TaskSettings {
     pub http: crate::sandbox::HttpPolicy,
     /// Operator configuration values and who may read them.
     pub config: crate::sandbox::ConfigPolicy,
+    /// The key-value buckets tasks may open.
+    pub kv: crate::sandbox::kv::KvPolicy,
     /// Whether the metrics topics are published (`PROPLET_ENABLE_MONITORING`).
     pub monitoring: bool,
     /// Period of the proplet's process metrics; zero: none.

@@ -190,6 +190,11 @@ fn tasks(r: &Reader<'_>) -> Result<TaskSettings, ConfigError> {
             .unwrap_or_default(),
         http: http_policy(r)?,
         config: config_policy(r)?,
+        kv: r
+            .opt(&KV_BUCKETS, |t| {
+                crate::sandbox::kv::KvPolicy::parse(t, values::bytes)
+            })?
+            .unwrap_or_default(),
         monitoring: r.req(&ENABLE_MONITORING, values::boolean)?,
         metrics_interval: r.req(&METRICS_INTERVAL, values::duration)?,
     })

@@ -297,6 +297,14 @@ settings! {
         "Which tasks may read which operator values: KEY=WHO[|WHO...],... where WHO is a task name pattern (* wildcard) or sha256:<hex> of the binary (default: none).",
     );
 
+    KV_BUCKETS = s(
+        "kv_buckets",
+        "kv-buckets",
+        &["PROPLET_KV_BUCKETS"],
+        None,
+        "Key-value buckets components may open (wasi:keyvalue), kept in the state directory: name=BYTES/KEYS,... (default: none).",
+    );
+
     ENABLE_MONITORING = s(
         "enable_monitoring",
         "enable-monitoring",

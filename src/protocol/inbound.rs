@@ -143,6 +143,14 @@ pub struct StartRequest {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub credentials: Vec<String>,
+    /// Key-value buckets the task asks to open through `wasi:keyvalue` (an extension), each
+    /// declared in `PROPLET_KV_BUCKETS`.
+    #[serde(
+        default,
+        deserialize_with = "or_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub kv: Vec<String>,
     /// What the manager asks to be sampled (§4.3.3), as sent; read by
     /// [`crate::protocol::metrics::MonitoringProfile::read`].
     #[serde(

@@ -160,6 +160,12 @@ pub struct Usage {
     /// Reads of configuration values; omitted unless the task was given any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub config_reads: Option<u64>,
+    /// Key-value reads; omitted unless the task was granted a bucket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kv_reads: Option<u64>,
+    /// Key-value writes; omitted unless the task was granted a bucket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kv_writes: Option<u64>,
     /// The `error_kind` of the budget that ended the task (`timeout`, `memory`, `fuel`,
     /// `output_limit`, `http_limit`), or `null`.
     pub limit: Option<ErrorKind>,

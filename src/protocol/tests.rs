@@ -374,6 +374,8 @@ fn usage_receipt_matches_its_golden_fixture() {
                 http_requests: None,
                 http_bytes: None,
                 config_reads: None,
+                kv_reads: None,
+                kv_writes: None,
                 limit: Some(ErrorKind::Memory),
                 limits: Some(limits),
             }),

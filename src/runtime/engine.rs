@@ -170,6 +170,8 @@ impl Parts {
             .map_err(RuntimeError::internal)?;
         wasmtime_wasi_config::add_to_linker(&mut component_linker, ComponentState::config)
             .map_err(RuntimeError::internal)?;
+        super::workload::add_kv_to_linker(&mut component_linker, ComponentState::kv)
+            .map_err(RuntimeError::internal)?;
         super::workload::add_to_linker(&mut component_linker, |s: &mut ComponentState| {
             &mut s.workload
         })

@@ -41,6 +41,8 @@ pub struct ComponentState {
     config: WasiConfigVariables,
     /// Where reads of them are counted.
     meter: std::sync::Arc<crate::sandbox::Meter>,
+    /// The key-value buckets the task may open.
+    kv: super::kv::KvHost,
 }
 
 impl ComponentState {
@@ -48,6 +50,11 @@ impl ComponentState {
     pub fn config(&mut self) -> WasiConfig<'_> {
         self.meter.config_read();
         WasiConfig::from(&self.config)
+    }
+
+    /// The task's `wasi:keyvalue` state.
+    pub fn kv(&mut self) -> &mut super::kv::KvHost {
+        &mut self.kv
     }
 }
 
@@ -232,6 +239,7 @@ pub fn component_state(
         http: http_state(spec, engine)?,
         config: config_values(spec),
         meter: spec.meter.clone(),
+        kv: super::kv::KvHost::new(spec.kv.clone(), spec.meter.clone()),
     })
 }
 

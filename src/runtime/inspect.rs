@@ -158,7 +158,7 @@ fn extern_type(ty: &ExternType) -> String {
 /// Capabilities implied by import names, core (`wasi_snapshot_preview1::path_open`) or
 /// component (`wasi:filesystem/types@0.2.0`).
 fn capabilities<'a>(imports: impl Iterator<Item = &'a str>) -> Vec<&'static str> {
-    const RULES: [(&str, &str); 8] = [
+    const RULES: [(&str, &str); 9] = [
         (
             "wasi:filesystem",
             "filesystem (mounts; /tmp scratch is always there)",
@@ -179,6 +179,10 @@ fn capabilities<'a>(imports: impl Iterator<Item = &'a str>) -> Vec<&'static str>
         (
             "wasi:config/store",
             "configuration values (the start's `config`, and `credentials` within PROPLET_CONFIG_ALLOW)",
+        ),
+        (
+            "wasi:keyvalue/store",
+            "key-value buckets (the start's `kv`, within PROPLET_KV_BUCKETS)",
         ),
         (
             "propeller:proplet",

@@ -15,6 +15,7 @@ mod guest_spans;
 mod host;
 mod http;
 mod inspect;
+mod kv;
 mod outcome;
 mod values;
 mod workload;
@@ -35,6 +36,7 @@ pub use disk_cache::{DiskCacheConfig, resolve_dir as resolve_cache_dir};
 pub use engine::{CacheLimits, Prepared, TICK, WasmEngine};
 pub use external::ExternalRuntime;
 pub use inspect::{Inspection, inspect};
+pub use kv::KvAccess;
 
 use crate::protocol::ErrorKind;
 use crate::sandbox::{ConfigGrant, HttpGrant, Limits, Meter, Mount, NetRule};
@@ -118,6 +120,8 @@ pub struct TaskSpec {
     pub http: Option<HttpGrant>,
     /// The configuration values the guest may read (`wasi:config/store`).
     pub config: ConfigGrant,
+    /// The key-value buckets the guest may open (`wasi:keyvalue`); `None`: none.
+    pub kv: Option<KvAccess>,
     /// Where the run records what it used (memory peak, output, fuel) as it goes.
     pub meter: Arc<Meter>,
     /// Whether the guest's stdout and stderr are also copied to this process's, as they
@@ -319,6 +323,8 @@ pub struct Features {
     pub http: bool,
     /// It gives components configuration values (a task may bring or ask for them).
     pub config: bool,
+    /// It gives components key-value buckets (a task may ask for them).
+    pub kv: bool,
 }
 
 /// A boxed future of a runtime operation.
@@ -411,6 +417,7 @@ impl TaskRuntime for Runtime {
             components: true,
             http: in_process,
             config: in_process,
+            kv: in_process,
         }
     }
 

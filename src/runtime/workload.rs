@@ -12,9 +12,16 @@ use crate::sandbox::Meter;
 wasmtime::component::bindgen!({
     path: "wit",
     world: "workload",
-    imports: { default: async, "propeller:proplet/trace.[drop]span": async | trappable },
+    imports: {
+        default: async,
+        "propeller:proplet/trace.[drop]span": async | trappable,
+        "wasi:keyvalue/store.[drop]bucket": async | trappable,
+    },
     exports: { default: async },
-    with: { "propeller:proplet/trace.span": crate::runtime::guest_spans::GuestSpan },
+    with: {
+        "propeller:proplet/trace.span": crate::runtime::guest_spans::GuestSpan,
+        "wasi:keyvalue/store.bucket": crate::runtime::kv::KvBucket,
+    },
 });
 
 use propeller::proplet::{log, report, task, trace};
@@ -87,6 +94,18 @@ pub fn add_to_linker<T: Send + 'static>(
     report::add_to_linker::<T, HasSelf<WorkloadContext>>(linker, get)?;
     trace::add_to_linker::<T, HasSelf<WorkloadContext>>(linker, get)?;
     log::add_to_linker::<T, HasSelf<WorkloadContext>>(linker, get)
+}
+
+/// Adds `wasi:keyvalue` (store, atomics, batch) to a component linker whose store state
+/// gives its [`KvHost`](super::kv::KvHost) through `get`.
+pub fn add_kv_to_linker<T: Send + 'static>(
+    linker: &mut wasmtime::component::Linker<T>,
+    get: fn(&mut T) -> &mut super::kv::KvHost,
+) -> wasmtime::Result<()> {
+    use wasi::keyvalue::{atomics, batch, store};
+    store::add_to_linker::<T, HasSelf<super::kv::KvHost>>(linker, get)?;
+    atomics::add_to_linker::<T, HasSelf<super::kv::KvHost>>(linker, get)?;
+    batch::add_to_linker::<T, HasSelf<super::kv::KvHost>>(linker, get)
 }
 
 impl task::Host for WorkloadContext {

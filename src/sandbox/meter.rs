@@ -21,6 +21,9 @@ pub struct Meter {
     config_reads: AtomicU64,
     config_granted: AtomicBool,
     cpu_nanos: AtomicU64,
+    kv_reads: AtomicU64,
+    kv_writes: AtomicU64,
+    kv_granted: AtomicBool,
 }
 
 /// A snapshot of a [`Meter`].
@@ -41,6 +44,10 @@ pub struct Reading {
     pub config_reads: Option<u64>,
     /// CPU time the guest ran for (in-process runtime only).
     pub cpu: std::time::Duration,
+    /// Key-value reads; `None` unless the task was granted a bucket.
+    pub kv_reads: Option<u64>,
+    /// Key-value writes; `None` unless the task was granted a bucket.
+    pub kv_writes: Option<u64>,
 }
 
 impl Meter {
@@ -80,6 +87,21 @@ impl Meter {
         self.config_reads.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Marks the task as granted key-value buckets (its operations are then reported).
+    pub fn kv_granted(&self) {
+        self.kv_granted.store(true, Ordering::Relaxed);
+    }
+
+    /// Counts one key-value operation.
+    pub fn kv(&self, write: bool) {
+        let counter = if write {
+            &self.kv_writes
+        } else {
+            &self.kv_reads
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Adds CPU time the guest ran for.
     pub fn cpu(&self, spent: std::time::Duration) {
         let nanos = u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX);
@@ -92,6 +114,7 @@ impl Meter {
         let metered = self.fuel_metered.load(Ordering::Relaxed);
         let http = self.http_granted.load(Ordering::Relaxed);
         let config = self.config_granted.load(Ordering::Relaxed);
+        let kv = self.kv_granted.load(Ordering::Relaxed);
         Reading {
             memory_peak_bytes: tracked.then(|| self.memory_peak.load(Ordering::Relaxed)),
             output_bytes: self.output.load(Ordering::Relaxed),
@@ -100,6 +123,8 @@ impl Meter {
             http_bytes: http.then(|| self.http_bytes.load(Ordering::Relaxed)),
             config_reads: config.then(|| self.config_reads.load(Ordering::Relaxed)),
             cpu: std::time::Duration::from_nanos(self.cpu_nanos.load(Ordering::Relaxed)),
+            kv_reads: kv.then(|| self.kv_reads.load(Ordering::Relaxed)),
+            kv_writes: kv.then(|| self.kv_writes.load(Ordering::Relaxed)),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod capabilities;
 pub mod config;
 pub mod descriptors;
 pub mod http;
+pub mod kv;
 mod limiter;
 mod meter;
 pub mod network;

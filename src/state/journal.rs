@@ -90,6 +90,7 @@ pub struct Journal {
     tx: mpsc::Sender<Request>,
     depth: SharedDepth,
     recent: Arc<Mutex<Recent>>,
+    db: Arc<Database>,
 }
 
 impl Journal {
@@ -115,11 +116,24 @@ impl Journal {
             recent: recent.clone(),
             metrics,
         };
+        let db = Arc::new(db);
+        let written = db.clone();
         std::thread::Builder::new()
             .name("journal".into())
-            .spawn(move || writer.run(&db, &rx))
+            .spawn(move || writer.run(&written, &rx))
             .map_err(|e| StateError::Journal(format!("cannot start its writer: {e}")))?;
-        Ok((Journal { tx, depth, recent }, recovered))
+        let journal = Journal {
+            tx,
+            depth,
+            recent,
+            db,
+        };
+        Ok((journal, recovered))
+    }
+
+    /// The guests' key-value buckets, kept in the same database.
+    pub fn kv(&self) -> super::kv::KvStore {
+        super::kv::KvStore::new(self.db.clone())
     }
 
     /// The last answer job `(task, invocation)` got, if it is still remembered (see

@@ -11,6 +11,7 @@
 
 mod dir;
 mod journal;
+pub mod kv;
 mod outbox;
 pub mod recent;
 mod writer;

@@ -67,6 +67,8 @@ impl TaskManager {
             network: settings.net_allow.clone().into(),
             http: settings.http.clone(),
             config: settings.config.clone(),
+            kv: settings.kv.clone(),
+            kv_store: parts.journal.kv(),
             metrics: parts.metrics.clone(),
         };
         let limits = LatentLimits {

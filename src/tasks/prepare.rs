@@ -11,11 +11,13 @@ use super::TaskError;
 use super::fetch::{self, Fetcher};
 use super::receipt::Receipt;
 use crate::protocol::StartRequest;
-use crate::runtime::{Binary, Features, TaskSpec};
+use crate::runtime::{Binary, Features, KvAccess, TaskSpec};
+use crate::sandbox::kv::{KvGrant, KvPolicy};
 use crate::sandbox::{
     Budgets, CapabilityError, ConfigPolicy, ConfigRequest, HttpGrant, HttpPolicy, LimitRequest,
     Limits, Mount, MountRequest, NetRule, Policy, Source, Volume, capabilities,
 };
+use crate::state::kv::KvStore;
 use crate::telemetry::{Metrics, trace};
 
 /// What a job is granted, decided before its binary is fetched.
@@ -26,6 +28,8 @@ pub(super) struct Grants {
     pub(super) mounts: Vec<Mount>,
     /// Its HTTP origins and budget.
     pub(super) http: Option<HttpGrant>,
+    /// Its key-value buckets.
+    pub(super) kv: Option<KvGrant>,
 }
 
 /// The node's policies and sources a job is prepared with.
@@ -48,6 +52,10 @@ pub(super) struct Preparer {
     pub(super) http: HttpPolicy,
     /// Operator configuration values and who may read them.
     pub(super) config: ConfigPolicy,
+    /// The key-value buckets tasks may open.
+    pub(super) kv: KvPolicy,
+    /// Where the buckets are kept.
+    pub(super) kv_store: KvStore,
     /// Where fetched bytes are counted.
     pub(super) metrics: Metrics,
 }
@@ -67,11 +75,18 @@ impl Preparer {
                 "configuration values are not supported by this runtime",
             ));
         }
+        if !req.kv.is_empty() && !self.features.kv {
+            return Err(denied(
+                "key-value buckets are not supported by this runtime",
+            ));
+        }
+        let kv = self.kv.grant(&req.kv)?;
         let limits = self.budget(req, receipt)?;
         Ok(Grants {
             limits,
             mounts,
             http,
+            kv,
         })
     }
 
@@ -197,6 +212,10 @@ impl Preparer {
             network: self.network.clone(),
             http: grants.http,
             config,
+            kv: grants.kv.map(|grant| KvAccess {
+                grant,
+                store: self.kv_store.clone(),
+            }),
             meter: receipt.meter(),
             echo: false,
         })

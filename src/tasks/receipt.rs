@@ -89,6 +89,8 @@ impl Receipt {
             http_requests: reading.http_requests,
             http_bytes: reading.http_bytes,
             config_reads: reading.config_reads,
+            kv_reads: reading.kv_reads,
+            kv_writes: reading.kv_writes,
             limit,
             limits: self.limits.get().map(budget),
         });

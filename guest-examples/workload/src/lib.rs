@@ -8,8 +8,10 @@
 //! `fetch` GETs the URL of its first input over `wasi:http` (within the task's `http`
 //! grant) and reports the status and body, `config` reports the configuration keys it may
 //! read (`wasi:config`) with the length of each value, and the value of the key named by
-//! its first input, `spans` sums its inputs inside spans of its own (`trace`), and
-//! `span-flood` opens spans without end.
+//! its first input, `spans` sums its inputs inside spans of its own (`trace`),
+//! `span-flood` opens spans without end, `kv` counts its runs in the bucket named by its
+//! first input (`wasi:keyvalue`), `kv-fill` fills that bucket until it is refused, and
+//! `kv-open` reports whether that bucket opens.
 
 wit_bindgen::generate!({ path: "../../wit", world: "workload", generate_all });
 
@@ -87,6 +89,10 @@ impl Guest for Workload {
                 span.set_attribute("i", &i.to_string());
             }
         }
+        if has("kv") || has("kv-fill") || has("kv-open") {
+            let name = task::inputs().into_iter().next().unwrap_or_default();
+            return report::text(&keyvalue(&name, has("kv-fill"), has("kv-open"))?).map_err(|e| format!("{e:?}"));
+        }
         if has("big") {
             return report::bytes(&vec![7u8; 2 << 20]).map_err(|e| format!("report refused: {e:?}"));
         }
@@ -106,6 +112,32 @@ impl Guest for Workload {
 }
 
 export!(Workload);
+
+/// What the `kv` modes report, for the bucket `name`.
+fn keyvalue(name: &str, fill: bool, only_open: bool) -> Result<String, String> {
+    use wasi::keyvalue::{atomics, batch, store};
+    let bucket = match store::open(name) {
+        Ok(b) => b,
+        Err(e) => return Ok(format!("open failed: {e:?}")),
+    };
+    if only_open {
+        return Ok("opened".into());
+    }
+    if fill {
+        let value = vec![7u8; 1024];
+        for i in 0u64.. {
+            if let Err(e) = bucket.set(&format!("fill-{i}"), &value) {
+                return Ok(format!("stored={i} refused: {e:?}"));
+            }
+        }
+    }
+    let runs = atomics::increment(&bucket, "runs", 1).map_err(|e| format!("{e:?}"))?;
+    let pairs = [("last".to_owned(), task::id().into_bytes()), ("mode".to_owned(), b"kv".to_vec())];
+    batch::set_many(&bucket, &pairs).map_err(|e| format!("{e:?}"))?;
+    let last = bucket.get("last").map_err(|e| format!("{e:?}"))?.unwrap_or_default();
+    let keys = bucket.list_keys(None).map_err(|e| format!("{e:?}"))?.keys;
+    Ok(format!("runs={runs} last={} keys={}", String::from_utf8_lossy(&last), keys.join(",")))
+}
 
 /// A GET over `wasi:http/outgoing-handler`.
 mod http {

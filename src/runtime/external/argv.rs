@@ -148,6 +148,7 @@ mod tests {
             network: Vec::new().into(),
             http: None,
             config: Default::default(),
+            kv: None,
             meter: Default::default(),
             echo: false,
         }

@@ -36,6 +36,7 @@ const ALL: Features = Features {
     components: true,
     http: true,
     config: true,
+    kv: true,
 };
 
 struct Harness {
@@ -65,6 +66,7 @@ fn settings(slots: usize, queue: usize) -> TaskSettings {
         net_allow: Vec::new(),
         http: Default::default(),
         config: Default::default(),
+        kv: Default::default(),
         monitoring: false,
         metrics_interval: Duration::ZERO,
     }
@@ -439,6 +441,7 @@ const BARE: Features = Features {
     components: false,
     http: false,
     config: false,
+    kv: false,
 };
 
 lifecycle! {
@@ -454,6 +457,8 @@ lifecycle! {
         Failed("http", "denied", "HTTP is not supported"),
         Start("config", "echo", json!({"config": {"k": "v"}})),
         Failed("config", "denied", "configuration values are not supported"),
+        Start("kv", "echo", json!({"kv": ["cache"]})),
+        Failed("kv", "denied", "key-value buckets are not supported"),
         Start("component", "echo", none()),
         Failed("component", "denied", "components"),
     ]
@@ -471,6 +476,8 @@ lifecycle! {
         Failed("cred", "denied", "PROPLET_CONFIG_ALLOW"),
         Start("path", "echo", json!({"credentials": ["../../etc/shadow"]})),
         Failed("path", "invalid", "not a configuration key"),
+        Start("bucket", "echo", json!({"kv": ["cache"]})),
+        Failed("bucket", "denied", "PROPLET_KV_BUCKETS"),
     ]
 }
 
