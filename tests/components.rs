@@ -272,7 +272,11 @@ async fn workloads_use_the_wit_task_context_and_report_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_workload_runs_on_the_same_world() {
     // The componentize-py component (CPython inside) is 18 MB; 24 MB as base64.
-    let (_b, w, mut m) = setup(&[("PROPLET_MQTT_MAX_PACKET_SIZE", "64MiB")]).await;
+    let env = [
+        ("PROPLET_MQTT_MAX_PACKET_SIZE", "64MiB"),
+        ("PROPLET_KV_BUCKETS", "state=1MiB/100"),
+    ];
+    let (_b, w, mut m) = setup(&env).await;
     let file = guests::python_workload_base64();
     m.send_json(
         "control/manager/start",
@@ -298,6 +302,10 @@ async fn a_python_workload_runs_on_the_same_world() {
         )
         .await;
     assert_ok(&r, "sum=42 (python)");
+    // Key-value state from Python: the same buckets as any component.
+    let kv = json!({"file": file, "name": "python task", "inputs": ["state"], "cli_args": ["kv"], "kv": ["state"]});
+    m.send_json("control/manager/start", &start("py-kv", kv)).await;
+    assert_ok(&m.result("py-kv").await, "runs=1 (python)");
     assert_err(
         &m.result("py-fail").await,
         "exit",

@@ -6,7 +6,7 @@ Build: componentize-py -d ../../wit -w workload componentize app -o workload-py.
 """
 
 from wit_world import exports
-from wit_world.imports import log, report, task
+from wit_world.imports import atomics, log, report, task, wasi_keyvalue_store
 from componentize_py_types import Err
 
 
@@ -16,6 +16,13 @@ class Handler(exports.Handler):
         log.write(log.Level.INFO, f"python task {task.id()} started with {len(inputs)} inputs")
         if "fail" in task.args():
             raise Err("asked to fail")
+        if "kv" in task.args():
+            # Counts its runs in the bucket named by its first input (wasi:keyvalue).
+            bucket = wasi_keyvalue_store.open(inputs[0])
+            runs = atomics.increment(bucket, "python-runs", 1)
+            bucket.set("python-last", task.id().encode())
+            report.text(f"runs={runs} (python)")
+            return
         if "raise" in task.args():
             print("about to raise")
             raise ValueError(f"asked to raise with {len(inputs)} inputs")
