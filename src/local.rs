@@ -6,11 +6,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::runtime::{Binary, Runtime, RuntimeError, TaskOutput, TaskSpec};
+use crate::runtime::{Binary, KvAccess, Runtime, RuntimeError, TaskOutput, TaskSpec};
 use crate::sandbox::capabilities::{grant, parse_volumes};
+use crate::sandbox::kv::{KvGrant, KvPolicy, Quota};
 use crate::sandbox::{
     ConfigPolicy, ConfigRequest, HttpGrant, HttpPolicy, Limits, Mount, MountRequest, Volume,
 };
+use crate::state::kv::KvStore;
 
 /// What to run.
 #[derive(Debug, Clone, clap::Args)]
@@ -34,6 +36,15 @@ pub struct RunArgs {
     /// `wasi:config/store` (repeatable).
     #[arg(long = "credential", value_name = "KEY")]
     pub credentials: Vec<String>,
+    /// A key-value bucket the component may open through `wasi:keyvalue` (repeatable),
+    /// with the quota `PROPLET_KV_BUCKETS` declares for it (1 MiB / 1,000 keys if it
+    /// declares none); needs `--kv-store`.
+    #[arg(long = "kv", value_name = "BUCKET", requires = "kv_store")]
+    pub kv: Vec<String>,
+    /// The file the buckets are kept in (a redb database, created if absent; not the
+    /// daemon's journal).
+    #[arg(long = "kv-store", value_name = "FILE")]
+    pub kv_store: Option<PathBuf>,
     /// The module.
     pub file: PathBuf,
     /// Inputs of the export (with --invoke), or the command's arguments.
@@ -160,12 +171,40 @@ pub struct LocalPolicy {
     pub http: HttpPolicy,
     /// The directory of operator values (`--credential` reads from it).
     pub config: ConfigPolicy,
+    /// Declared buckets and their quotas (`--kv` takes them from here).
+    pub kv: KvPolicy,
+}
+
+/// The buckets of `--kv`: with their declared quota, or a default one.
+fn kv_access(args: &RunArgs, policy: &KvPolicy) -> Result<Option<KvAccess>, LocalError> {
+    let Some(path) = args.kv_store.as_deref().filter(|_| !args.kv.is_empty()) else {
+        return Ok(None);
+    };
+    let fallback = Quota {
+        bytes: 1 << 20,
+        keys: 1000,
+    };
+    let buckets = args
+        .kv
+        .iter()
+        .map(|name| {
+            let declared = policy.buckets.iter().find(|(b, _)| b == name);
+            (name.clone(), declared.map_or(fallback, |(_, q)| *q))
+        })
+        .collect();
+    let store =
+        KvStore::open(path).map_err(|e| LocalError::Setting(format!("{}: {e}", path.display())))?;
+    Ok(Some(KvAccess {
+        grant: KvGrant { buckets },
+        store,
+    }))
 }
 
 /// Runs `args` within `policy` and returns the task output.
 pub async fn run(args: RunArgs, policy: LocalPolicy) -> Result<TaskOutput, LocalError> {
     let bytes = read(&args.file)?;
     let binary = Binary::new(bytes);
+    let kv = kv_access(&args, &policy.kv)?;
     let (name, inputs, argv) = args.call.split(args.args);
     let values = args.vars.into_iter().collect();
     let config = policy
@@ -190,7 +229,7 @@ pub async fn run(args: RunArgs, policy: LocalPolicy) -> Result<TaskOutput, Local
         network: Vec::new().into(),
         http: http_grant(policy.http),
         config,
-        kv: None,
+        kv,
         meter: Default::default(),
         echo: true,
     };

@@ -16,8 +16,9 @@ async fn main() -> ExitCode {
             let file = cli.config.as_deref();
             let flags = cli.settings.0;
             let policy = Config::http_policy(file, &env, flags.clone()).and_then(|http| {
-                let config = Config::config_policy(file, &env, flags)?;
-                Ok(proplet::local::LocalPolicy { http, config })
+                let config = Config::config_policy(file, &env, flags.clone())?;
+                let kv = Config::kv_policy(file, &env, flags)?;
+                Ok(proplet::local::LocalPolicy { http, config, kv })
             });
             match policy {
                 Ok(policy) => run_local(args, policy).await,

@@ -171,6 +171,41 @@ fn run_gives_config_values_and_credentials() {
     );
 }
 
+/// `proplet run --kv BUCKET --kv-store FILE` keeps a bucket in a file across runs.
+#[test]
+fn run_keeps_buckets_in_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("kv.redb");
+    let workload = guests::component_path("workload");
+    let args = [
+        "run".to_owned(),
+        "--kv".into(),
+        "state".into(),
+        "--kv-store".into(),
+        file.display().to_string(),
+        "--input".into(),
+        "state".into(),
+        workload.display().to_string(),
+        "kv".into(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    for runs in 1..=2 {
+        let out = proplet(&args, &[]);
+        assert_eq!(
+            text(&out.stdout),
+            format!("runs={runs} last=local keys=last,mode,runs\n"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    let out = proplet(&["run", "--kv", "state", workload.to_str().unwrap()], &[]);
+    assert!(
+        text(&out.stderr).contains("--kv-store"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 /// `proplet run` sends HTTP only where `--http-allow` (or `PROPLET_HTTP_ALLOW`) lets it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_sends_http_only_where_allowed() {

@@ -304,7 +304,8 @@ async fn a_python_workload_runs_on_the_same_world() {
     assert_ok(&r, "sum=42 (python)");
     // Key-value state from Python: the same buckets as any component.
     let kv = json!({"file": file, "name": "python task", "inputs": ["state"], "cli_args": ["kv"], "kv": ["state"]});
-    m.send_json("control/manager/start", &start("py-kv", kv)).await;
+    m.send_json("control/manager/start", &start("py-kv", kv))
+        .await;
     assert_ok(&m.result("py-kv").await, "runs=1 (python)");
     assert_err(
         &m.result("py-fail").await,

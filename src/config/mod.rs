@@ -319,6 +319,15 @@ impl Config {
         resolve::http_policy(&reader::Reader::new(&Config::layers(file, env, cli)?))
     }
 
+    /// Only the declared key-value buckets, from the same sources as [`Config::load`].
+    pub fn kv_policy(
+        file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+        cli: Vec<(&'static Setting, String)>,
+    ) -> Result<crate::sandbox::kv::KvPolicy, ConfigError> {
+        resolve::kv_policy(&reader::Reader::new(&Config::layers(file, env, cli)?))
+    }
+
     /// Only the configuration policy, from the same sources as [`Config::load`].
     pub fn config_policy(
         file: Option<&Path>,

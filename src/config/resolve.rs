@@ -190,14 +190,15 @@ fn tasks(r: &Reader<'_>) -> Result<TaskSettings, ConfigError> {
             .unwrap_or_default(),
         http: http_policy(r)?,
         config: config_policy(r)?,
-        kv: r
-            .opt(&KV_BUCKETS, |t| {
-                crate::sandbox::kv::KvPolicy::parse(t, values::bytes)
-            })?
-            .unwrap_or_default(),
+        kv: kv_policy(r)?,
         monitoring: r.req(&ENABLE_MONITORING, values::boolean)?,
         metrics_interval: r.req(&METRICS_INTERVAL, values::duration)?,
     })
+}
+
+pub(super) fn kv_policy(r: &Reader<'_>) -> Result<crate::sandbox::kv::KvPolicy, ConfigError> {
+    let parse = |t: &str| crate::sandbox::kv::KvPolicy::parse(t, values::bytes);
+    Ok(r.opt(&KV_BUCKETS, parse)?.unwrap_or_default())
 }
 
 pub(super) fn config_policy(r: &Reader<'_>) -> Result<crate::sandbox::ConfigPolicy, ConfigError> {

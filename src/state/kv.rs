@@ -63,6 +63,12 @@ impl KvStore {
         KvStore { db }
     }
 
+    /// A store of its own in the file `path` (created if absent), for `proplet run`.
+    pub fn open(path: &std::path::Path) -> Result<Self, KvError> {
+        let db = Database::create(path).map_err(storage)?;
+        Ok(KvStore::new(Arc::new(db)))
+    }
+
     /// The values of `keys` in `bucket`.
     pub fn get_many(&self, bucket: &str, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, KvError> {
         let tx = self.db.begin_read().map_err(storage)?;
