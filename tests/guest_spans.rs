@@ -28,15 +28,47 @@ fn workload(id: &str, inputs: &[&str], mode: &str) -> serde_json::Value {
     )
 }
 
-async fn traced(broker: &Broker, collector: &Collector, log: &std::path::Path) -> Daemon {
-    Daemon::start_logged(
-        broker,
+/// A collector, a broker, a manager and the real binary exporting to the collector.
+struct Traced {
+    collector: Collector,
+    _broker: Broker,
+    m: Manager,
+    d: Daemon,
+    _logs: tempfile::TempDir,
+}
+
+impl Traced {
+    /// Stops the daemon (its spans are flushed on SIGTERM) and returns what was exported
+    /// once a `sum inputs` span has arrived.
+    async fn stop_and_collect(&mut self) -> Vec<Received> {
+        self.d.signal("-TERM");
+        assert_eq!(self.d.wait(Duration::from_secs(30)).await, Some(0));
+        let done = |s: &Received| s.name() == "sum inputs";
+        self.collector.wait_for(Duration::from_secs(10), done).await
+    }
+}
+
+async fn traced() -> Traced {
+    let collector = Collector::http().await;
+    let broker = Broker::start();
+    let mut m = Manager::connect(&broker).await;
+    let logs = tempfile::tempdir().unwrap();
+    let d = Daemon::start_logged(
+        &broker,
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url.as_str()),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
         ],
-        log,
-    )
+        &logs.path().join("log"),
+    );
+    m.wait_ready().await;
+    Traced {
+        collector,
+        _broker: broker,
+        m,
+        d,
+        _logs: logs,
+    }
 }
 
 fn named<'a>(spans: &'a [Received], name: &str) -> Vec<&'a Received> {
@@ -45,24 +77,14 @@ fn named<'a>(spans: &'a [Received], name: &str) -> Vec<&'a Received> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workloads_spans_nest_under_its_execute_span() {
-    let collector = Collector::http().await;
-    let broker = Broker::start();
-    let mut m = Manager::connect(&broker).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut d = traced(&broker, &collector, &dir.path().join("log")).await;
-    m.wait_ready().await;
-    m.send_json(
+    let mut t = traced().await;
+    t.m.send_json(
         "control/manager/start",
         &workload("s", &["1", "x", "2"], "spans"),
     )
     .await;
-    assert_ok(&m.result("s").await, "sum=3");
-    d.signal("-TERM");
-    assert_eq!(d.wait(Duration::from_secs(30)).await, Some(0));
-
-    let spans = collector
-        .wait_for(Duration::from_secs(10), |s| s.name() == "sum inputs")
-        .await;
+    assert_ok(&t.m.result("s").await, "sum=3");
+    let spans = t.stop_and_collect().await;
     let execute = named(&spans, "execute");
     let outer = named(&spans, "sum inputs");
     assert_eq!(
@@ -113,28 +135,18 @@ async fn a_workloads_spans_nest_under_its_execute_span() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_span_flood_is_bounded_and_the_proplet_goes_on() {
-    let collector = Collector::http().await;
-    let broker = Broker::start();
-    let mut m = Manager::connect(&broker).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut d = traced(&broker, &collector, &dir.path().join("log")).await;
-    m.wait_ready().await;
+    let mut t = traced().await;
     let mut flood = workload("flood", &[], "span-flood");
     merge(&mut flood, json!({"limits": {"timeout_ms": 3000}}));
-    m.send_json("control/manager/start", &flood).await;
-    assert_err(&m.result("flood").await, "timeout", "");
-    m.send_json(
+    t.m.send_json("control/manager/start", &flood).await;
+    assert_err(&t.m.result("flood").await, "timeout", "");
+    t.m.send_json(
         "control/manager/start",
         &workload("after", &["4", "5"], "spans"),
     )
     .await;
-    assert_ok(&m.result("after").await, "sum=9");
-    d.signal("-TERM");
-    assert_eq!(d.wait(Duration::from_secs(30)).await, Some(0));
-
-    let spans = collector
-        .wait_for(Duration::from_secs(10), |s| s.name() == "sum inputs")
-        .await;
+    assert_ok(&t.m.result("after").await, "sum=9");
+    let spans = t.stop_and_collect().await;
     let flooded = spans.iter().filter(|s| s.name().starts_with("sss")).count();
     assert!(
         (1..=1000).contains(&flooded),

@@ -233,13 +233,7 @@ impl ConfigPolicy {
 /// Keys are file names too: letters, digits, `_`, `-` and `.`, not starting with `.`, at
 /// most 128 bytes.
 fn check_key(key: &str) -> Result<(), String> {
-    let ok = !key.is_empty()
-        && key.len() <= 128
-        && !key.starts_with('.')
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if ok {
+    if super::plain_name(key, 128) && !key.starts_with('.') {
         Ok(())
     } else {
         Err(format!(

@@ -98,12 +98,7 @@ impl KvPolicy {
 
 /// Bucket names: letters, digits, `_`, `-`, `.`, at most 64 bytes.
 fn check_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if ok {
+    if super::plain_name(name, 64) {
         Ok(())
     } else {
         Err(format!(

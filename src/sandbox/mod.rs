@@ -74,3 +74,12 @@ impl Default for Limits {
         }
     }
 }
+
+/// Whether `name` is a plain name, safe as a file name or a table key: 1 to `max` bytes
+/// of ASCII letters, digits, `_`, `-` and `.`.
+pub(crate) fn plain_name(name: &str, max: usize) -> bool {
+    (1..=max).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
