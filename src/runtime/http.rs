@@ -163,7 +163,11 @@ impl WasiHttpHooks for Outbound {
             error.type = Empty,
         );
         let Some(task) = self.task.clone() else {
-            debug!(uri = %request.uri(), "HTTP request refused: the task was granted no HTTP");
+            // Only the host is logged: a query may carry a guest's credentials.
+            debug!(
+                host = request.uri().host().unwrap_or(""),
+                "HTTP request refused: the task was granted no HTTP"
+            );
             trace::fail(&span, "denied", "the task was granted no HTTP");
             return Box::new(async { Err(Error::HttpRequestDenied) });
         };
@@ -189,7 +193,10 @@ impl Granted {
     > {
         let span = Span::current();
         if let Err((why, error)) = self.admit(request.uri()) {
-            debug!(uri = %request.uri(), "HTTP request refused: {why}");
+            debug!(
+                host = request.uri().host().unwrap_or(""),
+                "HTTP request refused: {why}"
+            );
             trace::fail(&span, "denied", &why);
             return Err(error);
         }
