@@ -6,12 +6,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::config::HostApis;
 use crate::runtime::{Binary, KvAccess, Runtime, RuntimeError, TaskOutput, TaskSpec};
 use crate::sandbox::capabilities::{grant, parse_volumes};
 use crate::sandbox::kv::{KvGrant, KvPolicy, Quota};
-use crate::sandbox::{
-    ConfigPolicy, ConfigRequest, HttpGrant, HttpPolicy, Limits, Mount, MountRequest, Volume,
-};
+use crate::sandbox::{ConfigRequest, HttpGrant, HttpPolicy, Limits, Mount, MountRequest, Volume};
 use crate::state::kv::KvStore;
 
 /// What to run.
@@ -164,17 +163,6 @@ pub enum LocalError {
     Runtime(#[from] RuntimeError),
 }
 
-/// The host's side of a local run: outbound HTTP, and where credentials are read.
-#[derive(Debug, Clone, Default)]
-pub struct LocalPolicy {
-    /// Origins the guest may reach (every one is granted).
-    pub http: HttpPolicy,
-    /// The directory of operator values (`--credential` reads from it).
-    pub config: ConfigPolicy,
-    /// Declared buckets and their quotas (`--kv` takes them from here).
-    pub kv: KvPolicy,
-}
-
 /// The buckets of `--kv`: with their declared quota, or a default one.
 fn kv_access(args: &RunArgs, policy: &KvPolicy) -> Result<Option<KvAccess>, LocalError> {
     let Some(path) = args.kv_store.as_deref().filter(|_| !args.kv.is_empty()) else {
@@ -200,8 +188,9 @@ fn kv_access(args: &RunArgs, policy: &KvPolicy) -> Result<Option<KvAccess>, Loca
     }))
 }
 
-/// Runs `args` within `policy` and returns the task output.
-pub async fn run(args: RunArgs, policy: LocalPolicy) -> Result<TaskOutput, LocalError> {
+/// Runs `args` within `policy` (every origin it allows is granted, credentials are read
+/// from its directory, `--kv` buckets get its quotas) and returns the task output.
+pub async fn run(args: RunArgs, policy: HostApis) -> Result<TaskOutput, LocalError> {
     let bytes = read(&args.file)?;
     let binary = Binary::new(bytes);
     let kv = kv_access(&args, &policy.kv)?;

@@ -15,12 +15,7 @@ async fn main() -> ExitCode {
             let env = |name: &str| std::env::var(name).ok();
             let file = cli.config.as_deref();
             let flags = cli.settings.0;
-            let policy = Config::http_policy(file, &env, flags.clone()).and_then(|http| {
-                let config = Config::config_policy(file, &env, flags.clone())?;
-                let kv = Config::kv_policy(file, &env, flags)?;
-                Ok(proplet::local::LocalPolicy { http, config, kv })
-            });
-            match policy {
+            match Config::host_apis(file, &env, flags) {
                 Ok(policy) => run_local(args, policy).await,
                 Err(e) => report(Err(e.into())),
             }
@@ -88,7 +83,7 @@ async fn demo() -> anyhow::Result<()> {
 }
 
 /// `proplet run`: the result on stdout, guest stderr on stderr, the guest's exit status.
-async fn run_local(args: proplet::local::RunArgs, policy: proplet::local::LocalPolicy) -> ExitCode {
+async fn run_local(args: proplet::local::RunArgs, policy: proplet::config::HostApis) -> ExitCode {
     use proplet::local::LocalError;
     use proplet::runtime::RuntimeError;
     // Guest log lines (the WIT `log` interface) go to stderr; RUST_LOG can change that.

@@ -335,17 +335,20 @@ fn proplet_metrics(
     ready: &tokio::sync::watch::Receiver<u64>,
     stop: &CancellationToken,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
-    let on = config.tasks.monitoring && !config.tasks.metrics_interval.is_zero();
-    let samples = crate::tasks::monitor::proplet_metrics(
-        publisher.clone(),
-        config.identity.proplet_id.clone(),
-        config.identity.namespace.clone(),
-        config.tasks.metrics_interval.max(Duration::from_millis(1)),
-        ready.clone(),
-        stop.clone(),
-    );
+    let every = config.tasks.metrics_interval;
+    let on = config.tasks.monitoring && !every.is_zero();
+    let samples = on.then(|| {
+        crate::tasks::monitor::proplet_metrics(
+            publisher.clone(),
+            config.identity.proplet_id.clone(),
+            config.identity.namespace.clone(),
+            every,
+            ready.clone(),
+            stop.clone(),
+        )
+    });
     async move {
-        if on {
+        if let Some(samples) = samples {
             samples.await;
         }
     }

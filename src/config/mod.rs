@@ -155,16 +155,23 @@ pub struct TaskSettings {
     pub volumes: Vec<crate::sandbox::Volume>,
     /// Where guests may connect (`PROPLET_NET_ALLOW`); empty means no network.
     pub net_allow: Vec<crate::sandbox::NetRule>,
+    /// Outbound HTTP, configuration values and key-value buckets.
+    pub apis: HostApis,
+    /// Whether the metrics topics are published (`PROPLET_ENABLE_MONITORING`).
+    pub monitoring: bool,
+    /// Period of the proplet's process metrics; zero: none.
+    pub metrics_interval: Duration,
+}
+
+/// What components may be granted of the host APIs beyond WASI preview 2.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostApis {
     /// Where components may send HTTP requests, and each task's HTTP budget.
     pub http: crate::sandbox::HttpPolicy,
     /// Operator configuration values and who may read them.
     pub config: crate::sandbox::ConfigPolicy,
     /// The key-value buckets tasks may open.
     pub kv: crate::sandbox::kv::KvPolicy,
-    /// Whether the metrics topics are published (`PROPLET_ENABLE_MONITORING`).
-    pub monitoring: bool,
-    /// Period of the proplet's process metrics; zero: none.
-    pub metrics_interval: Duration,
 }
 
 /// How binaries are obtained.
@@ -309,32 +316,14 @@ impl Config {
         Ok(config)
     }
 
-    /// Only the HTTP policy, from the same sources as [`Config::load`] (for `proplet run`,
-    /// which needs no identity).
-    pub fn http_policy(
+    /// Only the host-API policies, from the same sources as [`Config::load`] (for
+    /// `proplet run`, which needs no identity).
+    pub fn host_apis(
         file: Option<&Path>,
         env: &dyn Fn(&str) -> Option<String>,
         cli: Vec<(&'static Setting, String)>,
-    ) -> Result<crate::sandbox::HttpPolicy, ConfigError> {
-        resolve::http_policy(&reader::Reader::new(&Config::layers(file, env, cli)?))
-    }
-
-    /// Only the declared key-value buckets, from the same sources as [`Config::load`].
-    pub fn kv_policy(
-        file: Option<&Path>,
-        env: &dyn Fn(&str) -> Option<String>,
-        cli: Vec<(&'static Setting, String)>,
-    ) -> Result<crate::sandbox::kv::KvPolicy, ConfigError> {
-        resolve::kv_policy(&reader::Reader::new(&Config::layers(file, env, cli)?))
-    }
-
-    /// Only the configuration policy, from the same sources as [`Config::load`].
-    pub fn config_policy(
-        file: Option<&Path>,
-        env: &dyn Fn(&str) -> Option<String>,
-        cli: Vec<(&'static Setting, String)>,
-    ) -> Result<crate::sandbox::ConfigPolicy, ConfigError> {
-        resolve::config_policy(&reader::Reader::new(&Config::layers(file, env, cli)?))
+    ) -> Result<HostApis, ConfigError> {
+        resolve::host_apis(&reader::Reader::new(&Config::layers(file, env, cli)?))
     }
 
     /// Defaults, then the file, the environment and the flags.

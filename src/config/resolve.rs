@@ -188,20 +188,26 @@ fn tasks(r: &Reader<'_>) -> Result<TaskSettings, ConfigError> {
         net_allow: r
             .opt(&NET_ALLOW, crate::sandbox::network::parse_net_allow)?
             .unwrap_or_default(),
-        http: http_policy(r)?,
-        config: config_policy(r)?,
-        kv: kv_policy(r)?,
+        apis: host_apis(r)?,
         monitoring: r.req(&ENABLE_MONITORING, values::boolean)?,
         metrics_interval: r.req(&METRICS_INTERVAL, values::duration)?,
     })
 }
 
-pub(super) fn kv_policy(r: &Reader<'_>) -> Result<crate::sandbox::kv::KvPolicy, ConfigError> {
+pub(super) fn host_apis(r: &Reader<'_>) -> Result<super::HostApis, ConfigError> {
+    Ok(super::HostApis {
+        http: http_policy(r)?,
+        config: config_policy(r)?,
+        kv: kv_policy(r)?,
+    })
+}
+
+fn kv_policy(r: &Reader<'_>) -> Result<crate::sandbox::kv::KvPolicy, ConfigError> {
     let parse = |t: &str| crate::sandbox::kv::KvPolicy::parse(t, values::bytes);
     Ok(r.opt(&KV_BUCKETS, parse)?.unwrap_or_default())
 }
 
-pub(super) fn config_policy(r: &Reader<'_>) -> Result<crate::sandbox::ConfigPolicy, ConfigError> {
+fn config_policy(r: &Reader<'_>) -> Result<crate::sandbox::ConfigPolicy, ConfigError> {
     use crate::sandbox::ConfigPolicy;
     let policy = r
         .opt(&CONFIG_ALLOW, ConfigPolicy::from_allow)?
@@ -210,7 +216,7 @@ pub(super) fn config_policy(r: &Reader<'_>) -> Result<crate::sandbox::ConfigPoli
     Ok(with_dir.unwrap_or(policy))
 }
 
-pub(super) fn http_policy(r: &Reader<'_>) -> Result<crate::sandbox::HttpPolicy, ConfigError> {
+fn http_policy(r: &Reader<'_>) -> Result<crate::sandbox::HttpPolicy, ConfigError> {
     use crate::sandbox::http::{parse_origins, parse_ranges};
     Ok(crate::sandbox::HttpPolicy {
         allow: r.opt(&HTTP_ALLOW, parse_origins)?.unwrap_or_default(),

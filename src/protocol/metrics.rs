@@ -125,6 +125,15 @@ impl Aggregated {
     }
 }
 
+/// `part` in percent of `whole`, to one decimal (0 when `whole` is not positive).
+pub fn percent(part: f64, whole: f64) -> f64 {
+    if whole > 0.0 {
+        (part / whole * 1000.0).round() / 10.0
+    } else {
+        0.0
+    }
+}
+
 /// A time as RFC 3339 text, to the millisecond.
 pub fn rfc3339(at: SystemTime) -> String {
     humantime::format_rfc3339_millis(at).to_string()

@@ -22,22 +22,22 @@ use tracing::field::Empty;
 use tracing::{Instrument as _, Span, debug};
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpHooks};
 
-use crate::sandbox::http::{Exhausted, Refusal, Target, TargetHost};
+use crate::sandbox::http::{Exhausted, Refusal, Target, TargetHost, check_resolved};
 use crate::sandbox::{HttpBudget, HttpGrant};
 use crate::telemetry::{TraceHeaders, trace};
 
-/// The future a sent request resolves to, as `wasmtime-wasi-http` wants it.
-type Sending = Box<
-    dyn Future<
-            Output = Result<
-                (
-                    http::Response<WasiBody>,
-                    Box<dyn Future<Output = Result<(), Error>> + Send>,
-                ),
-                Error,
-            >,
-        > + Send,
+/// What a sent request gives `wasmtime-wasi-http`: the response, and a future of errors
+/// after it (none here: reqwest reports them through the body).
+type Sent = Result<
+    (
+        http::Response<WasiBody>,
+        Box<dyn Future<Output = Result<(), Error>> + Send>,
+    ),
+    Error,
 >;
+
+/// The future of a sent request.
+type Sending = Box<dyn Future<Output = Sent> + Send>;
 
 /// One HTTP client per set of operator ranges (in practice one per process), shared by
 /// all tasks: its connection pool, TLS set-up and resolver.
@@ -83,9 +83,7 @@ impl reqwest::dns::Resolve for CheckedResolver {
         Box::pin(async move {
             let found: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let allowed = |ip: IpAddr| {
-                !crate::sandbox::http::is_special(ip) || private.iter().any(|n| n.contains(&ip))
-            };
+            let allowed = |ip: IpAddr| check_resolved(&private, ip).is_ok();
             let kept: Vec<SocketAddr> = found.iter().copied().filter(|a| allowed(a.ip())).collect();
             match (kept.is_empty(), found.first()) {
                 (false, _) => Ok(Box::new(kept.into_iter()) as reqwest::dns::Addrs),
@@ -181,16 +179,7 @@ impl WasiHttpHooks for Outbound {
 }
 
 impl Granted {
-    async fn send(
-        self: Arc<Self>,
-        request: http::Request<WasiBody>,
-    ) -> Result<
-        (
-            http::Response<WasiBody>,
-            Box<dyn Future<Output = Result<(), Error>> + Send>,
-        ),
-        Error,
-    > {
+    async fn send(self: Arc<Self>, request: http::Request<WasiBody>) -> Sent {
         let span = Span::current();
         if let Err((why, error)) = self.admit(request.uri()) {
             debug!(

@@ -258,3 +258,90 @@ impl batch::Host for KvHost {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::store::{Host as _, HostBucket as _};
+    use super::*;
+
+    fn host() -> (tempfile::TempDir, KvHost) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KvStore::open(&dir.path().join("kv.redb")).unwrap();
+        let quota = Quota {
+            bytes: 64 << 20,
+            keys: 100_000,
+        };
+        let grant = KvGrant {
+            buckets: vec![("b".into(), quota)],
+        };
+        let access = KvAccess { grant, store };
+        (dir, KvHost::new(Some(access), Arc::default()))
+    }
+
+    fn refused<T: std::fmt::Debug>(r: Result<T, Error>, why: &str) {
+        match r {
+            Err(Error::Other(msg)) => assert!(msg.contains(why), "{msg}"),
+            other => panic!("expected a refusal with {why:?}, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn oversized_keys_values_and_batches_are_refused_before_any_io() {
+        let (_d, mut kv) = host();
+        let b = || Resource::new_own(0);
+        kv.open("b".into()).await.unwrap();
+        refused(
+            kv.set(b(), "k".into(), vec![0; MAX_VALUE + 1]).await,
+            "a value is at most",
+        );
+        refused(
+            kv.set(b(), "k".repeat(MAX_KEY + 1), vec![1]).await,
+            "a key is at most",
+        );
+        refused(kv.get(b(), String::new()).await, "may not be empty");
+        let many: Vec<String> = (0..=MAX_BATCH).map(|i| format!("k{i}")).collect();
+        refused(
+            batch::Host::get_many(&mut kv, b(), many.clone()).await,
+            "a batch is at most",
+        );
+        refused(
+            batch::Host::delete_many(&mut kv, b(), many).await,
+            "a batch is at most",
+        );
+        let pairs = (0..=MAX_BATCH)
+            .map(|i| (format!("k{i}"), vec![1]))
+            .collect();
+        refused(
+            batch::Host::set_many(&mut kv, b(), pairs).await,
+            "a batch is at most",
+        );
+        // Nothing of it was written.
+        let listed = kv.list_keys(b(), None).await.unwrap();
+        assert!(listed.keys.is_empty(), "{:?}", listed.keys);
+    }
+
+    #[tokio::test]
+    async fn open_handles_are_bounded_and_ungranted_buckets_denied() {
+        let (_d, mut kv) = host();
+        for _ in 1..MAX_OPEN {
+            kv.open("b".into()).await.unwrap();
+        }
+        let last = kv.open("b".into()).await.unwrap();
+        refused(kv.open("b".into()).await, "at most 64 buckets");
+        store::HostBucket::drop(&mut kv, last).await.unwrap();
+        assert!(
+            kv.open("b".into()).await.is_ok(),
+            "a dropped handle frees its place"
+        );
+        assert!(matches!(
+            kv.open("other".into()).await,
+            Err(Error::AccessDenied)
+        ));
+        let mut none = KvHost::new(None, Arc::default());
+        assert!(matches!(
+            none.open("b".into()).await,
+            Err(Error::AccessDenied)
+        ));
+        refused(kv.get(Resource::new_own(999), "k".into()).await, "not open");
+    }
+}

@@ -64,8 +64,9 @@ pub async fn run_guest<T: Limited>(
     conclude(engine, &mut store, spec, outcome, &captured, &span)
 }
 
-/// Awaits `run`, adding the CPU time of the thread to `meter` around each poll: the guest's
-/// own CPU time, whichever worker thread runs it.
+/// Awaits `run`; while `meter` times the CPU (a task being sampled), adds the CPU time of
+/// the thread around each poll: the guest's own, whichever worker thread runs it. Untimed,
+/// a poll costs one atomic load more.
 async fn cpu_timed<T>(run: impl Future<Output = T>, meter: &Meter) -> T {
     let thread_cpu = || {
         let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
@@ -76,6 +77,9 @@ async fn cpu_timed<T>(run: impl Future<Output = T>, meter: &Meter) -> T {
     };
     let mut run = std::pin::pin!(run);
     std::future::poll_fn(|cx| {
+        if !meter.cpu_timed() {
+            return run.as_mut().poll(cx);
+        }
         let before = thread_cpu();
         let polled = run.as_mut().poll(cx);
         meter.cpu(thread_cpu().saturating_sub(before));
@@ -163,13 +167,13 @@ pub fn classify(
     meter: &Meter,
 ) -> Result<TaskOutput, RuntimeError> {
     let cap = captured.stdout.capacity();
+    if captured.overflowed() || guards.output_refused {
+        return Err(RuntimeError::OutputLimit(cap));
+    }
+    if let Some(why) = guards.http {
+        return Err(RuntimeError::HttpLimit(why));
+    }
     let failure = match outcome {
-        Ok(_) | Err(_) if captured.overflowed() || guards.output_refused => {
-            return Err(RuntimeError::OutputLimit(cap));
-        }
-        _ if guards.http.is_some() => {
-            return Err(RuntimeError::HttpLimit(guards.http.unwrap_or_default()));
-        }
         Ok(finished) => return finished_output(finished, captured, meter),
         Err(Failure::Failed(msg)) => Failure::Failed(within_budget(msg, cap)?),
         Err(Failure::Scratch(why)) => return Err(RuntimeError::Scratch(why)),

@@ -413,25 +413,27 @@ impl HttpGrant {
 
     /// Checks one address `target` resolved (or is) to: public, or named by the operator.
     pub fn check_address(&self, target: &Target, ip: IpAddr) -> Result<(), Refusal> {
-        let named = || {
-            self.private.iter().any(|net| net.contains(&ip))
-                || matches!(target.host, TargetHost::Ip(lit) if lit == ip
-                    && self.origins.iter().any(|o| o.host == HostPattern::Ip(ip)))
-        };
-        if !is_special(ip) || named() {
-            Ok(())
-        } else {
-            Err(Refusal::Address(ip))
+        let literal = matches!(target.host, TargetHost::Ip(lit) if lit == ip
+            && self.origins.iter().any(|o| o.host == HostPattern::Ip(ip)));
+        if literal {
+            return Ok(());
         }
+        check_resolved(&self.private, ip)
     }
 
     /// Checks an address a name resolved to (no literal can name it).
     pub fn check_resolved(&self, ip: IpAddr) -> Result<(), Refusal> {
-        if !is_special(ip) || self.private.iter().any(|net| net.contains(&ip)) {
-            Ok(())
-        } else {
-            Err(Refusal::Address(ip))
-        }
+        check_resolved(&self.private, ip)
+    }
+}
+
+/// The rule for an address a name resolved to: public, or inside a range of `private` (the
+/// operator's `PROPLET_HTTP_ALLOW_PRIVATE`).
+pub fn check_resolved(private: &[IpNet], ip: IpAddr) -> Result<(), Refusal> {
+    if !is_special(ip) || private.iter().any(|net| net.contains(&ip)) {
+        Ok(())
+    } else {
+        Err(Refusal::Address(ip))
     }
 }
 

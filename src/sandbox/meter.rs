@@ -21,6 +21,7 @@ pub struct Meter {
     config_reads: AtomicU64,
     config_granted: AtomicBool,
     cpu_nanos: AtomicU64,
+    cpu_timed: AtomicBool,
     kv_reads: AtomicU64,
     kv_writes: AtomicU64,
     kv_granted: AtomicBool,
@@ -42,7 +43,7 @@ pub struct Reading {
     pub http_bytes: Option<u64>,
     /// Reads of configuration values; `None` unless the task was given any.
     pub config_reads: Option<u64>,
-    /// CPU time the guest ran for (in-process runtime only).
+    /// CPU time the guest ran for since [`Meter::time_cpu`] (in-process runtime only).
     pub cpu: std::time::Duration,
     /// Key-value reads; `None` unless the task was granted a bucket.
     pub kv_reads: Option<u64>,
@@ -100,6 +101,16 @@ impl Meter {
             &self.kv_reads
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Starts timing the guest's CPU (someone samples it from now on).
+    pub fn time_cpu(&self) {
+        self.cpu_timed.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the guest's CPU is timed.
+    pub fn cpu_timed(&self) -> bool {
+        self.cpu_timed.load(Ordering::Relaxed)
     }
 
     /// Adds CPU time the guest ran for.

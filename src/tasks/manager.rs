@@ -65,9 +65,9 @@ impl TaskManager {
             policy: parts.policy,
             volumes: settings.volumes.clone(),
             network: settings.net_allow.clone().into(),
-            http: settings.http.clone(),
-            config: settings.config.clone(),
-            kv: settings.kv.clone(),
+            http: settings.apis.http.clone(),
+            config: settings.apis.config.clone(),
+            kv: settings.apis.kv.clone(),
             kv_store: parts.journal.kv(),
             metrics: parts.metrics.clone(),
         };

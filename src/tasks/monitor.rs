@@ -15,13 +15,14 @@ use tracing::debug;
 
 use crate::protocol::Outbound;
 use crate::protocol::metrics::{
-    Aggregated, MonitoringProfile, PropletMetrics, TaskMetrics, TaskSample, rfc3339,
+    Aggregated, MonitoringProfile, PropletMetrics, TaskMetrics, TaskSample, percent, rfc3339,
 };
 use crate::sandbox::Meter;
 use crate::telemetry::process::{self, ProcessSampler};
 use crate::transport::Publisher;
 
-/// When a task's first sample is taken.
+/// When a running task's CPU starts being timed, and how long after that its first sample
+/// is taken.
 const FIRST_SAMPLE: Duration = Duration::from_millis(100);
 
 /// Publishes samples for one proplet.
@@ -63,11 +64,14 @@ impl Monitor {
         if !(self.enabled && p.enabled && p.export_to_mqtt) {
             return std::future::pending().await;
         }
+        // A task that ends before this costs no CPU timing at all.
         tokio::time::sleep(FIRST_SAMPLE).await;
-        let mut ticker = tokio::time::interval(p.interval);
+        task.meter.time_cpu();
+        let mut last = (Instant::now(), task.meter.read().cpu);
+        let mut ticker =
+            tokio::time::interval_at(tokio::time::Instant::now() + FIRST_SAMPLE, p.interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let mut history = Aggregated::default();
-        let mut last = (Instant::now(), Duration::ZERO);
         loop {
             ticker.tick().await;
             let sample = task_sample(&task, &mut last);
@@ -94,17 +98,10 @@ fn task_sample(task: &Sampled<'_>, last: &mut (Instant, Duration)) -> TaskSample
     let cpu = reading.cpu.saturating_sub(last.1).as_secs_f64();
     *last = (now, reading.cpu);
     let memory = reading.memory_peak_bytes.unwrap_or(0);
-    let share = |part: f64, whole: f64| {
-        if whole > 0.0 {
-            (part / whole * 1000.0).round() / 10.0
-        } else {
-            0.0
-        }
-    };
     TaskSample {
-        cpu_percent: share(cpu, wall),
+        cpu_percent: percent(cpu, wall),
         memory_bytes: memory,
-        memory_percent: share(memory as f64, task.memory_budget as f64),
+        memory_percent: percent(memory as f64, task.memory_budget as f64),
         disk_read_bytes: 0,
         disk_write_bytes: reading.output_bytes,
         uptime_seconds: task.arrived.elapsed().as_secs(),

@@ -68,18 +68,8 @@ impl Preparer {
         receipt: &Receipt,
     ) -> Result<Grants, TaskError> {
         let mounts = self.mounts(req)?;
-        let http = self.http(req)?;
-        let asks_config = !req.config.is_empty() || !req.credentials.is_empty();
-        if asks_config && !self.features.config {
-            return Err(denied(
-                "configuration values are not supported by this runtime",
-            ));
-        }
-        if !req.kv.is_empty() && !self.features.kv {
-            return Err(denied(
-                "key-value buckets are not supported by this runtime",
-            ));
-        }
+        self.supports(req)?;
+        let http = self.http.grant(&req.http)?;
         let kv = self.kv.grant(&req.kv)?;
         let limits = self.budget(req, receipt)?;
         Ok(Grants {
@@ -126,12 +116,19 @@ impl Preparer {
         Ok(capabilities::grant(&self.volumes, &requests)?)
     }
 
-    /// The task's HTTP origins: its request, when the node's policy covers all of it.
-    fn http(&self, req: &StartRequest) -> Result<Option<HttpGrant>, TaskError> {
-        if !req.http.is_empty() && !self.features.http {
-            return Err(denied("outbound HTTP is not supported by this runtime"));
+    /// Refuses a start that asks for a host API the runtime does not give.
+    fn supports(&self, req: &StartRequest) -> Result<(), TaskError> {
+        let f = &self.features;
+        let asks_config = !req.config.is_empty() || !req.credentials.is_empty();
+        let asked = [
+            (!req.http.is_empty() && !f.http, "outbound HTTP"),
+            (asks_config && !f.config, "configuration values"),
+            (!req.kv.is_empty() && !f.kv, "key-value buckets"),
+        ];
+        match asked.iter().find(|(unsupported, _)| *unsupported) {
+            Some((_, what)) => Err(denied(&format!("{what}: not supported by this runtime"))),
+            None => Ok(()),
         }
-        Ok(self.http.grant(&req.http)?)
     }
 
     /// Fetches a task's binary and admits it: an allowed source, the pinned digest, a

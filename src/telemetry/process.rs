@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::protocol::metrics::percent;
 use crate::protocol::{CpuMetrics, MemoryMetrics};
 
 /// A cgroup v1 limit at or above this is "unlimited" (the kernel reports a page-rounded
@@ -35,15 +36,10 @@ impl ProcessSampler {
         let used = Duration::from_secs_f64(user + system);
         let now = Instant::now();
         let percent = match self.last.replace((now, used)) {
-            Some((then, before)) => {
-                let wall = now.duration_since(then).as_secs_f64();
-                let cpu = used.saturating_sub(before).as_secs_f64();
-                if wall > 0.0 {
-                    (cpu / wall * 100.0 * 10.0).round() / 10.0
-                } else {
-                    0.0
-                }
-            }
+            Some((then, before)) => percent(
+                used.saturating_sub(before).as_secs_f64(),
+                now.duration_since(then).as_secs_f64(),
+            ),
             None => 0.0,
         };
         CpuMetrics {
