@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{info, warn};
 
 use crate::config::Config;
@@ -100,6 +100,10 @@ struct Running {
     manager: TaskManager,
     /// Ends the heartbeat and dispatcher loops.
     stop: CancellationToken,
+    /// Ends them too when the worker is dropped without [`Running::stop`] (its future
+    /// aborted): the heartbeat's thread would otherwise outlive it, and a runtime being
+    /// shut down waits for that thread for ever.
+    _stop_on_drop: DropGuard,
     loops: [(&'static str, JoinHandle<()>); 2],
     offline: Outbound,
     /// Flushed last, so that the next process does not answer again what this one did.
@@ -189,6 +193,7 @@ impl Running {
         Ok(Running {
             session,
             manager,
+            _stop_on_drop: stop.clone().drop_guard(),
             stop,
             loops: [("heartbeat", beats), ("dispatcher", dispatcher)],
             offline,

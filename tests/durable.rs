@@ -140,9 +140,12 @@ async fn a_worker_killed_mid_burst_leaves_no_task_unanswered() {
             .await;
         ids.push(id);
     }
+    // Each takes a few milliseconds (it touches 8 MiB), so that the burst outlasts the
+    // first 50 answers on any machine: some are still queued when the worker dies.
+    let alloc = json!({"file": guests::base64("alloc"), "name": "alloc", "inputs": ["8"]});
     for n in 0..300 {
         let id = format!("burst-{n}");
-        m.send_json("control/manager/start", &start(&id, json!({})))
+        m.send_json("control/manager/start", &start(&id, alloc.clone()))
             .await;
         ids.push(id);
     }

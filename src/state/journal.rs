@@ -150,10 +150,13 @@ impl Journal {
     }
 
     /// Stores a result in the outbox and resolves with its sequence number once it is on
-    /// disk (only then may it be handed to the MQTT session).
+    /// disk (only then may it be handed to the MQTT session). A closing result crosses its
+    /// job out in the same commit.
     pub async fn store(&self, result: Unstored) -> Result<u64, StateError> {
         let seq = self.depth.next.fetch_add(1, Ordering::Relaxed);
-        self.durable(Op::Store(result.numbered(seq))).await?;
+        let closes = result.closes;
+        self.durable(Op::Store(result.numbered(seq), closes))
+            .await?;
         Ok(seq)
     }
 
@@ -423,6 +426,7 @@ mod tests {
             task: task.into(),
             invocation: None,
             payload: b"{}".to_vec(),
+            closes: true,
         }
     }
 
@@ -439,8 +443,31 @@ mod tests {
         let on_disk = snapshot(root.path());
         assert_eq!(on_disk.outbox.len(), 1);
         assert_eq!(on_disk.outbox[0].seq, seq);
-        journal.answered(job);
+        assert!(
+            on_disk.unanswered.is_empty(),
+            "a closing answer crosses its job out in the same commit"
+        );
         journal.delivered(seq);
+        journal.flushed().await.expect("flushed");
+        assert_eq!(snapshot(root.path()), Recovered::default());
+    }
+
+    #[tokio::test]
+    async fn an_acknowledgement_that_does_not_close_leaves_the_job_to_answer() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = StateDir::open(root.path()).expect("dir");
+        let (journal, _) = Journal::open(&dir, Metrics::default()).expect("journal");
+        let daemon = entry("daemon", None, EntryKind::Start);
+        journal.accepted(daemon.clone());
+        let running = Unstored {
+            closes: false,
+            ..result("daemon")
+        };
+        let seq = journal.store(running).await.expect("stored");
+        journal.delivered(seq);
+        journal.flushed().await.expect("flushed");
+        assert_eq!(snapshot(root.path()).unanswered, vec![daemon.clone()]);
+        journal.answered(daemon);
         journal.flushed().await.expect("flushed");
         assert_eq!(snapshot(root.path()), Recovered::default());
     }
@@ -502,6 +529,7 @@ mod tests {
                     task: format!("t{n}"),
                     invocation: None,
                     payload: vec![b'x'; 2000],
+                    closes: true,
                 };
                 journal.store(result).await.expect("stored");
             }

@@ -46,6 +46,18 @@ pub struct Unstored {
     pub invocation: Option<String>,
     /// The encoded message.
     pub payload: Vec<u8>,
+    /// Whether it is the job's last answer: then the job is crossed out of the journal in
+    /// the same commit that stores it, so that no crash can leave both an answer and a job
+    /// to answer `interrupted`. A daemon's acknowledgement is not (the job stays until
+    /// the daemon ends).
+    pub closes: bool,
+}
+
+impl Stored {
+    /// The key of the job it answers in the journal's jobs table.
+    pub(super) fn key(&self) -> (&str, &str) {
+        (&self.task, self.invocation.as_deref().unwrap_or(""))
+    }
 }
 
 impl Unstored {

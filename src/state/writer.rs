@@ -45,7 +45,8 @@ pub(super) enum Op {
     Answered(Entry),
     Deployed(String),
     Forgotten(String),
-    Store(Stored),
+    /// An answer, and whether it closes its job (crossed out in the same commit).
+    Store(Stored, bool),
     Delivered(u64),
     Recall(u64, oneshot::Sender<Option<Recalled>>),
 }
@@ -188,7 +189,10 @@ impl Writer {
                     Op::Answered(e) => drop(jobs.remove(e.key())?),
                     Op::Deployed(id) => drop(latent.insert(id.as_str(), "")?),
                     Op::Forgotten(id) => drop(latent.remove(id.as_str())?),
-                    Op::Store(entry) => {
+                    Op::Store(entry, closes) => {
+                        if *closes {
+                            drop(jobs.remove(entry.key())?);
+                        }
                         outbox::insert(&mut results, entry)?;
                         recent.insert(&mut answers, entry)?;
                         stored.push(entry.payload.len());
@@ -238,7 +242,7 @@ fn gather(first: Request, rx: &mpsc::Receiver<Request>, running: u64) -> Vec<Req
     if acks && !batch.iter().any(Request::urgent) {
         wait_for(&mut batch, rx, COALESCE, Request::urgent);
     }
-    let is_result = |r: &Request| matches!(r.op, Op::Store(_));
+    let is_result = |r: &Request| matches!(r.op, Op::Store(..));
     let mut results = batch.iter().filter(|r| is_result(r)).count() as u64;
     if results > 0 && results < running {
         wait_for(&mut batch, rx, COMMIT_DELAY, |r| {

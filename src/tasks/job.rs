@@ -34,7 +34,7 @@ use super::receipt::Receipt;
 use super::spans;
 use crate::protocol::metrics::MonitoringProfile;
 use crate::protocol::{InvokeRequest, StartRequest};
-use crate::runtime::{Binary, RuntimeError, TaskOutput, TaskRuntime};
+use crate::runtime::{Binary, RuntimeError, TaskRuntime};
 use crate::state::{Entry, EntryKind, Journal};
 use crate::telemetry::trace;
 
@@ -234,8 +234,7 @@ async fn start(cx: &Context, mut req: StartRequest, cancel: &CancellationToken, 
     };
     let ack = async {
         if started_rx.await.is_ok() {
-            let running = TaskOutput::default();
-            cx.answers.result(&id, Ok(running), receipt).await;
+            cx.answers.running(&id, receipt).await;
             acked.store(true, Ordering::Relaxed);
         }
     };

@@ -99,16 +99,12 @@ impl TaskManager {
         TaskManager { cx: Arc::new(cx) }
     }
 
-    /// Answers what a previous process accepted and never answered (unless its result is
-    /// waiting in the durable outbox), and the latent tasks it had deployed (lost with it),
-    /// with `interrupted` errors: the manager can start or deploy them again.
+    /// Answers what a previous process accepted and never answered, and the latent tasks
+    /// it had deployed (lost with it), with `interrupted` errors: the manager can start or
+    /// deploy them again. A job whose last answer was stored left the journal in the same
+    /// commit (that answer is replayed from the outbox instead); a daemon acknowledged and
+    /// still running when the process died is answered `interrupted`, as it runs no more.
     pub fn recover(&self, recovered: Recovered) {
-        let answered = |e: &crate::state::Entry| {
-            recovered
-                .outbox
-                .iter()
-                .any(|s| s.task == e.task && s.invocation == e.invocation)
-        };
         // A latent task being redeployed when the proplet stopped is answered once, for the
         // deploy.
         let redeploying: Vec<String> = recovered
@@ -117,7 +113,7 @@ impl TaskManager {
             .filter(|e| e.invocation.is_none())
             .map(|e| e.task.clone())
             .collect();
-        for entry in recovered.unanswered.iter().filter(|e| !answered(e)) {
+        for entry in &recovered.unanswered {
             let entry = entry.clone();
             self.cx.recovered.insert(&entry.task);
             let why = "the proplet stopped before answering (the task was accepted or running)";

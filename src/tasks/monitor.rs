@@ -111,7 +111,7 @@ fn task_sample(task: &Sampled<'_>, last: &mut (Instant, Duration)) -> TaskSample
 }
 
 /// Publishes the proplet's process metrics every `every` once the session is ready (the
-/// first at once), until `cancel` fires.
+/// first at once), until `cancel` fires or the session goes away.
 pub async fn proplet_metrics(
     publisher: Publisher,
     proplet_id: String,
@@ -130,6 +130,8 @@ pub async fn proplet_metrics(
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
+            // The session is gone (as the heartbeat, this loop ends with it).
+            changed = ready.changed() => if changed.is_err() { return },
             _ = ticker.tick() => {
                 let msg = PropletMetrics {
                     proplet_id: proplet_id.clone(),

@@ -52,6 +52,29 @@ impl Answers {
         outcome: Result<TaskOutput, TaskError>,
         receipt: &Receipt,
     ) {
+        self.task_answer(Address::closing(id, None, Topic::Results), outcome, receipt)
+            .await;
+    }
+
+    /// Acknowledges a daemon that runs (an empty result): stored and published like a
+    /// result, but the job stays in the journal until the daemon ends, so that a crash
+    /// while it runs is still answered `interrupted` by the next process.
+    pub(super) async fn running(&self, id: &str, receipt: &Receipt) {
+        let address = Address {
+            closes: false,
+            ..Address::closing(id, None, Topic::Results)
+        };
+        self.task_answer(address, Ok(TaskOutput::default()), receipt)
+            .await;
+    }
+
+    async fn task_answer(
+        &self,
+        address: Address<'_>,
+        outcome: Result<TaskOutput, TaskError>,
+        receipt: &Receipt,
+    ) {
+        let id = address.task;
         let outcome = receipt.seal(outcome_fields(id, outcome));
         let wrap = |outcome| {
             Outbound::Result(TaskResult {
@@ -60,8 +83,7 @@ impl Answers {
                 outcome,
             })
         };
-        self.send((id, None), outcome, wrap, receipt, Topic::Results)
-            .await;
+        self.send(address, outcome, wrap, receipt).await;
     }
 
     /// Publishes an invocation's one result (`ids`: the task and invocation ids) with its
@@ -82,22 +104,20 @@ impl Answers {
                 outcome,
             })
         };
-        let ids = (task_id, Some(invocation_id));
-        self.send(ids, outcome, wrap, receipt, Topic::InvokeResults)
-            .await;
+        let address = Address::closing(task_id, Some(invocation_id), Topic::InvokeResults);
+        self.send(address, outcome, wrap, receipt).await;
     }
 
     /// Fits the message `wrap` makes of `outcome` into one packet, counts what is answered,
     /// stores it, and queues it under a `publish` span.
     async fn send(
         &self,
-        ids: (&str, Option<&str>),
+        address: Address<'_>,
         outcome: Outcome,
         wrap: impl Fn(Outcome) -> Outbound,
         receipt: &Receipt,
-        topic: Topic,
     ) {
-        let id = ids.0;
+        let id = address.task;
         let (kind, encoded) = self.fit(id, outcome, wrap);
         self.metrics
             .task_finished(kind.map(ErrorKind::as_str), receipt.elapsed());
@@ -107,7 +127,8 @@ impl Answers {
             info!(task_id = %id, ms, "task done");
         }
         let Some(encoded) = encoded else { return };
-        let encoded = self.keep(ids, encoded).await;
+        let topic = address.topic;
+        let encoded = self.keep(address, encoded).await;
         let sent = self.publisher.send_encoded(encoded);
         if sent.instrument(publish_span(topic)).await.is_err() {
             warn!(task_id = %id, "{} lost: the MQTT session is closed", topic.suffix());
@@ -120,7 +141,10 @@ impl Answers {
             return warn!(task_id = %id, topic, "an answer stored for an unknown topic");
         };
         let encoded = self
-            .keep((id, None), Encoded::from_parts(topic, payload))
+            .keep(
+                Address::closing(id, None, topic),
+                Encoded::from_parts(topic, payload),
+            )
             .await;
         if self.publisher.send_encoded(encoded).await.is_err() {
             warn!(task_id = %id, "answer lost: the MQTT session is closed");
@@ -129,17 +153,18 @@ impl Answers {
 
     /// Stores `encoded` in the durable outbox (on disk when this returns). Should the disk
     /// fail, the answer still goes out, from memory only.
-    async fn keep(&self, ids: (&str, Option<&str>), encoded: Encoded) -> Encoded {
+    async fn keep(&self, address: Address<'_>, encoded: Encoded) -> Encoded {
         let entry = Unstored {
             topic: encoded.topic().suffix().to_owned(),
-            task: ids.0.to_owned(),
-            invocation: ids.1.map(str::to_owned),
+            task: address.task.to_owned(),
+            invocation: address.invocation.map(str::to_owned),
             payload: encoded.payload().to_vec(),
+            closes: address.closes,
         };
         match self.journal.store(entry).await {
             Ok(seq) => encoded.stored_as(seq),
             Err(e) => {
-                warn!(task_id = %ids.0, error = %e, "the result could not be stored in the durable outbox; it is sent from memory only");
+                warn!(task_id = %address.task, error = %e, "the result could not be stored in the durable outbox; it is sent from memory only");
                 encoded
             }
         }
@@ -175,6 +200,27 @@ impl Answers {
                 warn!(task_id = %id, "no answer possible, even the error is too large: {e}");
                 (Some(ErrorKind::OutputLimit), None)
             }
+        }
+    }
+}
+
+/// Whom an answer is for, where it goes, and whether it closes the job.
+#[derive(Debug, Clone, Copy)]
+struct Address<'a> {
+    task: &'a str,
+    invocation: Option<&'a str>,
+    topic: Topic,
+    closes: bool,
+}
+
+impl<'a> Address<'a> {
+    /// A job's last answer.
+    fn closing(task: &'a str, invocation: Option<&'a str>, topic: Topic) -> Self {
+        Address {
+            task,
+            invocation,
+            topic,
+            closes: true,
         }
     }
 }

@@ -145,7 +145,6 @@ impl MqttSession {
             metrics: parts.metrics,
             journal: parts.journal,
             abandoned: abandoned.clone(),
-            unreleased: Vec::new(),
             failures: Failures::default(),
             inflight: Inflight::new(cfg.inflight),
             backlog: parts.replay.into(),
@@ -318,8 +317,6 @@ struct LoopState {
     journal: Journal,
     /// Fired when the session is dropped without being closed.
     abandoned: CancellationToken,
-    /// Packet ids of QoS 2 messages whose release the broker re-sent unexpectedly.
-    unreleased: Vec<u16>,
     /// Connection failures, logged once per kind.
     failures: Failures,
     /// Publishes awaiting acknowledgement, by packet id.

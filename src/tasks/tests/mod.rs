@@ -644,23 +644,31 @@ async fn what_a_previous_process_left_is_answered_interrupted() {
             entry("ran", None, EntryKind::Start),
             entry("lat", Some("i1"), EntryKind::Invoke),
             entry("redeploying", None, EntryKind::Deploy),
-            entry("finished", None, EntryKind::Start),
+            entry("daemon", None, EntryKind::Start),
         ],
         latent: vec!["deployed".into(), "redeploying".into()],
-        // Its result is waiting in the durable outbox: answered by that, not again.
+        // A daemon's acknowledgement (it was running) does not close its job: it runs no
+        // more, and is told so.
         outbox: vec![crate::state::Stored {
             seq: 0,
             topic: Topic::Results.suffix().into(),
-            task: "finished".into(),
+            task: "daemon".into(),
             invocation: None,
             payload: b"{}".to_vec(),
         }],
     });
     let mut answers = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..5 {
         answers.push(h.next().await);
     }
     answers.sort_by(|a, b| a.1["task_id"].as_str().cmp(&b.1["task_id"].as_str()));
+    let daemon = answers.remove(0);
+    assert_err(
+        &daemon.1,
+        "daemon",
+        "interrupted",
+        "stopped before answering",
+    );
     assert_err(&answers[0].1, "deployed", "interrupted", "deploy it again");
     assert_eq!(answers[1].0, Topic::InvokeResults);
     assert_err(

@@ -180,18 +180,18 @@ async fn disconnect(el: &mut EventLoop, timeout: Duration) {
 
 /// Registers `pkid` as an incoming QoS 2 message awaiting its release, as if its PUBLISH
 /// had arrived on this connection, so that the broker's PUBREL for it is answered with
-/// PUBCOMP (completing the exchange) instead of dropping the connection. Called right after
-/// CONNACK, before anything is read. The PUBREC that rumqttc would send (the broker is past
-/// it) and the synthetic event are discarded.
+/// PUBCOMP (completing the exchange, as MQTT asks of every PUBREL) instead of dropping the
+/// connection. Called before each PUBREL is handled: rumqttc forgets the messages it
+/// received with each connection, so the releases a resumed session brings (for an earlier
+/// connection, or for a process that died) would each cost a reconnection, and a handful of
+/// them arriving together would keep the proplet off the air for ever. The PUBREC that
+/// rumqttc would send (the broker is past it) and the synthetic event are discarded.
 fn expect_release(el: &mut EventLoop, pkid: u16) {
     let mut stand_in = Publish::new("", QoS::ExactlyOnce, Vec::new());
     stand_in.pkid = pkid;
     let events = el.state.events.len();
     match el.state.handle_incoming_packet(Packet::Publish(stand_in)) {
-        Ok(_) => info!(
-            pkid,
-            "expecting the release of a QoS 2 message a previous process received"
-        ),
+        Ok(_) => debug!(pkid, "expecting the release of a QoS 2 message"),
         Err(e) => warn!(pkid, error = %e, "cannot expect the release of a QoS 2 message"),
     }
     el.state.events.truncate(events);
@@ -219,9 +219,6 @@ impl LoopState {
         self.announced = false;
         self.metrics.connected(true);
         el.mqtt_options.set_clean_session(self.clean_session);
-        for pkid in std::mem::take(&mut self.unreleased) {
-            expect_release(el, pkid);
-        }
         let open = self.intake_open.load(Ordering::Relaxed);
         let filters: Vec<SubscribeFilter> = Topic::SUBSCRIPTIONS
             .into_iter()
@@ -325,6 +322,9 @@ impl LoopState {
         let mut next = Some(packet);
         let mut handled = 0;
         while let Some(packet) = next.take() {
+            if let Packet::PubRel(rel) = &packet {
+                expect_release(el, rel.pkid);
+            }
             if let Some(reply) = el.state.handle_incoming_packet(packet)? {
                 write_packet(el, reply).await?;
             }
@@ -464,14 +464,6 @@ impl LoopState {
     fn on_error(&mut self, el: &mut EventLoop, e: &ConnectionError) {
         self.metrics.connected(false);
         self.failures.report(e);
-        if let ConnectionError::MqttState(StateError::Unsolicited(pkid)) = e {
-            // After a restart, the broker re-sends the release (PUBREL) of a QoS 2 message
-            // that a previous process acknowledged (PUBREC) before it died; rumqttc knows
-            // nothing of it and drops the connection. Expect it on the next connection.
-            if !self.unreleased.contains(pkid) {
-                self.unreleased.push(*pkid);
-            }
-        }
         if is_oversized(e) {
             // The broker would redeliver the oversized message on every resumed session and
             // the connection would never stay up: start the next session clean to drop it.
