@@ -59,8 +59,7 @@ guests:
     bash scripts/setup.sh
     cargo build --manifest-path guest-examples/Cargo.toml --release --locked --target wasm32-wasip1 -p add -p hello -p spin -p alloc
     cargo build --manifest-path guest-examples/Cargo.toml --release --locked --target wasm32-wasip2 -p hello -p greet -p workload -p fs -p http
-    mkdir -p guest-examples/target/python
-    python3 -c 'import sys; from componentize_py import script; sys.argv[0] = "componentize-py"; sys.exit(script())' -d wit -w workload componentize -p guest-examples/python-workload app -o guest-examples/target/python/workload-py.wasm
+    bash scripts/python-guest.sh
 
 # End-to-end benchmark: one table (round trips, bursts, CPU per task, memory, start-up,
 # restart) next to the broker's own figures, written to BENCHMARKS.md.

@@ -119,6 +119,7 @@ fn inspect_describes_kinds_exports_and_capabilities() {
         "componentize-py's internals are hidden: {out}"
     );
     assert!(out.contains("binding-generator internals hidden"), "{out}");
+    assert!(out.contains("outgoing HTTP"), "its world imports it: {out}");
     let out = text(&proplet(&["inspect", "--all", python], &[]).stdout);
     assert!(out.contains("exports#init"), "--all lists them: {out}");
     let http = guests::component_path("http");

@@ -361,3 +361,42 @@ async fn a_workload_reports_what_it_fetched() {
     assert_ok(&r, "200 hello from the server");
     assert_eq!(r["usage"]["http_requests"], 1, "{r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_workload_fetches_within_its_grant_too() {
+    let (base, _) = server(String::new()).await;
+    let (elsewhere, other) = server(String::new()).await;
+    // The componentize-py component is 18 MB; 24 MB as base64.
+    let env = [
+        ("PROPLET_MQTT_MAX_PACKET_SIZE", "64MiB"),
+        ("PROPLET_HTTP_ALLOW", base.as_str()),
+    ];
+    let (_b, w, mut m) = setup(&env).await;
+    let file = guests::python_workload_base64();
+    let fetch = |id: &str, url: String| {
+        start(
+            id,
+            json!({"file": file, "name": "python task", "inputs": [url],
+                "cli_args": ["fetch"], "http": [base]}),
+        )
+    };
+    m.send_json(
+        "control/manager/start",
+        &fetch("py-get", format!("{base}/hello")),
+    )
+    .await;
+    let r = m
+        .expect("control/proplet/results", Duration::from_secs(120), |v| {
+            v["task_id"] == "py-get"
+        })
+        .await;
+    assert_ok(&r, "200 hello from the server (python)");
+    assert_eq!(r["usage"]["http_requests"], 1, "{r}");
+    // Another origin (another port) is refused by the proplet, not reached.
+    let outside = fetch("py-outside", format!("{elsewhere}/trace"));
+    m.send_json("control/manager/start", &outside).await;
+    let r = m.result("py-outside").await;
+    assert_err(&r, "exit", "HttpRequestDenied");
+    assert_eq!(other.requests.load(Ordering::SeqCst), 0, "never reached");
+    w.stop().await;
+}
