@@ -420,6 +420,14 @@ mod tests {
         Journal::open(&dir, Metrics::default()).expect("journal").1
     }
 
+    /// A new journal in a directory of its own.
+    fn fresh() -> (tempfile::TempDir, StateDir, Journal) {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = StateDir::open(root.path()).expect("dir");
+        let (journal, _) = Journal::open(&dir, Metrics::default()).expect("journal");
+        (root, dir, journal)
+    }
+
     fn result(task: &str) -> Unstored {
         Unstored {
             topic: "control/proplet/results".into(),
@@ -432,9 +440,7 @@ mod tests {
 
     #[tokio::test]
     async fn what_is_waited_for_is_on_disk_when_the_wait_ends() {
-        let root = tempfile::tempdir().expect("tempdir");
-        let dir = StateDir::open(root.path()).expect("dir");
-        let (journal, _) = Journal::open(&dir, Metrics::default()).expect("journal");
+        let (root, _dir, journal) = fresh();
         let job = entry("acked", None, EntryKind::Start);
         journal.accepted(job.clone());
         journal.acknowledgeable().await.expect("flushed");
@@ -454,9 +460,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_acknowledgement_that_does_not_close_leaves_the_job_to_answer() {
-        let root = tempfile::tempdir().expect("tempdir");
-        let dir = StateDir::open(root.path()).expect("dir");
-        let (journal, _) = Journal::open(&dir, Metrics::default()).expect("journal");
+        let (root, _dir, journal) = fresh();
         let daemon = entry("daemon", None, EntryKind::Start);
         journal.accepted(daemon.clone());
         let running = Unstored {
@@ -474,9 +478,7 @@ mod tests {
 
     #[tokio::test]
     async fn what_nobody_waits_for_reaches_the_disk_soon_anyway() {
-        let root = tempfile::tempdir().expect("tempdir");
-        let dir = StateDir::open(root.path()).expect("dir");
-        let (journal, _) = Journal::open(&dir, Metrics::default()).expect("journal");
+        let (root, _dir, journal) = fresh();
         let seq = journal.store(result("t")).await.expect("stored");
         let job = entry("lazy", None, EntryKind::Start);
         journal.accepted(job.clone());
@@ -496,9 +498,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_flush_before_an_acknowledgement_waits_little_and_shares_its_commit() {
-        let root = tempfile::tempdir().expect("tempdir");
-        let dir = StateDir::open(root.path()).expect("dir");
-        let (journal, _) = Journal::open(&dir, Metrics::default()).expect("journal");
+        let (root, _dir, journal) = fresh();
         for n in 0..200 {
             let id = format!("t{n}");
             journal.accepted(entry(&id, None, EntryKind::Start));
