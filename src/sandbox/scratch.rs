@@ -98,8 +98,8 @@ impl Drop for ScratchRoot {
     }
 }
 
-/// A private, empty, writable directory that is removed (off the async workers) when this
-/// value is dropped.
+/// A private, empty, writable directory, kept for the next task when dropped empty, and
+/// otherwise removed (off the async workers).
 #[derive(Debug)]
 pub struct Scratch {
     root: Option<Dir>,
@@ -130,14 +130,16 @@ impl Drop for Scratch {
             return;
         };
         let name = std::mem::take(&mut self.name);
+        // Most tasks write nothing: an empty directory goes back to the spares here (an
+        // open and one read of a directory the task can no longer touch), without a trip
+        // to the blocking pool, which costs more than the check.
+        let Some(name) = keep_if_empty(&root, name, &self.spares) else {
+            return;
+        };
         let path = std::mem::take(&mut self.path);
         let removals = self.removals.clone();
-        let spares = self.spares.clone();
         let remove = move || {
             let _removing = removals.read().unwrap_or_else(|e| e.into_inner());
-            let Some(name) = keep_if_empty(&root, name, &spares) else {
-                return;
-            };
             let removed = remove_tree(&root, OsStr::new(&name));
             // Already gone: the scratch root was removed with the engine first.
             if let Err(e) = removed
