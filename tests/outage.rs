@@ -216,6 +216,22 @@ async fn tasks_a_killed_worker_left_are_answered_interrupted_by_the_next() {
     probe
         .wait_for(r#"proplet_journal_entries{table="latent"} 1"#)
         .await;
+    // A start that is refused, naming the running task: its answer must not cross the
+    // running task out of the journal.
+    m.send_json(
+        "control/manager/start",
+        &start("mid-run", json!({"file": ""})),
+    )
+    .await;
+    assert_err(&m.result("mid-run").await, "invalid", "file or image_url");
+    // Every answer is stored durably, and makes what came before it durable too: the
+    // delivery of the refusal above, which the next process is not to send again.
+    m.send_json(
+        "control/manager/start",
+        &start("flush", json!({"file": ""})),
+    )
+    .await;
+    assert_err(&m.result("flush").await, "invalid", "file or image_url");
     first.signal("-KILL");
     first.wait(LONG).await;
 

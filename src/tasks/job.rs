@@ -29,7 +29,7 @@ use super::admission::{Admissions, JobKey};
 use super::latent::{Deployments, LatentTask};
 use super::monitor::Sampled;
 use super::prepare::Preparer;
-use super::publish::Answers;
+use super::publish::{Answers, Closed};
 use super::receipt::Receipt;
 use super::spans;
 use crate::protocol::metrics::MonitoringProfile;
@@ -86,20 +86,31 @@ struct Place<'a> {
     cx: &'a Context,
     key: JobKey,
     entry: Entry,
+    /// Its last answer crossed it out of the journal already.
+    closed: Closed,
 }
 
 impl<'a> Place<'a> {
     /// The place of a job already written down as accepted (see [`Job::accepted`]).
     fn take(cx: &'a Context, key: JobKey, kind: &Kind) -> Self {
         let entry = journal_entry(&key, kind);
-        Place { cx, key, entry }
+        Place {
+            cx,
+            key,
+            entry,
+            closed: Closed(false),
+        }
     }
 }
 
 impl Drop for Place<'_> {
     fn drop(&mut self) {
         self.cx.admissions.release(&self.key);
-        self.cx.journal.answered(self.entry.clone());
+        // A job that ended without a stored last answer (a daemon stopped after its
+        // acknowledgement, a deploy that succeeded, a disk that failed) is crossed out now.
+        if self.closed == Closed(false) {
+            self.cx.journal.answered(self.entry.clone());
+        }
     }
 }
 
@@ -154,7 +165,7 @@ impl Job {
             cancel,
             span,
         } = self;
-        let _place = Place::take(&cx, key, &kind);
+        let mut place = Place::take(&cx, key, &kind);
         let lifecycle = async {
             match kind {
                 Kind::Start(req) => start(&cx, *req, &cancel, &receipt).await,
@@ -162,7 +173,7 @@ impl Job {
                 Kind::Invoke(req) => invoke(&cx, *req, &cancel, &receipt).await,
             }
         };
-        lifecycle.instrument(span).await
+        place.closed = lifecycle.instrument(span).await;
     }
 }
 
@@ -210,7 +221,12 @@ fn profile(req: &StartRequest) -> MonitoringProfile {
 
 /// A start: grant, hold, fetch, slot, run, answer. A daemon is answered as soon as its
 /// guest runs; its end is only logged (docs/protocol.md §5.5).
-async fn start(cx: &Context, mut req: StartRequest, cancel: &CancellationToken, receipt: &Receipt) {
+async fn start(
+    cx: &Context,
+    mut req: StartRequest,
+    cancel: &CancellationToken,
+    receipt: &Receipt,
+) -> Closed {
     let id = req.id.clone();
     let acked = AtomicBool::new(false);
     let (started_tx, started_rx) = oneshot::channel();
@@ -247,6 +263,7 @@ async fn start(cx: &Context, mut req: StartRequest, cancel: &CancellationToken, 
         Ok(_) => info!(task_id = %id, "daemon task finished"),
         Err(e) => info!(task_id = %id, "daemon task ended: {}", e.log_text()),
     }
+    Closed(false)
 }
 
 /// A deploy: grant, hold, fetch, require a component, slot, precompile, remember. Answers
@@ -257,7 +274,7 @@ async fn deploy(
     mut req: StartRequest,
     cancel: &CancellationToken,
     receipt: &Receipt,
-) {
+) -> Closed {
     let id = req.id.clone();
     let _deploying = cx.deployments.deploying(&id);
     let compiled = cx
@@ -272,8 +289,9 @@ async fn deploy(
             deploy: trace::span_context(&Span::current()),
         })
     });
-    if let Err(e) = kept {
-        cx.answers.result(&id, Err(e), receipt).await;
+    match kept {
+        Err(e) => cx.answers.result(&id, Err(e), receipt).await,
+        Ok(()) => Closed(false),
     }
 }
 
@@ -312,7 +330,12 @@ async fn precompile(
 
 /// An invocation: its latent task (waiting while it is deployed), grant, slot, run, answer.
 /// A stop of the latent task cancels it too.
-async fn invoke(cx: &Context, req: InvokeRequest, cancel: &CancellationToken, receipt: &Receipt) {
+async fn invoke(
+    cx: &Context,
+    req: InvokeRequest,
+    cancel: &CancellationToken,
+    receipt: &Receipt,
+) -> Closed {
     let run = async {
         let latent = cx.deployments.settled(&req.id, cx.deploy_wait).await;
         let latent = latent.ok_or_else(|| TaskError::NotDeployed(req.id.clone()))?;
@@ -329,5 +352,5 @@ async fn invoke(cx: &Context, req: InvokeRequest, cancel: &CancellationToken, re
     };
     let outcome = cx.cancellable(cancel, run).await;
     let ids = (req.id.as_str(), req.invocation_id.as_str());
-    cx.answers.invocation(ids, outcome, receipt).await;
+    cx.answers.invocation(ids, outcome, receipt).await
 }

@@ -16,7 +16,7 @@ use super::receipt::Receipt;
 use super::{Fetcher, TaskError, redelivery, spans};
 use crate::config::TaskSettings;
 use crate::protocol::{Inbound, InvokeRequest, Rejected, StartRequest, Topic};
-use crate::runtime::{TaskOutput, TaskRuntime};
+use crate::runtime::TaskRuntime;
 use crate::sandbox::{Budgets, Policy};
 use crate::state::{Journal, Recovered};
 use crate::telemetry::{Metrics, TraceHeaders, trace};
@@ -135,7 +135,7 @@ impl TaskManager {
 
     fn reply_interrupted(&self, id: &str, error: TaskError) {
         let span = spans::interrupted(id, self.proplet_id());
-        self.reply(id, Err(error), receipt(), span);
+        self.reply(id, error, receipt(), span);
     }
 
     /// Tasks admitted and not yet finished.
@@ -166,7 +166,7 @@ impl TaskManager {
         let span = spans::task(&req, self.proplet_id());
         let receipt = Receipt::new(spans::headers(&req.trace));
         if let Err(e) = span.in_scope(|| validate(&req)) {
-            return self.reply(&req.id, Err(e), receipt, span);
+            return self.reply(&req.id, e, receipt, span);
         }
         if req.may_be_a_copy() && redelivery::handled(&self.cx, &req.id) {
             return;
@@ -177,7 +177,7 @@ impl TaskManager {
             Err(Refusal::Duplicate) => {
                 return info!(task_id = %req.id, "duplicate start of an active task ignored");
             }
-            Err(Refusal::Full(e)) => return self.reply(&req.id, Err(e), receipt, span),
+            Err(Refusal::Full(e)) => return self.reply(&req.id, e, receipt, span),
         };
         span.in_scope(
             || debug!(task_id = %req.id, name = %req.name, daemon = req.daemon, "task admitted"),
@@ -260,8 +260,8 @@ impl TaskManager {
                     let decode = tracing::info_span!("decode");
                     trace::fail(&decode, "invalid", r.error.log_text());
                 });
-                let outcome = Err(TaskError::Invalid(r.error.to_string()));
-                self.reply(&id, outcome, receipt, span)
+                let error = TaskError::Invalid(r.error.to_string());
+                self.reply(&id, error, receipt, span)
             }
             (Topic::Invoke, Some(id), Some(inv)) => {
                 let e = TaskError::InvalidInvoke(r.error.to_string());
@@ -272,19 +272,13 @@ impl TaskManager {
     }
 
     /// Publishes a start's answer in the background (no job runs for it).
-    fn reply(
-        &self,
-        id: &str,
-        outcome: Result<TaskOutput, TaskError>,
-        receipt: Receipt,
-        span: Span,
-    ) {
+    fn reply(&self, id: &str, error: TaskError, receipt: Receipt, span: Span) {
         if id.is_empty() {
             return;
         }
         let cx = self.cx.clone();
         let id = id.to_owned();
-        let reply = async move { cx.answers.result(&id, outcome, &receipt).await };
+        let reply = async move { cx.answers.refusal(&id, error, &receipt).await };
         self.cx.admissions.tracker().spawn(reply.instrument(span));
     }
 
@@ -293,7 +287,7 @@ impl TaskManager {
         let cx = self.cx.clone();
         let reply = async move {
             let ids = (ids.0.as_str(), ids.1.as_str());
-            cx.answers.invocation(ids, Err(error), &receipt).await
+            cx.answers.invocation_refusal(ids, error, &receipt).await
         };
         self.cx.admissions.tracker().spawn(reply);
     }

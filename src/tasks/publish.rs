@@ -45,27 +45,34 @@ impl Answers {
         &self.proplet_id
     }
 
-    /// Publishes a task's one result with its receipt, and counts it.
+    /// Publishes a task's one result with its receipt, and counts it. Returns whether the
+    /// result is in the outbox, its job crossed out of the journal with it.
     pub(super) async fn result(
         &self,
         id: &str,
         outcome: Result<TaskOutput, TaskError>,
         receipt: &Receipt,
-    ) {
-        self.task_answer(Address::closing(id, None, Topic::Results), outcome, receipt)
-            .await;
+    ) -> Closed {
+        let address = Address::new(id, None, Topic::Results).closing();
+        self.task_answer(address, outcome, receipt).await
     }
 
     /// Acknowledges a daemon that runs (an empty result): stored and published like a
     /// result, but the job stays in the journal until the daemon ends, so that a crash
     /// while it runs is still answered `interrupted` by the next process.
     pub(super) async fn running(&self, id: &str, receipt: &Receipt) {
-        let address = Address {
-            closes: false,
-            ..Address::closing(id, None, Topic::Results)
-        };
-        self.task_answer(address, Ok(TaskOutput::default()), receipt)
+        let address = Address::new(id, None, Topic::Results);
+        let Closed(_) = self
+            .task_answer(address, Ok(TaskOutput::default()), receipt)
             .await;
+    }
+
+    /// Answers a start that is no job of this process (refused, undecodable, or left by
+    /// the previous one) with `error`: stored and published like a result, but it crosses
+    /// nothing out of the journal, where a job of the same id may be running.
+    pub(super) async fn refusal(&self, id: &str, error: TaskError, receipt: &Receipt) {
+        let address = Address::new(id, None, Topic::Results);
+        let Closed(_) = self.task_answer(address, Err(error), receipt).await;
     }
 
     async fn task_answer(
@@ -73,7 +80,7 @@ impl Answers {
         address: Address<'_>,
         outcome: Result<TaskOutput, TaskError>,
         receipt: &Receipt,
-    ) {
+    ) -> Closed {
         let id = address.task;
         let outcome = receipt.seal(outcome_fields(id, outcome));
         let wrap = |outcome| {
@@ -83,17 +90,40 @@ impl Answers {
                 outcome,
             })
         };
-        self.send(address, outcome, wrap, receipt).await;
+        self.send(address, outcome, wrap, receipt).await
     }
 
     /// Publishes an invocation's one result (`ids`: the task and invocation ids) with its
-    /// receipt, and counts it.
+    /// receipt, and counts it. Returns whether it closed its job, as [`Answers::result`].
     pub(super) async fn invocation(
         &self,
         ids: (&str, &str),
         outcome: Result<TaskOutput, TaskError>,
         receipt: &Receipt,
+    ) -> Closed {
+        self.invocation_answer(ids, outcome, receipt, true).await
+    }
+
+    /// Answers an invoke that is no job of this process with `error`, as
+    /// [`Answers::refusal`] does a start.
+    pub(super) async fn invocation_refusal(
+        &self,
+        ids: (&str, &str),
+        error: TaskError,
+        receipt: &Receipt,
     ) {
+        let Closed(_) = self
+            .invocation_answer(ids, Err(error), receipt, false)
+            .await;
+    }
+
+    async fn invocation_answer(
+        &self,
+        ids: (&str, &str),
+        outcome: Result<TaskOutput, TaskError>,
+        receipt: &Receipt,
+        closes: bool,
+    ) -> Closed {
         let (task_id, invocation_id) = ids;
         let outcome = receipt.seal(outcome_fields(task_id, outcome));
         let wrap = |outcome| {
@@ -104,8 +134,11 @@ impl Answers {
                 outcome,
             })
         };
-        let address = Address::closing(task_id, Some(invocation_id), Topic::InvokeResults);
-        self.send(address, outcome, wrap, receipt).await;
+        let address = Address {
+            closes,
+            ..Address::new(task_id, Some(invocation_id), Topic::InvokeResults)
+        };
+        self.send(address, outcome, wrap, receipt).await
     }
 
     /// Fits the message `wrap` makes of `outcome` into one packet, counts what is answered,
@@ -116,7 +149,7 @@ impl Answers {
         outcome: Outcome,
         wrap: impl Fn(Outcome) -> Outbound,
         receipt: &Receipt,
-    ) {
+    ) -> Closed {
         let id = address.task;
         let (kind, encoded) = self.fit(id, outcome, wrap);
         self.metrics
@@ -126,13 +159,16 @@ impl Answers {
             let ms = u64::try_from(receipt.elapsed().as_millis()).unwrap_or(u64::MAX);
             info!(task_id = %id, ms, "task done");
         }
-        let Some(encoded) = encoded else { return };
+        let Some(encoded) = encoded else {
+            return Closed(false);
+        };
         let topic = address.topic;
-        let encoded = self.keep(address, encoded).await;
+        let (encoded, stored) = self.keep(address, encoded).await;
         let sent = self.publisher.send_encoded(encoded);
         if sent.instrument(publish_span(topic)).await.is_err() {
             warn!(task_id = %id, "{} lost: the MQTT session is closed", topic.suffix());
         }
+        Closed(stored && address.closes)
     }
 
     /// Publishes again an answer given before (`topic` suffix and `payload`, as stored).
@@ -140,9 +176,9 @@ impl Answers {
         let Some(topic) = Topic::from_suffix(topic) else {
             return warn!(task_id = %id, topic, "an answer stored for an unknown topic");
         };
-        let encoded = self
+        let (encoded, _) = self
             .keep(
-                Address::closing(id, None, topic),
+                Address::new(id, None, topic),
                 Encoded::from_parts(topic, payload),
             )
             .await;
@@ -151,9 +187,9 @@ impl Answers {
         }
     }
 
-    /// Stores `encoded` in the durable outbox (on disk when this returns). Should the disk
-    /// fail, the answer still goes out, from memory only.
-    async fn keep(&self, address: Address<'_>, encoded: Encoded) -> Encoded {
+    /// Stores `encoded` in the durable outbox (on disk when this returns), and says whether
+    /// it is. Should the disk fail, the answer still goes out, from memory only.
+    async fn keep(&self, address: Address<'_>, encoded: Encoded) -> (Encoded, bool) {
         let entry = Unstored {
             topic: encoded.topic().suffix().to_owned(),
             task: address.task.to_owned(),
@@ -162,10 +198,10 @@ impl Answers {
             closes: address.closes,
         };
         match self.journal.store(entry).await {
-            Ok(seq) => encoded.stored_as(seq),
+            Ok(seq) => (encoded.stored_as(seq), true),
             Err(e) => {
                 warn!(task_id = %address.task, error = %e, "the result could not be stored in the durable outbox; it is sent from memory only");
-                encoded
+                (encoded, false)
             }
         }
     }
@@ -204,6 +240,12 @@ impl Answers {
     }
 }
 
+/// Whether a job's last answer is in the durable outbox: then the commit that stored it also
+/// crossed the job out of the journal, and nothing is left to write when the job ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub(super) struct Closed(pub(super) bool);
+
 /// Whom an answer is for, where it goes, and whether it closes the job.
 #[derive(Debug, Clone, Copy)]
 struct Address<'a> {
@@ -214,13 +256,21 @@ struct Address<'a> {
 }
 
 impl<'a> Address<'a> {
-    /// A job's last answer.
-    fn closing(task: &'a str, invocation: Option<&'a str>, topic: Topic) -> Self {
+    /// An answer that leaves the journal as it is.
+    fn new(task: &'a str, invocation: Option<&'a str>, topic: Topic) -> Self {
         Address {
             task,
             invocation,
             topic,
+            closes: false,
+        }
+    }
+
+    /// The same address, for a job's last answer.
+    fn closing(self) -> Self {
+        Address {
             closes: true,
+            ..self
         }
     }
 }
