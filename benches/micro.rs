@@ -1,7 +1,9 @@
 //! Micro-benchmarks (criterion) of the two pieces of a task's path that the worker owns
 //! outright, measured in this process without a broker: decoding a start message, and
 //! running a task whose binary is already compiled (store, instance, call, receipt) — for
-//! the 41-byte core module and the 51 KB `greet` component of the end-to-end bench.
+//! the 41-byte core module and the 51 KB `greet` component of the end-to-end bench; and
+//! the journal's writes for a task (accepted, result stored on disk, delivered), one task
+//! at a time and in a burst.
 //!
 //! `cargo bench --bench micro` (the guests must be built: `just guests`). Run it without
 //! `RUST_BACKTRACE` set, as a daemon runs: with it, Wasmtime captures a backtrace for each
@@ -17,6 +19,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use proplet::protocol::{Topic, decode};
 use proplet::runtime::{Allocation, AllocatorChoice, Binary, Runtime, TaskSpec};
 use proplet::sandbox::Limits;
+use proplet::state::{Entry, EntryKind, Journal, StateDir, Unstored};
+use proplet::telemetry::Metrics;
 
 use guests::ADD_WASM;
 
@@ -104,5 +108,52 @@ fn base64_decode(text: &str) -> Vec<u8> {
         .expect("base64")
 }
 
-criterion_group!(benches, decoding, running);
+/// What the daemon writes to the journal for task `n`: accepted, its result stored (on
+/// disk before this resolves), the result delivered.
+async fn journal_task(journal: &Journal, n: usize) {
+    let task = format!("c0ffee00-0000-4000-8000-{n:012}");
+    journal.accepted(Entry {
+        task: task.clone(),
+        invocation: None,
+        kind: EntryKind::Start,
+    });
+    let result = Unstored {
+        topic: "control/proplet/results".into(),
+        task,
+        invocation: None,
+        payload: br#"{"task_id":"c0ffee00","results":"30","error":null}"#.to_vec(),
+        closes: true,
+    };
+    let seq = journal.store(result).await.expect("stored");
+    journal.delivered(seq);
+}
+
+fn journaling(c: &mut Criterion) {
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio");
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = StateDir::open(root.path()).expect("state dir");
+    let (journal, _) = tokio
+        .block_on(async { Journal::open(&dir, Metrics::new()) })
+        .expect("journal");
+    let journal = std::sync::Arc::new(journal);
+    c.bench_function("journal a task: accepted, result on disk, delivered", |b| {
+        b.to_async(&tokio).iter(|| journal_task(&journal, 0))
+    });
+    c.bench_function("journal a burst of 100 tasks at once", |b| {
+        b.to_async(&tokio).iter(|| async {
+            let mut burst = tokio::task::JoinSet::new();
+            for n in 0..100 {
+                let journal = journal.clone();
+                burst.spawn(async move { journal_task(&journal, n).await });
+            }
+            burst.join_all().await
+        })
+    });
+}
+
+criterion_group!(benches, decoding, running, journaling);
 criterion_main!(benches);
