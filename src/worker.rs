@@ -158,7 +158,7 @@ impl Running {
         let manager = TaskManager::new(ManagerParts {
             proplet_id: id.proplet_id.clone(),
             publisher: publisher.clone(),
-            fetcher: Fetcher::new(&config.fetch, publisher.clone(), config.admission.clone())?,
+            fetcher: Fetcher::new(&config.fetch, publisher.clone(), config.admission.clone()),
             runtime,
             budgets: config.budgets,
             policy: config.admission.clone(),

@@ -99,7 +99,11 @@ pub fn http_url(req: &StartRequest) -> Result<Option<url::Url>, FetchError> {
 /// Obtains binaries from all three sources.
 pub struct Fetcher {
     registry: Registry,
-    http: reqwest::Client,
+    /// Built on the first download.
+    http: tokio::sync::OnceCell<reqwest::Client>,
+    http_timeout: Duration,
+    /// Where downloads may be redirected to.
+    policy: Policy,
     max_bytes: u64,
     /// Binaries in use, so that many tasks with one digest share one copy.
     shared: Mutex<HashMap<Digest, Weak<[u8]>>>,
@@ -109,31 +113,38 @@ pub struct Fetcher {
 
 impl Fetcher {
     /// A fetcher that asks the registry proxy through `publisher` and follows a download's
-    /// redirects only where `policy` allows downloads from. Fails only if the HTTP client
-    /// cannot be built (no TLS backend).
-    pub fn new(
-        settings: &FetchSettings,
-        publisher: Publisher,
-        policy: Policy,
-    ) -> Result<Self, FetchError> {
-        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
-            match check_redirect(&policy, attempt.previous(), attempt.url()) {
-                Ok(()) => attempt.follow(),
-                Err(why) => attempt.error(why),
-            }
-        });
-        let http = reqwest::Client::builder()
-            .timeout(settings.http_timeout)
-            .redirect(redirects)
-            .build()
-            .map_err(|e| FetchError::Client(error_chain(&e)))?;
-        Ok(Fetcher {
+    /// redirects only where `policy` allows downloads from. Its HTTP client is built on the
+    /// first download: a worker that never downloads never holds one (about 1 MB resident).
+    pub fn new(settings: &FetchSettings, publisher: Publisher, policy: Policy) -> Self {
+        Fetcher {
             registry: Registry::new(settings, publisher),
-            http,
+            http: tokio::sync::OnceCell::new(),
+            http_timeout: settings.http_timeout,
+            policy,
             max_bytes: settings.max_binary_bytes,
             shared: Mutex::new(HashMap::new()),
             decoded: Decoded::default(),
-        })
+        }
+    }
+
+    /// The HTTP client for downloads, built on first use.
+    async fn client(&self) -> Result<&reqwest::Client, FetchError> {
+        self.http
+            .get_or_try_init(|| async {
+                let policy = self.policy.clone();
+                let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+                    match check_redirect(&policy, attempt.previous(), attempt.url()) {
+                        Ok(()) => attempt.follow(),
+                        Err(why) => attempt.error(why),
+                    }
+                });
+                reqwest::Client::builder()
+                    .timeout(self.http_timeout)
+                    .redirect(redirects)
+                    .build()
+                    .map_err(|e| FetchError::Client(error_chain(&e)))
+            })
+            .await
     }
 
     /// The binary of a start request: one copy in memory however many waiting or running
@@ -190,7 +201,8 @@ impl Fetcher {
             reason,
         };
         let resp = self
-            .http
+            .client()
+            .await?
             .get(url)
             .send()
             .await
@@ -417,7 +429,7 @@ mod tests {
             http_timeout: Duration::from_secs(1),
         };
         let (publisher, _rx) = Publisher::channel(1);
-        let fetcher = Fetcher::new(&settings, publisher, Policy::default()).expect("fetcher");
+        let fetcher = Fetcher::new(&settings, publisher, Policy::default());
         let a = fetcher.share(Binary::new(vec![1, 2, 3]));
         let b = fetcher.share(Binary::new(vec![1, 2, 3]));
         assert!(Arc::ptr_eq(&a.bytes, &b.bytes));

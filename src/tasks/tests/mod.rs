@@ -81,7 +81,7 @@ fn harness(features: Features, settings: TaskSettings) -> Harness {
         http_timeout: PATIENCE,
     };
     let policy = Policy::default();
-    let fetcher = Fetcher::new(&fetch, publisher.clone(), policy.clone()).expect("fetcher");
+    let fetcher = Fetcher::new(&fetch, publisher.clone(), policy.clone());
     let root = tempfile::tempdir().expect("tempdir");
     let dir = StateDir::open(root.path()).expect("state dir");
     let (journal, _) = Journal::open(&dir, Metrics::default()).expect("journal");
