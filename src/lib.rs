@@ -7,6 +7,7 @@
 //!
 //! - [`cli`] — the command line (subcommands and one flag per setting).
 //! - [`config`] — settings from defaults, a TOML file, `PROPLET_*` env and CLI flags.
+//! - [`crypto`] — the one rustls crypto provider (`ring`) behind every TLS client.
 //! - [`protocol`] — pure wire types and topic names (docs/protocol.md).
 //! - [`transport`] — the MQTT session — the only rumqttc user — and the [`transport::Publisher`].
 //! - [`tasks`] — admission, concurrency, fetching binaries, stop, drain, heartbeat.
@@ -22,6 +23,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod crypto;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod keys;

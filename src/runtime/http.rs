@@ -57,6 +57,7 @@ impl Clients {
         if let Some((_, client)) = made.iter().find(|(p, _)| p == private) {
             return Ok(client.clone());
         }
+        crate::crypto::install_default();
         let client = reqwest::Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())

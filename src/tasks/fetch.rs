@@ -138,6 +138,7 @@ impl Fetcher {
                         Err(why) => attempt.error(why),
                     }
                 });
+                crate::crypto::install_default();
                 reqwest::Client::builder()
                     .timeout(self.http_timeout)
                     .redirect(redirects)

@@ -31,6 +31,8 @@ pub fn provider(
 }
 
 fn exporter(settings: &OtelSettings, endpoint: &str) -> Result<SpanExporter, TelemetryError> {
+    // The exporter's HTTP client takes the process's default TLS provider.
+    crate::crypto::install_default();
     let built = match settings.protocol {
         OtlpProtocol::HttpProtobuf => SpanExporter::builder()
             .with_http()

@@ -6,7 +6,7 @@
 //! URL must be in the certificate's IP SANs), against the configured CA or, when none is
 //! configured, the system's trusted roots. With a client certificate and key, the proplet
 //! authenticates itself (mutual TLS). The crypto provider is always `ring`, passed
-//! explicitly: nothing depends on a process-wide default provider.
+//! explicitly ([`crate::crypto::provider`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -26,8 +26,7 @@ pub fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, TransportErr
         Some(ca) => ca_roots(ca)?,
         None => system_roots()?,
     };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(crate::crypto::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TransportError::Tls(e.to_string()))?
         .with_root_certificates(roots);

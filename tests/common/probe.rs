@@ -28,6 +28,8 @@ impl Probe {
     /// GETs `path`: its status and body (status 0 while nothing listens yet).
     pub async fn get(&self, path: &str) -> (u16, String) {
         let url = format!("http://{}{path}", self.addr);
+        // reqwest takes the process's default TLS provider, as the daemon's clients do.
+        proplet::crypto::install_default();
         match reqwest::get(url).await {
             Ok(resp) => (
                 resp.status().as_u16(),
