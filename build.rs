@@ -26,10 +26,10 @@ fn main() {
 /// Whether this is a native build for linux-gnu on a glibc of at least `major.minor`.
 fn native_glibc_at_least(major: u32, minor: u32) -> bool {
     let var = |name: &str| std::env::var(name).unwrap_or_default();
-    if var("HOST") != var("TARGET") || var("CARGO_CFG_TARGET_ENV") != "gnu" {
-        return false;
-    }
-    if var("CARGO_CFG_TARGET_OS") != "linux" {
+    let native_linux_gnu = var("HOST") == var("TARGET")
+        && var("CARGO_CFG_TARGET_OS") == "linux"
+        && var("CARGO_CFG_TARGET_ENV") == "gnu";
+    if !native_linux_gnu {
         return false;
     }
     // `getconf GNU_LIBC_VERSION` prints e.g. "glibc 2.36".

@@ -63,12 +63,17 @@ fn spec(binary: &Binary) -> TaskSpec {
     }
 }
 
-fn running(c: &mut Criterion) {
-    let tokio = tokio::runtime::Builder::new_multi_thread()
+/// A Tokio runtime with two worker threads, as many as the daemon has on a 2-core machine.
+fn two_worker_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .expect("tokio");
+        .expect("tokio")
+}
+
+fn running(c: &mut Criterion) {
+    let tokio = two_worker_runtime();
     let core = Binary::new(base64_decode(ADD_WASM));
     let component = Binary::new(guests::component_bytes("greet"));
     for (allocator, choice) in [
@@ -129,11 +134,7 @@ async fn journal_task(journal: &Journal, n: usize) {
 }
 
 fn journaling(c: &mut Criterion) {
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio");
+    let tokio = two_worker_runtime();
     let root = tempfile::tempdir().expect("tempdir");
     let dir = StateDir::open(root.path()).expect("state dir");
     let (journal, _) = tokio
