@@ -1,8 +1,10 @@
 //! Telemetry: logs (text or JSON lines with trace ids), OpenTelemetry traces exported over
 //! OTLP, trace context across MQTT, and Prometheus metrics with health endpoints.
 //!
-//! Without an OTLP endpoint no OpenTelemetry layer is installed at all: spans then cost what
-//! a disabled `tracing` span costs, and nothing is exported.
+//! Without an OTLP endpoint no OpenTelemetry layer is installed at all and nothing is
+//! exported. Text log lines never show spans, so with text logs (and a filter that does not
+//! pick lines by span) spans are then disabled where they are made and cost nothing; JSON
+//! lines list the spans they were written in, so JSON logs keep them.
 
 mod concise;
 mod escape;
@@ -15,11 +17,12 @@ pub mod trace;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use tracing::Level;
-use tracing_subscriber::filter::Targets;
+use tracing::{Level, Subscriber};
+use tracing_subscriber::filter::{FilterExt as _, Targets, filter_fn};
 use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
-use tracing_subscriber::{EnvFilter, Layer as _};
+use tracing_subscriber::{EnvFilter, Layer};
 
 pub use metrics::Metrics;
 pub use trace::TraceHeaders;
@@ -75,39 +78,61 @@ pub fn init(
     proplet_id: &str,
 ) -> Result<Telemetry, TelemetryError> {
     let provider = otel::provider(otel, proplet_id)?;
-    let otel_layer = provider.as_ref().map(|p| {
+    if subscriber(log, provider.as_ref()).try_init().is_err() {
+        tracing::debug!("a tracing subscriber was already installed");
+    }
+    Ok(Telemetry { provider })
+}
+
+/// The log layer and, with a provider, the OpenTelemetry layer. (No layer at all in place
+/// of the absent one: even an absent `Option` layer would have every span recorded.)
+fn subscriber(
+    log: &LogSettings,
+    provider: Option<&SdkTracerProvider>,
+) -> impl Subscriber + Send + Sync + 'static {
+    let mut layers = vec![log_layer(log, provider.is_some())];
+    if let Some(p) = provider {
         let spans = Targets::new()
             .with_target("proplet", Level::INFO)
             .with_target("guest", Level::TRACE);
-        tracing_opentelemetry::layer()
+        let otel = tracing_opentelemetry::layer()
             .with_tracer(p.tracer("proplet"))
-            .with_filter(spans)
-    });
-    // Colour only for a person at a terminal, never into a pipe or the journal.
+            .with_filter(spans);
+        layers.push(otel.boxed());
+    }
+    tracing_subscriber::registry().with(layers)
+}
+
+/// JSON or concise text lines on stderr, in colour only for a person at a terminal (never
+/// into a pipe or the journal). Text lines never show spans: unless spans are `exported`
+/// (or the filter picks lines by span), nothing records them, so they are disabled where
+/// they are made.
+fn log_layer<S>(log: &LogSettings, exported: bool) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
-    let fmt = if log.json {
+    if log.json {
         let json = tracing_subscriber::fmt::format().json();
-        fmt.event_format(json::WithTraceIds(json))
+        return fmt
+            .event_format(json::WithTraceIds(json))
             .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
             .with_filter(filter(log))
-            .boxed()
-    } else {
-        fmt.event_format(concise::Concise)
-            .fmt_fields(escape::EscapedFields::default())
-            .with_filter(filter(log))
-            .boxed()
-    };
-    let installed = tracing_subscriber::registry()
-        .with(fmt)
-        .with(otel_layer)
-        .try_init();
-    if installed.is_err() {
-        tracing::debug!("a tracing subscriber was already installed");
+            .boxed();
     }
-    Ok(Telemetry { provider })
+    let text = concise::EventsOnly(
+        fmt.event_format(concise::Concise)
+            .fmt_fields(escape::EscapedFields::default()),
+    );
+    if exported || selects_by_span(log) {
+        text.with_filter(filter(log)).boxed()
+    } else {
+        let no_spans = filter_fn(|meta| !meta.is_span());
+        text.with_filter(filter(log).and(no_spans)).boxed()
+    }
 }
 
 fn filter(log: &LogSettings) -> EnvFilter {
@@ -122,6 +147,13 @@ fn filter(log: &LogSettings) -> EnvFilter {
     filter
 }
 
+/// Whether the log filter picks lines by the span they are in (`target[span]=level`): its
+/// spans must then be recorded even when nothing exports them.
+fn selects_by_span(log: &LogSettings) -> bool {
+    let from_env = std::env::var("RUST_LOG").unwrap_or_default();
+    from_env.contains('[') || log.level.contains('[')
+}
+
 /// This machine's host name, when it has one.
 pub fn hostname() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -129,4 +161,41 @@ pub fn hostname() -> Option<String> {
         .ok()
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(level: &str, json: bool) -> LogSettings {
+        LogSettings {
+            level: level.to_owned(),
+            json,
+        }
+    }
+
+    #[test]
+    fn text_logs_alone_leave_spans_disabled_and_events_on() {
+        let text = settings("info", false);
+        tracing::subscriber::with_default(subscriber(&text, None), || {
+            assert!(tracing::info_span!("nobody records this").is_disabled());
+            assert!(tracing::enabled!(Level::INFO));
+            assert!(!tracing::enabled!(Level::DEBUG));
+        });
+    }
+
+    #[test]
+    fn spans_are_recorded_for_json_lines_a_span_filter_and_an_exporter() {
+        let provider = SdkTracerProvider::builder().build();
+        let cases = [
+            (settings("info", true), None),
+            (settings("info,[task]=debug", false), None),
+            (settings("info", false), Some(&provider)),
+        ];
+        for (log, provider) in cases {
+            tracing::subscriber::with_default(subscriber(&log, provider), || {
+                assert!(!tracing::info_span!("recorded").is_disabled(), "{log:?}");
+            });
+        }
+    }
 }
