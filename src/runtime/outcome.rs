@@ -41,7 +41,6 @@ pub enum Finished {
     Text(String),
 }
 
-/// Runs `execute` unless the task's `scratch` goes past the engine's scratch quota first
 /// Makes the state of a fresh store: the guest's WASI context over `captured` output and
 /// its `scratch`, with at most `handles` resources.
 pub type MakeState<T> = fn(&TaskSpec, &Captured, &Scratch, &WasmEngine) -> wasmtime::Result<T>;
@@ -106,6 +105,7 @@ pub fn announce(started: Option<oneshot::Sender<()>>) {
     }
 }
 
+/// Runs `execute` unless the task's `scratch` goes past the engine's scratch quota first
 /// (the guest is then stopped: dropping the future stops it at the next epoch tick).
 pub async fn within_quota(
     engine: &WasmEngine,

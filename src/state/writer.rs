@@ -1,13 +1,14 @@
 //! The journal's writer thread: it commits whatever has queued up in one transaction, in
 //! order, and decides how soon each commit must reach the disk.
 //!
-//! A commit somebody waits for — a result about to be published, the flush before the
-//! broker's acknowledgement — is durable (fsynced) before the waiter hears of it. A commit
-//! nobody waits for (a job answered, a result delivered, a latent task deployed) is kept in
-//! memory only and reaches the disk with the next durable commit, at the latest
-//! [`LAZY`] later. A crash can therefore lose only those: after a restart the worker then
-//! publishes a delivered result once more, which at-least-once delivery allows, and never
-//! loses a job or a result.
+//! Every commit is durable (fsynced) before anybody hears of it, and happens because
+//! somebody waits for it — a result about to be published, the flush before the broker's
+//! acknowledgement — or because changes nobody waits for (a job accepted or answered, a
+//! result delivered, a latent task deployed) have been held for [`LAZY`]. Those are held in
+//! the writer's memory, not committed on their own, and go to the disk with the next
+//! commit: in a burst, one transaction instead of one per change. A crash can therefore
+//! lose only those: after a restart the worker then publishes a delivered result once more,
+//! which at-least-once delivery allows, and never loses a job or a result.
 //!
 //! The flush before an acknowledgement ([`Op::Ack`]) waits up to [`COALESCE`] for company:
 //! a task that ends within it has its result stored in the same commit, so a round trip
@@ -17,7 +18,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
-use redb::{Database, Durability, ReadableTableMetadata as _};
+use redb::{Database, ReadableTableMetadata as _};
 use tokio::sync::oneshot;
 use tracing::warn;
 
@@ -26,7 +27,7 @@ use super::outbox::{self, SharedDepth, Stored};
 use super::recent::{self, Recent};
 use crate::telemetry::Metrics;
 
-/// How long a commit nobody waits for may stay in memory before it is made durable.
+/// How long a change nobody waits for may be held before it is committed.
 pub(super) const LAZY: Duration = Duration::from_millis(10);
 /// How long the flush before an acknowledgement waits for other writes to share its commit.
 pub(super) const COALESCE: Duration = Duration::from_millis(1);
@@ -87,19 +88,20 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// Commits queued requests in batches until every handle is gone; whatever is still in
-    /// memory only is then made durable.
+    /// Commits queued requests in batches until every handle is gone; whatever is still
+    /// held is then committed.
     pub(super) fn run(&self, db: &Database, rx: &mpsc::Receiver<Request>) {
-        // When the commits kept in memory only must be on disk.
-        let mut lazy_until: Option<Instant> = None;
+        // Changes nobody waits for, not committed yet, and when they must be.
+        let mut held: Vec<Request> = Vec::new();
+        let mut due: Option<Instant> = None;
         // Jobs accepted and not answered, as of the last commit.
         let mut running = 0;
         loop {
-            let first = match next(rx, lazy_until) {
+            let first = match next(rx, due) {
                 Next::Request(request) => request,
                 Next::Due => {
-                    self.persist(db);
-                    lazy_until = None;
+                    self.settle(db, std::mem::take(&mut held), &mut running);
+                    due = None;
                     continue;
                 }
                 Next::Closed => break,
@@ -107,34 +109,34 @@ impl Writer {
             let (recalls, batch): (Vec<Request>, Vec<Request>) = gather(first, rx, running)
                 .into_iter()
                 .partition(|r| matches!(r.op, Op::Recall(..)));
-            let durable = batch.iter().any(|r| r.done.is_some());
-            let result = self
-                .commit(db, &batch, durable)
-                .map(|(jobs, latent)| {
-                    running = jobs;
-                    self.count(jobs, latent);
-                })
-                .map_err(|e| e.to_string());
-            if let Err(e) = &result {
-                warn!(error = %e, "the task journal could not be written");
+            let waited = !recalls.is_empty() || batch.iter().any(|r| r.done.is_some());
+            held.extend(batch);
+            if !waited {
+                due = due.or_else(|| Some(Instant::now() + LAZY));
+                continue;
             }
-            lazy_until = match durable {
-                true => None,
-                false => lazy_until.or_else(|| Some(Instant::now() + LAZY)),
-            };
-            answer(batch, &result);
+            self.settle(db, std::mem::take(&mut held), &mut running);
+            due = None;
             self.recall(db, recalls);
         }
-        if lazy_until.is_some() {
-            self.persist(db);
+        if !held.is_empty() {
+            self.settle(db, held, &mut running);
         }
     }
 
-    /// Makes every commit kept in memory durable.
-    fn persist(&self, db: &Database) {
-        if let Err(e) = self.commit(db, &[], true) {
+    /// Commits `batch`, then tells whoever waits for part of it how that went.
+    fn settle(&self, db: &Database, batch: Vec<Request>, running: &mut u64) {
+        let result = self
+            .commit(db, &batch)
+            .map(|(jobs, latent)| {
+                *running = jobs;
+                self.count(jobs, latent);
+            })
+            .map_err(|e| e.to_string());
+        if let Err(e) = &result {
             warn!(error = %e, "the task journal could not be written");
         }
+        answer(batch, &result);
     }
 
     fn count(&self, jobs: u64, latent: u64) {
@@ -161,19 +163,11 @@ impl Writer {
         }
     }
 
-    /// Commits `batch` in one transaction (counting what it stores and removes in the
-    /// outbox, and remembering what it stores), fsynced if `durable`; returns how many jobs
-    /// and latent tasks are left.
-    fn commit(
-        &self,
-        db: &Database,
-        batch: &[Request],
-        durable: bool,
-    ) -> Result<(u64, u64), redb::Error> {
-        let mut txn = db.begin_write()?;
-        if !durable {
-            txn.set_durability(Durability::None)?;
-        }
+    /// Commits `batch` in one durable transaction (counting what it stores and removes in
+    /// the outbox, and remembering what it stores); returns how many jobs and latent tasks
+    /// are left.
+    fn commit(&self, db: &Database, batch: &[Request]) -> Result<(u64, u64), redb::Error> {
+        let txn = db.begin_write()?;
         let mut stored = Vec::new();
         let mut removed = Vec::new();
         let mut recent = lock(&self.recent);
@@ -213,15 +207,15 @@ impl Writer {
 enum Next {
     /// Commit this, and whatever has queued up behind it.
     Request(Request),
-    /// Make the commits kept in memory durable: their time is up.
+    /// Commit the changes held: their time is up.
     Due,
     /// Every handle is gone.
     Closed,
 }
 
-/// Waits for the next request, or until `lazy_until`.
-fn next(rx: &mpsc::Receiver<Request>, lazy_until: Option<Instant>) -> Next {
-    let Some(until) = lazy_until else {
+/// Waits for the next request, or until `due`.
+fn next(rx: &mpsc::Receiver<Request>, due: Option<Instant>) -> Next {
+    let Some(until) = due else {
         return rx.recv().map_or(Next::Closed, Next::Request);
     };
     match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
