@@ -109,14 +109,16 @@ impl Writer {
             let (recalls, batch): (Vec<Request>, Vec<Request>) = gather(first, rx, running)
                 .into_iter()
                 .partition(|r| matches!(r.op, Op::Recall(..)));
-            let waited = !recalls.is_empty() || batch.iter().any(|r| r.done.is_some());
+            // A recall reads answers stored, and a store is always waited for: it needs
+            // no commit of what is held.
+            let waited = batch.iter().any(|r| r.done.is_some());
             held.extend(batch);
-            if !waited {
+            if waited {
+                self.settle(db, std::mem::take(&mut held), &mut running);
+                due = None;
+            } else if !held.is_empty() {
                 due = due.or_else(|| Some(Instant::now() + LAZY));
-                continue;
             }
-            self.settle(db, std::mem::take(&mut held), &mut running);
-            due = None;
             self.recall(db, recalls);
         }
         if !held.is_empty() {
