@@ -190,6 +190,58 @@ async fn a_guest_cannot_fill_the_disk_or_bury_the_daemon_in_its_scratch() {
     );
 }
 
+/// A core module whose `main` returns the errno of `fd_prestat_get(3)`: 0 when a directory
+/// is preopened there, 8 (EBADF) when none is. It imports `path_open` (unused) when it
+/// `opens_files`.
+fn prestat_module(opens_files: bool) -> String {
+    let path_open = if opens_files {
+        r#"(import "wasi_snapshot_preview1" "path_open"
+             (func (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))"#
+    } else {
+        ""
+    };
+    format!(
+        r#"(module
+             (import "wasi_snapshot_preview1" "fd_prestat_get"
+               (func $prestat (param i32 i32) (result i32)))
+             {path_open}
+             (memory (export "memory") 1)
+             (func (export "main") (result i32) (call $prestat (i32.const 3) (i32.const 16))))"#
+    )
+}
+
+/// A guest that imports no way to open a file gets no scratch directory (nothing is
+/// created for it, nothing is preopened); one that does gets its `/tmp`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_guest_that_can_open_files_gets_a_scratch_directory() {
+    let broker = Broker::start();
+    let mut m = Manager::connect(&broker).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let tmpdir = tmp.path().to_str().expect("utf-8");
+    let d = Daemon::start(&broker, &[("TMPDIR", tmpdir)]);
+    m.wait_ready().await;
+    for n in 0..3 {
+        let id = format!("closed-{n}");
+        let file = wat_base64(&prestat_module(false));
+        let task = start(&id, json!({"file": file, "name": "main", "inputs": []}));
+        m.send_json("control/manager/start", &task).await;
+        assert_ok(&m.result(&id).await, "8");
+    }
+    let made: Vec<_> = walkdir_names(tmp.path())
+        .into_iter()
+        .filter(|n| n.starts_with("task-"))
+        .collect();
+    assert!(made.is_empty(), "scratch made for nothing: {made:?}");
+    let file = wat_base64(&prestat_module(true));
+    let task = start(
+        "opener",
+        json!({"file": file, "name": "main", "inputs": []}),
+    );
+    m.send_json("control/manager/start", &task).await;
+    assert_ok(&m.result("opener").await, "0");
+    drop(d);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_opening_files_hits_its_own_cap_not_the_process_limit() {
     let broker = Broker::start();

@@ -65,21 +65,56 @@ impl Drop for EpochTicker {
     }
 }
 
-/// A compiled, linked module or component, ready to instantiate.
+/// A compiled, linked module or component, ready to instantiate, and whether it can open
+/// files (read once from its imports, when it is prepared).
 #[derive(Clone)]
 pub enum Prepared {
     /// A core module (WASI preview 1).
-    Core(InstancePre<HostState>),
+    Core(InstancePre<HostState>, Files),
     /// A component (WASI preview 2).
-    Component(component::InstancePre<ComponentState>),
+    Component(component::InstancePre<ComponentState>, Files),
+}
+
+/// Whether a guest imports a way to reach a directory: only then does it get a scratch
+/// directory (and a quota watcher). Without one, nothing it does can touch the file system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Files {
+    /// It imports a preview 1 `path_*` function, or `wasi:filesystem/preopens`.
+    Reached,
+    /// It imports neither: its preopened directories could never be used.
+    Unreached,
+}
+
+impl Files {
+    fn from(reached: bool) -> Files {
+        if reached {
+            Files::Reached
+        } else {
+            Files::Unreached
+        }
+    }
+
+    /// For a core module: does it import any preview 1 `path_*` function (the only calls
+    /// that open, create or change anything under a directory)?
+    pub fn of_module(module: &Module) -> Files {
+        Files::from(module.imports().any(|i| i.name().starts_with("path_")))
+    }
+
+    /// For a component: does it import `wasi:filesystem/preopens` (the only source of
+    /// directory descriptors)?
+    pub fn of_component(component: &Component, engine: &Engine) -> Files {
+        let ty = component.component_type();
+        let mut imports = ty.imports(engine);
+        Files::from(imports.any(|(name, _)| name.starts_with("wasi:filesystem/preopens")))
+    }
 }
 
 impl Prepared {
     /// Bytes of compiled code and data it keeps in memory.
     fn image_bytes(&self) -> usize {
         let range = match self {
-            Prepared::Core(pre) => pre.module().image_range(),
-            Prepared::Component(pre) => pre.component().image_range(),
+            Prepared::Core(pre, _) => pre.module().image_range(),
+            Prepared::Component(pre, _) => pre.component().image_range(),
         };
         (range.end as usize).saturating_sub(range.start as usize)
     }
@@ -408,15 +443,19 @@ impl WasmEngine {
             if wasmparser::Parser::is_component(&bytes) {
                 let (component, compiled) = load_or_compile::<Component>(&engine, disk, &bytes);
                 let pre = component.and_then(|c| {
+                    let files = Files::of_component(&c, &engine);
                     let pre = component_linker.instantiate_pre(&c);
-                    pre.map(Prepared::Component).map_err(RuntimeError::compile)
+                    pre.map(|pre| Prepared::Component(pre, files))
+                        .map_err(RuntimeError::compile)
                 });
                 return (pre, compiled);
             }
             let (module, compiled) = load_or_compile::<Module>(&engine, disk, &bytes);
             let pre = module.and_then(|m| {
+                let files = Files::of_module(&m);
                 let pre = linker.instantiate_pre(&m);
-                pre.map(Prepared::Core).map_err(RuntimeError::compile)
+                pre.map(|pre| Prepared::Core(pre, files))
+                    .map_err(RuntimeError::compile)
             });
             (pre, compiled)
         });
@@ -589,6 +628,30 @@ mod tests {
         assert_ne!(fingerprint(&metered), fingerprint(&on_demand));
     }
 
+    #[test]
+    fn only_an_import_that_reaches_a_directory_earns_a_scratch() {
+        let engine = Engine::default();
+        let module = |imports: &str| {
+            let text = format!("(module {imports})");
+            Files::of_module(&Module::new(&engine, text).expect("module"))
+        };
+        let prestat = r#"(import "wasi_snapshot_preview1" "fd_prestat_get" (func (param i32 i32) (result i32)))"#;
+        let open = r#"(import "wasi_snapshot_preview1" "path_open" (func (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))"#;
+        assert_eq!(module(""), Files::Unreached);
+        assert_eq!(module(prestat), Files::Unreached);
+        assert_eq!(module(&format!("{prestat} {open}")), Files::Reached);
+        let component = |imports: &str| {
+            let text = format!("(component {imports})");
+            let component = Component::new(&engine, text).expect("component");
+            Files::of_component(&component, &engine)
+        };
+        assert_eq!(component(""), Files::Unreached);
+        let types = r#"(import "wasi:filesystem/types@0.2.6" (instance))"#;
+        assert_eq!(component(types), Files::Unreached);
+        let preopens = r#"(import "wasi:filesystem/preopens@0.2.6" (instance))"#;
+        assert_eq!(component(preopens), Files::Reached);
+    }
+
     const ADD: &str = r#"(module (func (export "add") (param i32 i32) (result i32) local.get 0 local.get 1 i32.add))"#;
 
     /// An engine with default limits, and the `add` module with its digest.
@@ -730,7 +793,7 @@ mod tests {
             .prepare(&digest, bytes.clone())
             .await
             .expect("loaded");
-        assert!(matches!(loaded, Prepared::Core(_)));
+        assert!(matches!(loaded, Prepared::Core(..)));
         assert_eq!(second.compiles(), 0, "loaded from disk, not compiled");
         // Another engine configuration (fuel metering) has a fingerprint of its own.
         let metered = disk_engine(dir.path(), true);

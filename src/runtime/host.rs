@@ -153,15 +153,18 @@ impl Captured {
 
 /// A deny-by-default WASI context for `spec`: argv is the task name followed by
 /// `cli_args`, the environment is exactly the task's `env`, stdin is empty, stdout and
-/// stderr are captured, the only directories are the task's private scratch (`/tmp`) and
-/// its granted mounts (read-only unless granted writable), and there is no network.
+/// stderr are captured, the only directories are the task's private scratch (`/tmp`, for
+/// a guest that can open files) and its granted mounts (read-only unless granted
+/// writable), and there is no network.
 fn wasi_builder(
     spec: &TaskSpec,
     captured: &Captured,
-    scratch: &Scratch,
+    scratch: Option<&Scratch>,
 ) -> wasmtime::Result<WasiCtxBuilder> {
     let mut builder = WasiCtxBuilder::new();
-    builder.preopened_dir(scratch.path(), SCRATCH_PATH, FsPerms::ReadWrite)?;
+    if let Some(scratch) = scratch {
+        builder.preopened_dir(scratch.path(), SCRATCH_PATH, FsPerms::ReadWrite)?;
+    }
     for mount in &spec.mounts {
         let perms = if mount.writable {
             FsPerms::ReadWrite
@@ -195,7 +198,7 @@ fn wasi_builder(
 pub fn host_state(
     spec: &TaskSpec,
     captured: &Captured,
-    scratch: &Scratch,
+    scratch: Option<&Scratch>,
     engine: &WasmEngine,
 ) -> wasmtime::Result<HostState> {
     let mut wasi = wasi_builder(spec, captured, scratch)?.build_p1();
@@ -212,7 +215,7 @@ pub fn host_state(
 pub fn component_state(
     spec: &TaskSpec,
     captured: &Captured,
-    scratch: &Scratch,
+    scratch: Option<&Scratch>,
     engine: &WasmEngine,
 ) -> wasmtime::Result<ComponentState> {
     let mut table = ResourceTable::new();

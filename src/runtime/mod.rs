@@ -33,7 +33,7 @@ use tokio::sync::oneshot;
 
 pub use allocator::{Allocation, Allocator, AllocatorChoice};
 pub use disk_cache::{DiskCacheConfig, resolve_dir as resolve_cache_dir};
-pub use engine::{CacheLimits, Prepared, TICK, WasmEngine};
+pub use engine::{CacheLimits, Files, Prepared, TICK, WasmEngine};
 pub use external::ExternalRuntime;
 pub use inspect::{Inspection, inspect};
 pub use kv::KvAccess;
@@ -292,18 +292,18 @@ async fn run_in_process(
         .prepare(&spec.binary.digest, spec.binary.bytes.clone())
         .await?
     {
-        Prepared::Core(pre) => {
+        Prepared::Core(pre, files) => {
             let execute = async |store: &mut _, span: &_| {
                 core::execute(store, &pre, spec, started, span).await
             };
-            outcome::run_guest(engine, spec, host::host_state, execute).await
+            outcome::run_guest(engine, spec, files, host::host_state, execute).await
         }
-        Prepared::Component(pre) => {
+        Prepared::Component(pre, files) => {
             let target = component::target(&pre, spec)?;
             let execute = async |store: &mut _, span: &_| {
                 component::execute(store, &pre, &target, spec, started, span).await
             };
-            outcome::run_guest(engine, spec, host::component_state, execute).await
+            outcome::run_guest(engine, spec, files, host::component_state, execute).await
         }
     }
 }

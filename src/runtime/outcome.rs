@@ -10,7 +10,7 @@ use tracing::{Instrument as _, Span};
 
 use wasmtime::Store;
 
-use super::engine::WasmEngine;
+use super::engine::{Files, WasmEngine};
 use super::host::Captured;
 use super::host::Limited;
 use super::{GuestOutput, RuntimeError, TaskOutput, TaskSpec};
@@ -42,24 +42,34 @@ pub enum Finished {
 }
 
 /// Makes the state of a fresh store: the guest's WASI context over `captured` output and
-/// its `scratch`, with at most `handles` resources.
-pub type MakeState<T> = fn(&TaskSpec, &Captured, &Scratch, &WasmEngine) -> wasmtime::Result<T>;
+/// its `scratch` (none for a guest that cannot open files), with at most the engine's
+/// number of handles.
+pub type MakeState<T> =
+    fn(&TaskSpec, &Captured, Option<&Scratch>, &WasmEngine) -> wasmtime::Result<T>;
 
 /// Runs `execute` on a fresh deny-by-default store for `spec` (its state made by `state`)
-/// within the scratch quota, and classifies how it ended.
+/// and classifies how it ended. A guest that can reach `files` gets a scratch directory
+/// and runs within its quota; any other guest gets none, since it could never use it.
 pub async fn run_guest<T: Limited>(
     engine: &WasmEngine,
     spec: &TaskSpec,
+    files: Files,
     state: MakeState<T>,
     execute: impl AsyncFnOnce(&mut Store<T>, &Span) -> Result<Finished, Failure>,
 ) -> Result<TaskOutput, RuntimeError> {
     let captured = Captured::new(spec);
-    let scratch = engine.scratch()?;
-    let data = state(spec, &captured, &scratch, engine).map_err(RuntimeError::internal)?;
+    let scratch = match files {
+        Files::Reached => Some(engine.scratch()?),
+        Files::Unreached => None,
+    };
+    let data = state(spec, &captured, scratch.as_ref(), engine).map_err(RuntimeError::internal)?;
     let mut store = engine.store(data, spec)?;
     let span = execute_span();
     let run = cpu_timed(execute(&mut store, &span), &spec.meter);
-    let outcome = within_quota(engine, &scratch, run).await;
+    let outcome = match &scratch {
+        Some(scratch) => within_quota(engine, scratch, run).await,
+        None => run.await,
+    };
     conclude(engine, &mut store, spec, outcome, &captured, &span)
 }
 
