@@ -14,6 +14,7 @@
 //! a task that ends within it has its result stored in the same commit, so a round trip
 //! pays for one fsync, not two.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
@@ -173,14 +174,16 @@ impl Writer {
         let mut stored = Vec::new();
         let mut removed = Vec::new();
         let mut recent = lock(&self.recent);
+        let undone = answered_within(batch);
         let counts = {
             let mut jobs = txn.open_table(super::journal::JOBS)?;
             let mut latent = txn.open_table(super::journal::LATENT)?;
             let mut results = txn.open_table(outbox::OUTBOX)?;
             let mut answers = Recent::open(&txn)?;
-            for request in batch {
+            for (i, request) in batch.iter().enumerate() {
                 match &request.op {
                     Op::Flush | Op::Ack | Op::Recall(..) => {}
+                    Op::Accept(_) if undone.contains(&i) => {}
                     Op::Accept(e) => drop(jobs.insert(e.key(), e.kind.as_str())?),
                     Op::Answered(e) => drop(jobs.remove(e.key())?),
                     Op::Deployed(id) => drop(latent.insert(id.as_str(), "")?),
@@ -203,6 +206,31 @@ impl Writer {
         removed.into_iter().for_each(|n| self.depth.remove(n));
         Ok(counts)
     }
+}
+
+/// The places in `batch` of the jobs accepted and answered further on in the same batch:
+/// their insert would be undone in the same commit, so it is left out (the removal stays,
+/// which leaves the table as the insert and the removal together would).
+fn answered_within(batch: &[Request]) -> HashSet<usize> {
+    let mut answered_later = HashSet::new();
+    let mut undone = HashSet::new();
+    for (i, request) in batch.iter().enumerate().rev() {
+        match &request.op {
+            Op::Store(entry, true) => {
+                answered_later.insert(entry.key());
+            }
+            Op::Answered(e) => {
+                answered_later.insert(e.key());
+            }
+            Op::Accept(e) => {
+                if answered_later.remove(&e.key()) {
+                    undone.insert(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    undone
 }
 
 /// What the writer does next.
@@ -277,5 +305,51 @@ fn answer(batch: Vec<Request>, result: &Result<(), String>) {
             // The job may have been cancelled meanwhile; nobody to tell then.
             done.send(result.clone()).ok();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::EntryKind;
+
+    fn job(task: &str) -> Entry {
+        Entry {
+            task: task.into(),
+            invocation: None,
+            kind: EntryKind::Start,
+        }
+    }
+
+    fn store(task: &str, closes: bool) -> Op {
+        let stored = Stored {
+            seq: 0,
+            topic: "results".into(),
+            task: task.into(),
+            invocation: None,
+            payload: Vec::new(),
+        };
+        Op::Store(stored, closes)
+    }
+
+    fn undone(ops: Vec<Op>) -> Vec<usize> {
+        let batch: Vec<Request> = ops.into_iter().map(|op| Request { op, done: None }).collect();
+        let mut places: Vec<usize> = answered_within(&batch).into_iter().collect();
+        places.sort_unstable();
+        places
+    }
+
+    #[test]
+    fn only_an_accept_answered_later_in_the_batch_is_left_out() {
+        let accept = |t| Op::Accept(job(t));
+        let answered = |t| Op::Answered(job(t));
+        assert_eq!(undone(vec![accept("a"), store("a", true)]), [0]);
+        assert_eq!(undone(vec![accept("a"), accept("b"), answered("b")]), [1]);
+        // A daemon's acknowledgement does not close its job.
+        assert!(undone(vec![accept("a"), store("a", false)]).is_empty());
+        // Answered, then accepted again (a re-run): the new job must be written.
+        assert!(undone(vec![store("a", true), accept("a")]).is_empty());
+        // Accepted twice and answered once: only the later accept is undone.
+        assert_eq!(undone(vec![accept("a"), accept("a"), store("a", true)]), [1]);
     }
 }
