@@ -333,7 +333,10 @@ mod tests {
     }
 
     fn undone(ops: Vec<Op>) -> Vec<usize> {
-        let batch: Vec<Request> = ops.into_iter().map(|op| Request { op, done: None }).collect();
+        let batch: Vec<Request> = ops
+            .into_iter()
+            .map(|op| Request { op, done: None })
+            .collect();
         let mut places: Vec<usize> = answered_within(&batch).into_iter().collect();
         places.sort_unstable();
         places
@@ -350,6 +353,9 @@ mod tests {
         // Answered, then accepted again (a re-run): the new job must be written.
         assert!(undone(vec![store("a", true), accept("a")]).is_empty());
         // Accepted twice and answered once: only the later accept is undone.
-        assert_eq!(undone(vec![accept("a"), accept("a"), store("a", true)]), [1]);
+        assert_eq!(
+            undone(vec![accept("a"), accept("a"), store("a", true)]),
+            [1]
+        );
     }
 }
