@@ -222,10 +222,9 @@ fn answered_within(batch: &[Request]) -> HashSet<usize> {
             Op::Answered(e) => {
                 answered_later.insert(e.key());
             }
-            Op::Accept(e) => {
-                if answered_later.remove(&e.key()) {
-                    undone.insert(i);
-                }
+            // Each answer undoes one accept: the latest before it.
+            Op::Accept(e) if answered_later.remove(&e.key()) => {
+                undone.insert(i);
             }
             _ => {}
         }
