@@ -1,12 +1,13 @@
 //! The shared Wasmtime engine, its epoch ticker and the compiled-module cache.
 //!
-//! One [`Engine`] serves every task. Epoch interruption is always on: a ticker thread
-//! advances the epoch every [`TICK`], and every store yields to the async runtime on each
-//! tick, so a spinning guest can neither starve the MQTT loop nor outlive a dropped future.
+//! One [`Engine`] serves every task. Epoch interruption is always on: while any guest runs,
+//! a ticker thread advances the epoch every [`TICK`], and every store yields to the async
+//! runtime on each tick, so a spinning guest can neither starve the MQTT loop nor outlive a
+//! dropped future. With no guest running, the ticker sleeps.
 //! Compilation is CPU-heavy and runs on the blocking pool, once per content digest.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -26,9 +27,15 @@ use crate::telemetry::Metrics;
 /// How often the epoch advances: the granularity of preemption and deadlines.
 pub const TICK: Duration = Duration::from_millis(10);
 
-/// Advances the engine's epoch every [`TICK`] until dropped (or the engine is gone).
+/// Advances the engine's epoch every [`TICK`] while a guest may run (a [`Ticking`] guard
+/// is alive), and sleeps otherwise: an idle worker is not woken a hundred times a second.
+/// Stops when dropped (or when the engine is gone).
 struct EpochTicker {
     stop: Arc<AtomicBool>,
+    /// Guards alive: stores that may run guest code.
+    running: Arc<AtomicUsize>,
+    /// Times the epoch advanced.
+    ticks: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -36,32 +43,67 @@ impl EpochTicker {
     fn start(engine: &Engine) -> std::io::Result<Self> {
         let weak = engine.weak();
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let running = Arc::new(AtomicUsize::new(0));
+        let ticks = Arc::new(AtomicU64::new(0));
+        let (flag, guests, ticked) = (stop.clone(), running.clone(), ticks.clone());
         let thread = std::thread::Builder::new()
             .name("proplet-epoch".into())
             .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
+                while !flag.load(Ordering::Acquire) {
+                    if guests.load(Ordering::Acquire) == 0 {
+                        // Woken by the next guard (or the stop); a spurious wake loops.
+                        std::thread::park();
+                        continue;
+                    }
                     std::thread::sleep(TICK);
                     match weak.upgrade() {
                         Some(engine) => engine.increment_epoch(),
                         None => break,
                     }
+                    ticked.fetch_add(1, Ordering::Relaxed);
                 }
             })?;
         Ok(EpochTicker {
             stop,
+            running,
+            ticks,
             thread: Some(thread),
         })
+    }
+
+    /// Keeps the epoch advancing until the guard is dropped.
+    fn ticking(&self) -> Ticking {
+        self.running.fetch_add(1, Ordering::AcqRel);
+        self.wake();
+        Ticking(self.running.clone())
+    }
+
+    fn wake(&self) {
+        if let Some(thread) = &self.thread {
+            thread.thread().unpark();
+        }
     }
 }
 
 impl Drop for EpochTicker {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.store(true, Ordering::Release);
+        self.wake();
         if let Some(thread) = self.thread.take() {
             // A panicked ticker has nothing left to clean up.
             thread.join().ok();
         }
+    }
+}
+
+/// While alive, the epoch advances: held by every run of guest code (deadlines, time
+/// slices and the budgets checked at each tick depend on it).
+#[must_use = "the epoch advances only while the guard is alive"]
+pub struct Ticking(Arc<AtomicUsize>);
+
+impl Drop for Ticking {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -182,7 +224,7 @@ struct Parts {
     disk: Option<Arc<DiskCache>>,
     /// The instance allocator in effect.
     allocator: Allocator,
-    _ticker: EpochTicker,
+    ticker: EpochTicker,
 }
 
 impl Parts {
@@ -219,7 +261,7 @@ impl Parts {
             component_linker: Arc::new(component_linker),
             disk,
             allocator,
-            _ticker: ticker,
+            ticker,
         })
     }
 }
@@ -310,6 +352,7 @@ impl WasmEngine {
     /// the call's future (stop, timeout, shutdown) really stops it. A guest past its output
     /// budget is stopped at the next tick. With metering on, the store gets the task's fuel
     /// (unmetered tasks get all there is) and every tick records the fuel used so far.
+    /// The epoch advances only while a [`WasmEngine::ticking`] guard is held.
     pub fn store<T: Limited>(&self, state: T, spec: &TaskSpec) -> Result<Store<T>, RuntimeError> {
         let mut store = Store::new(&self.parts()?.engine, state);
         store.limiter(|s| s.limiter());
@@ -334,6 +377,20 @@ impl WasmEngine {
             Ok(UpdateDeadline::Yield(1))
         });
         Ok(store)
+    }
+
+    /// Keeps the epoch advancing while the guard lives: taken before a store runs guest
+    /// code, dropped after it.
+    pub fn ticking(&self) -> Result<Ticking, RuntimeError> {
+        Ok(self.parts()?.ticker.ticking())
+    }
+
+    /// How many times the epoch has advanced (0 before the first task).
+    pub fn epoch_ticks(&self) -> u64 {
+        match self.parts.get() {
+            Some(Ok(parts)) => parts.ticker.ticks.load(Ordering::Relaxed),
+            _ => 0,
+        }
     }
 
     /// Records the final fuel reading of a finished run.
@@ -626,6 +683,35 @@ mod tests {
         assert_eq!(fingerprint(&pooled), fingerprint(&on_demand));
         let (metered, _) = make_engine(true, &allocation(AllocatorChoice::OnDemand)).unwrap();
         assert_ne!(fingerprint(&metered), fingerprint(&on_demand));
+    }
+
+    /// Polls `ticks` every tick until `enough` says so, for at most 5 s.
+    async fn ticks_until(engine: &WasmEngine, enough: impl Fn(u64) -> bool) -> u64 {
+        for _ in 0..500 {
+            let now = engine.epoch_ticks();
+            if enough(now) {
+                return now;
+            }
+            tokio::time::sleep(TICK).await;
+        }
+        panic!("the epoch stayed at {}", engine.epoch_ticks());
+    }
+
+    #[tokio::test]
+    async fn the_epoch_advances_only_while_a_guest_may_run() {
+        let (engine, _, _) = add_module();
+        let guard = engine.ticking().expect("engine parts");
+        let first = ticks_until(&engine, |n| n >= 3).await;
+        drop(guard);
+        // At most one tick was under way when the guard went.
+        tokio::time::sleep(10 * TICK).await;
+        let parked = engine.epoch_ticks();
+        tokio::time::sleep(20 * TICK).await;
+        assert_eq!(engine.epoch_ticks(), parked, "ticking with no guest");
+        let again = engine.ticking().expect("engine parts");
+        ticks_until(&engine, |n| n > parked + 2).await;
+        drop(again);
+        assert!(parked >= first);
     }
 
     #[test]

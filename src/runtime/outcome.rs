@@ -58,6 +58,7 @@ pub async fn run_guest<T: Limited>(
     execute: impl AsyncFnOnce(&mut Store<T>, &Span) -> Result<Finished, Failure>,
 ) -> Result<TaskOutput, RuntimeError> {
     let captured = Captured::new(spec);
+    let _ticking = engine.ticking()?;
     let scratch = match files {
         Files::Reached => Some(engine.scratch()?),
         Files::Unreached => None,
