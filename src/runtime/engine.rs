@@ -701,7 +701,7 @@ mod tests {
     async fn the_epoch_advances_only_while_a_guest_may_run() {
         let (engine, _, _) = add_module();
         let guard = engine.ticking().expect("engine parts");
-        let first = ticks_until(&engine, |n| n >= 3).await;
+        ticks_until(&engine, |n| n >= 3).await;
         drop(guard);
         // At most one tick was under way when the guard went.
         tokio::time::sleep(10 * TICK).await;
@@ -711,7 +711,6 @@ mod tests {
         let again = engine.ticking().expect("engine parts");
         ticks_until(&engine, |n| n > parked + 2).await;
         drop(again);
-        assert!(parked >= first);
     }
 
     #[test]
