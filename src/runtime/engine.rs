@@ -703,11 +703,15 @@ mod tests {
         let guard = engine.ticking().expect("engine parts");
         ticks_until(&engine, |n| n >= 3).await;
         drop(guard);
-        // At most one tick was under way when the guard went.
-        tokio::time::sleep(10 * TICK).await;
+        // Only the tick under way when the guard went may still come, however late the
+        // ticker runs; an always-ticking loop would add one per tick of this window.
+        let at_drop = engine.epoch_ticks();
+        tokio::time::sleep(30 * TICK).await;
         let parked = engine.epoch_ticks();
-        tokio::time::sleep(20 * TICK).await;
-        assert_eq!(engine.epoch_ticks(), parked, "ticking with no guest");
+        assert!(
+            parked <= at_drop + 1,
+            "ticking with no guest: {at_drop} → {parked}"
+        );
         let again = engine.ticking().expect("engine parts");
         ticks_until(&engine, |n| n > parked + 2).await;
         drop(again);
