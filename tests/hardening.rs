@@ -37,10 +37,7 @@ fn detail<'a>(result: &'a Value, op: &str) -> &'a str {
 async fn wait_scratch_removed(tmp: &Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let leftover: Vec<_> = walkdir_names(tmp)
-            .into_iter()
-            .filter(|n| n.starts_with("task-"))
-            .collect();
+        let leftover = scratch_dirs(tmp);
         if leftover.is_empty() {
             return;
         }
@@ -50,6 +47,28 @@ async fn wait_scratch_removed(tmp: &Path) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The task scratch directories under `tmp` (in the proplet's scratch roots).
+fn scratch_dirs(tmp: &Path) -> Vec<String> {
+    walkdir_names(tmp)
+        .into_iter()
+        .filter(|n| n.starts_with("task-"))
+        .collect()
+}
+
+/// A broker, a manager, and the real daemon with its temporary directory in `tmp` and
+/// `extra` settings, ready.
+async fn daemon_in(tmp: &Path, extra: &[(&str, &str)]) -> (Broker, Manager, Daemon) {
+    let broker = Broker::start();
+    let mut manager = Manager::connect(&broker).await;
+    let tmpdir = tmp.to_str().expect("utf-8");
+    let settings: Vec<(&str, &str)> = std::iter::once(("TMPDIR", tmpdir))
+        .chain(extra.iter().copied())
+        .collect();
+    let daemon = Daemon::start(&broker, &settings);
+    manager.wait_ready().await;
+    (broker, manager, daemon)
 }
 
 /// Names two levels below `dir` (scratch roots and their task directories).
@@ -145,15 +164,8 @@ async fn a_task_never_sees_what_an_earlier_one_left_in_its_scratch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_cannot_fill_the_disk_or_bury_the_daemon_in_its_scratch() {
-    let broker = Broker::start();
-    let mut m = Manager::connect(&broker).await;
     let tmp = tempfile::tempdir().expect("tmp");
-    let tmpdir = tmp.path().to_str().expect("utf-8");
-    let mut d = Daemon::start(
-        &broker,
-        &[("TMPDIR", tmpdir), ("PROPLET_SCRATCH_LIMIT", "8MiB")],
-    );
-    m.wait_ready().await;
+    let (_broker, mut m, mut d) = daemon_in(tmp.path(), &[("PROPLET_SCRATCH_LIMIT", "8MiB")]).await;
     let attacks = [
         // Nested deeper than any path can name, through directory handles.
         ("deep", "deep=100000"),
@@ -190,8 +202,8 @@ async fn a_guest_cannot_fill_the_disk_or_bury_the_daemon_in_its_scratch() {
     );
 }
 
-/// A core module whose `main` returns the errno of `fd_prestat_get(3)`: 0 when a directory
-/// is preopened there, 8 (EBADF) when none is. It imports `path_open` (unused) when it
+/// A core module whose `main` returns how many of descriptors 3 to 1023 are preopened
+/// directories (asked with `fd_prestat_get`). It imports `path_open` (unused) when it
 /// `opens_files`.
 fn prestat_module(opens_files: bool) -> String {
     let path_open = if opens_files {
@@ -206,39 +218,39 @@ fn prestat_module(opens_files: bool) -> String {
                (func $prestat (param i32 i32) (result i32)))
              {path_open}
              (memory (export "memory") 1)
-             (func (export "main") (result i32) (call $prestat (i32.const 3) (i32.const 16))))"#
+             (func (export "main") (result i32)
+               (local $fd i32) (local $found i32)
+               (local.set $fd (i32.const 3))
+               (block $done
+                 (loop $next
+                   (br_if $done (i32.ge_u (local.get $fd) (i32.const 1024)))
+                   (if (i32.eqz (call $prestat (local.get $fd) (i32.const 16)))
+                     (then (local.set $found (i32.add (local.get $found) (i32.const 1)))))
+                   (local.set $fd (i32.add (local.get $fd) (i32.const 1)))
+                   (br $next)))
+               (local.get $found)))"#
     )
 }
 
 /// A guest that imports no way to open a file gets no scratch directory (nothing is
-/// created for it, nothing is preopened); one that does gets its `/tmp`.
+/// created for it, nothing is preopened at any descriptor); one that does gets its `/tmp`
+/// and nothing else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_a_guest_that_can_open_files_gets_a_scratch_directory() {
-    let broker = Broker::start();
-    let mut m = Manager::connect(&broker).await;
     let tmp = tempfile::tempdir().expect("tmp");
-    let tmpdir = tmp.path().to_str().expect("utf-8");
-    let d = Daemon::start(&broker, &[("TMPDIR", tmpdir)]);
-    m.wait_ready().await;
-    for n in 0..3 {
-        let id = format!("closed-{n}");
-        let file = wat_base64(&prestat_module(false));
-        let task = start(&id, json!({"file": file, "name": "main", "inputs": []}));
+    let (_broker, mut m, d) = daemon_in(tmp.path(), &[]).await;
+    let run = async |m: &mut Manager, id: &str, opens_files: bool| {
+        let file = wat_base64(&prestat_module(opens_files));
+        let task = start(id, json!({"file": file, "name": "main", "inputs": []}));
         m.send_json("control/manager/start", &task).await;
-        assert_ok(&m.result(&id).await, "8");
+        m.result(id).await
+    };
+    for n in 0..3 {
+        assert_ok(&run(&mut m, &format!("closed-{n}"), false).await, "0");
     }
-    let made: Vec<_> = walkdir_names(tmp.path())
-        .into_iter()
-        .filter(|n| n.starts_with("task-"))
-        .collect();
+    let made = scratch_dirs(tmp.path());
     assert!(made.is_empty(), "scratch made for nothing: {made:?}");
-    let file = wat_base64(&prestat_module(true));
-    let task = start(
-        "opener",
-        json!({"file": file, "name": "main", "inputs": []}),
-    );
-    m.send_json("control/manager/start", &task).await;
-    assert_ok(&m.result("opener").await, "0");
+    assert_ok(&run(&mut m, "opener", true).await, "1");
     drop(d);
 }
 
