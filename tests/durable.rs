@@ -187,7 +187,7 @@ async fn a_worker_killed_mid_burst_leaves_no_task_unanswered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_truncated_journal_is_set_aside_and_the_worker_carries_on() {
+async fn a_damaged_journal_is_set_aside_and_the_worker_carries_on() {
     let broker = Broker::start();
     let mut m = Manager::connect(&broker).await;
     let state = state_dir();
@@ -200,15 +200,11 @@ async fn a_truncated_journal_is_set_aside_and_the_worker_carries_on() {
     assert_ok(&m.result("before").await, "30");
     first.signal("-TERM");
     assert_eq!(first.wait(LONG).await, Some(0));
-    // Cut the journal in half, as a full disk or a bad copy would.
-    let journal = state.join("journal.redb");
-    let len = std::fs::metadata(&journal).expect("a journal").len();
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&journal)
-        .expect("open");
-    file.set_len(len / 2).expect("truncate");
-    drop(file);
+    // Damage the journal's first record, as a bad disk or a bad copy would.
+    let journal = state.join("journal.log");
+    let mut bytes = std::fs::read(&journal).expect("a journal");
+    bytes[12] ^= 0xff;
+    std::fs::write(&journal, &bytes).expect("damage");
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("log");
     let mut second = Daemon::start_logged(&broker, &env, &log);
@@ -217,7 +213,7 @@ async fn a_truncated_journal_is_set_aside_and_the_worker_carries_on() {
         .await;
     assert_ok(&m.result("after").await, "30");
     let text = second.wait_for_log(&log, |t| t.contains("set aside")).await;
-    assert!(text.contains("cannot be read"), "{text}");
+    assert!(text.contains("damaged"), "{text}");
     let aside = std::fs::read_dir(&state)
         .expect("list")
         .flatten()

@@ -2,29 +2,26 @@
 //! deployed, so that a worker restarted after a crash can answer what its predecessor left
 //! (`interrupted`) instead of leaving the manager waiting forever.
 //!
-//! Writes go to a thread of their own ([`super::writer`]), which commits whatever has queued
-//! up in one transaction (one fsync for a whole burst), in order. A result is on disk before
-//! it is published, and a job before the broker hears it was received; what nobody waits for
-//! follows within milliseconds.
+//! It is a log of records ([`super::record`]) in `journal.log`, appended by a thread of
+//! its own ([`super::writer`]), which writes whatever has queued up with one `fdatasync`
+//! (one for a whole burst), in order. A result is on disk before it is published, and a job
+//! before the broker hears it was received; what nobody waits for follows within
+//! milliseconds. The guests' key-value buckets are in a redb database beside it
+//! (`journal.redb`).
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, mpsc};
 
-use redb::{Database, DatabaseError, ReadableTable as _, StorageError, TableDefinition};
+use redb::{Database, DatabaseError, StorageError};
 use tokio::sync::oneshot;
-use tracing::{info, warn};
+use tracing::warn;
 
-use super::outbox::{self, SharedDepth, Stored, Unstored};
+use super::outbox::{SharedDepth, Stored, Unstored};
 use super::recent::Recent;
 use super::writer::{Op, Recalled, Request, Writer, lock};
-use super::{StateDir, StateError};
+use super::{StateDir, StateError, legacy, log};
 use crate::telemetry::Metrics;
-
-/// Jobs accepted and not answered: (task id, invocation id or "") → kind.
-pub(super) const JOBS: TableDefinition<(&str, &str), &str> = TableDefinition::new("jobs");
-/// Latent tasks deployed: task id → "".
-pub(super) const LATENT: TableDefinition<&str, &str> = TableDefinition::new("latent");
 
 /// What kind of job an entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,24 +32,6 @@ pub enum EntryKind {
     Deploy,
     /// An invocation of a latent task.
     Invoke,
-}
-
-impl EntryKind {
-    pub(super) fn as_str(self) -> &'static str {
-        match self {
-            EntryKind::Start => "start",
-            EntryKind::Deploy => "deploy",
-            EntryKind::Invoke => "invoke",
-        }
-    }
-
-    fn parse(text: &str) -> EntryKind {
-        match text {
-            "deploy" => EntryKind::Deploy,
-            "invoke" => EntryKind::Invoke,
-            _ => EntryKind::Start,
-        }
-    }
 }
 
 /// One job accepted and not yet answered.
@@ -94,39 +73,40 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Opens the journal in `dir` and takes what a previous process left in it. A journal
-    /// that cannot be read is set aside (renamed, and said so) and a new one started.
+    /// Opens the journal in `dir` and takes what a previous process left in it. A log
+    /// found damaged keeps what precedes the damage (the file is set aside, and said so); a
+    /// key-value database that cannot be read is set aside and a new one started.
     pub fn open(dir: &StateDir, metrics: Metrics) -> Result<(Journal, Recovered), StateError> {
-        let path = dir.path().join("journal.redb");
-        let Loaded {
-            db,
-            recovered,
-            recent,
-        } = open_or_set_aside(&path)?;
+        let Loaded { db, legacy } = open_or_set_aside(&dir.path().join("journal.redb"))?;
+        let recent = Arc::new(Mutex::new(Recent::default()));
+        let fail = |e: std::io::Error| StateError::Journal(e.to_string());
+        let path = dir.path().join("journal.log");
+        let old = legacy.as_deref().unwrap_or_default();
+        let (log, live, recovered) = log::recover(&path, old, recent.clone()).map_err(fail)?;
+        if legacy.is_some() {
+            legacy::drop_tables(&db).map_err(|e| StateError::Journal(e.to_string()))?;
+        }
         let depth = SharedDepth::default();
         for stored in &recovered.outbox {
             depth.add(stored.payload.len());
         }
-        let next = recovered.outbox.last().map_or(0, |s| s.seq + 1);
-        depth.next.store(next, Ordering::Relaxed);
-        let recent = Arc::new(Mutex::new(recent));
+        depth.next.store(live.next_seq(), Ordering::Relaxed);
         let (tx, rx) = mpsc::channel();
         let writer = Writer {
             depth: depth.clone(),
-            recent: recent.clone(),
             metrics,
+            log,
+            live,
         };
-        let db = Arc::new(db);
-        let written = db.clone();
         std::thread::Builder::new()
             .name("journal".into())
-            .spawn(move || writer.run(&written, &rx))
+            .spawn(move || writer.run(&rx))
             .map_err(|e| StateError::Journal(format!("cannot start its writer: {e}")))?;
         let journal = Journal {
             tx,
             depth,
             recent,
-            db,
+            db: Arc::new(db),
         };
         Ok((journal, recovered))
     }
@@ -154,9 +134,7 @@ impl Journal {
     /// job out in the same commit.
     pub async fn store(&self, result: Unstored) -> Result<u64, StateError> {
         let seq = self.depth.next.fetch_add(1, Ordering::Relaxed);
-        let closes = result.closes;
-        self.durable(Op::Store(result.numbered(seq), closes))
-            .await?;
+        self.durable(Op::Store(result.numbered(seq))).await?;
         Ok(seq)
     }
 
@@ -231,11 +209,11 @@ async fn committed_or_stopped(
     }
 }
 
-/// What a journal file holds, read.
+/// The key-value database, and what an earlier version's journal tables in it held (as
+/// log frames), if there are any.
 struct Loaded {
     db: Database,
-    recovered: Recovered,
-    recent: Recent,
+    legacy: Option<Vec<u8>>,
 }
 
 /// Why a journal file could not be loaded.
@@ -247,8 +225,8 @@ enum LoadError {
     Failed(StateError),
 }
 
-/// Opens (or creates) the database at `path` and reads it; one that is not a readable
-/// journal (corrupt, truncated, another format) is renamed aside and a new one started.
+/// Opens (or creates) the database at `path` and reads it; one that is not readable
+/// (corrupt, truncated, another format) is renamed aside and a new one started.
 fn open_or_set_aside(path: &Path) -> Result<Loaded, StateError> {
     let why = match load(path) {
         Ok(loaded) => return Ok(loaded),
@@ -256,7 +234,7 @@ fn open_or_set_aside(path: &Path) -> Result<Loaded, StateError> {
         Err(LoadError::Unreadable(why)) => why,
     };
     let aside = path.with_extension(format!("corrupt-{}", std::process::id()));
-    warn!(error = %why, aside = %aside.display(), "the task journal cannot be read: set aside, starting a new one (the tasks it held unanswered, its undelivered results and remembered answers are dropped; the file is kept for inspection)");
+    warn!(error = %why, aside = %aside.display(), "the key-value database cannot be read: set aside, starting a new one (the guests' buckets it held are dropped; the file is kept for inspection)");
     std::fs::rename(path, &aside).map_err(|e| StateError::Journal(e.to_string()))?;
     load(path).map_err(|e| match e {
         LoadError::Unreadable(why) => StateError::Journal(why),
@@ -273,14 +251,8 @@ fn load(path: &Path) -> Result<Loaded, LoadError> {
             true => LoadError::Unreadable(e.to_string()),
             false => LoadError::Failed(StateError::Journal(e.to_string())),
         })?;
-        let damaged = |e: redb::Error| LoadError::Unreadable(e.to_string());
-        let recovered = take_all(&db).map_err(damaged)?;
-        let recent = load_recent(&db).map_err(damaged)?;
-        Ok(Loaded {
-            db,
-            recovered,
-            recent,
-        })
+        let legacy = legacy::read(&db).map_err(|e| LoadError::Unreadable(e.to_string()))?;
+        Ok(Loaded { db, legacy })
     };
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).unwrap_or_else(|panic| {
         let what = panic
@@ -304,49 +276,6 @@ fn unreadable(e: &DatabaseError) -> bool {
         ),
         _ => false,
     }
-}
-
-/// Everything in the journal, which is then emptied (in one commit).
-fn take_all(db: &Database) -> Result<Recovered, redb::Error> {
-    let mut recovered = Recovered::default();
-    let txn = db.begin_write()?;
-    {
-        let mut jobs = txn.open_table(JOBS)?;
-        for row in jobs.iter()? {
-            let (key, kind) = row?;
-            let (task, invocation) = key.value();
-            recovered.unanswered.push(Entry {
-                task: task.to_owned(),
-                invocation: (!invocation.is_empty()).then(|| invocation.to_owned()),
-                kind: EntryKind::parse(kind.value()),
-            });
-        }
-        jobs.retain(|_, _| false)?;
-        let mut latent = txn.open_table(LATENT)?;
-        for row in latent.iter()? {
-            recovered.latent.push(row?.0.value().to_owned());
-        }
-        latent.retain(|_, _| false)?;
-    }
-    recovered.outbox = outbox::read_all(&txn)?;
-    txn.commit()?;
-    if recovered != Recovered::default() {
-        info!(
-            unanswered = recovered.unanswered.len(),
-            latent = recovered.latent.len(),
-            results = recovered.outbox.len(),
-            "the task journal holds what a previous process left"
-        );
-    }
-    Ok(recovered)
-}
-
-/// Creates the table of recent answers if needed, and reads it.
-fn load_recent(db: &Database) -> Result<Recent, redb::Error> {
-    let txn = db.begin_write()?;
-    let recent = Recent::load(&txn)?;
-    txn.commit()?;
-    Ok(recent)
 }
 
 #[cfg(test)]
@@ -415,7 +344,7 @@ mod tests {
     /// disk now, opened by another journal.
     fn snapshot(root: &Path) -> Recovered {
         let copy = tempfile::tempdir().expect("tempdir");
-        std::fs::copy(root.join("journal.redb"), copy.path().join("journal.redb")).expect("copy");
+        std::fs::copy(root.join("journal.log"), copy.path().join("journal.log")).expect("copy");
         let dir = StateDir::open(copy.path()).expect("dir");
         Journal::open(&dir, Metrics::default()).expect("journal").1
     }
@@ -516,52 +445,149 @@ mod tests {
         assert_eq!(snapshot(root.path()).outbox.len(), 200);
     }
 
+    /// Stores `n` results of `size` bytes for jobs `t0`, `t1`…, none delivered.
+    async fn store_many(journal: &Journal, n: usize, size: usize) {
+        for i in 0..n {
+            journal.accepted(entry(&format!("t{i}"), None, EntryKind::Start));
+            let result = Unstored {
+                payload: vec![b'x'; size],
+                ..result(&format!("t{i}"))
+            };
+            journal.store(result).await.expect("stored");
+        }
+    }
+
+    /// Where each frame of the log at `path` ends.
+    fn frame_ends(path: &Path) -> Vec<usize> {
+        let bytes = std::fs::read(path).expect("read");
+        super::super::record::frames(&bytes, super::super::record::MAGIC.len())
+            .map(|frame| match frame {
+                super::super::record::Frame::Record(_, at, len) => (at + len) as usize,
+                super::super::record::Frame::Damaged(at) => panic!("damaged at {at}"),
+            })
+            .collect()
+    }
+
+    /// How many files are set aside in `root`; they are removed if `clear`.
+    fn set_aside(root: &Path, clear: bool) -> usize {
+        let aside: Vec<_> = std::fs::read_dir(root)
+            .expect("list")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains("corrupt"))
+            .collect();
+        if clear {
+            aside
+                .iter()
+                .for_each(|e| std::fs::remove_file(e.path()).expect("remove"));
+        }
+        aside.len()
+    }
+
     #[tokio::test]
-    async fn a_journal_cut_short_anywhere_is_set_aside_not_fatal() {
+    async fn a_log_cut_short_anywhere_keeps_every_whole_record_before_the_cut() {
         let root = tempfile::tempdir().expect("tempdir");
         {
             let dir = StateDir::open(root.path()).expect("dir");
             let (journal, _) = Journal::open(&dir, Metrics::default()).expect("journal");
-            for n in 0..50 {
-                journal.accepted(entry(&format!("t{n}"), None, EntryKind::Start));
-                let result = Unstored {
-                    topic: "control/proplet/results".into(),
-                    task: format!("t{n}"),
-                    invocation: None,
-                    payload: vec![b'x'; 2000],
-                    closes: true,
-                };
-                journal.store(result).await.expect("stored");
-            }
-            journal.flushed().await.expect("on disk");
+            store_many(&journal, 50, 2000).await;
         }
-        let (_, journal, _) = reopen(root.path()).await;
-        drop(journal);
-        let path = root.path().join("journal.redb");
+        // Reopened, the log holds the 50 results, one frame each.
+        let (dir, journal, recovered) = reopen(root.path()).await;
+        assert_eq!(recovered.outbox.len(), 50);
+        drop((dir, journal));
+        let path = root.path().join("journal.log");
         let whole = std::fs::read(&path).expect("read");
+        let ends = frame_ends(&path);
+        assert_eq!(ends.len(), 50);
         for cut in [
-            whole.len() / 8,
-            whole.len() / 3,
-            whole.len() / 2,
-            whole.len() - 1,
+            ends[0] - 1,
+            ends[9],
+            ends[9] + 1,
+            ends[24] + 700,
+            ends[49] - 1,
         ] {
             std::fs::write(&path, &whole[..cut]).expect("cut");
-            let (_dir, journal, _) = reopen(root.path()).await;
+            let (_dir, journal, recovered) = reopen(root.path()).await;
+            let kept = ends.iter().filter(|end| **end <= cut).count();
+            let tasks: Vec<String> = recovered.outbox.iter().map(|s| s.task.clone()).collect();
+            let expected: Vec<String> = (0..kept).map(|i| format!("t{i}")).collect();
+            assert_eq!(tasks, expected, "cut at {cut}");
+            let damaged = !ends.contains(&cut);
+            assert_eq!(
+                set_aside(root.path(), true),
+                usize::from(damaged),
+                "cut at {cut}"
+            );
             drop(journal);
         }
     }
 
+    #[tokio::test]
+    async fn a_log_that_is_not_one_is_set_aside_and_a_new_one_started() {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::write(root.path().join("journal.log"), b"not a journal at all").expect("write");
+        let (_dir, journal, recovered) = reopen(root.path()).await;
+        assert_eq!(recovered, Recovered::default());
+        assert_eq!(
+            set_aside(root.path(), false),
+            1,
+            "the unreadable file is kept aside"
+        );
+        journal
+            .store(result("after"))
+            .await
+            .expect("a new log works");
+    }
+
     #[test]
-    fn an_unreadable_journal_is_set_aside() {
+    fn an_unreadable_key_value_database_is_set_aside() {
         let root = tempfile::tempdir().expect("tempdir");
         std::fs::write(root.path().join("journal.redb"), b"not a database at all").expect("write");
         let dir = StateDir::open(root.path()).expect("dir");
         let (_journal, recovered) = Journal::open(&dir, Metrics::default()).expect("a new journal");
         assert_eq!(recovered, Recovered::default());
-        let aside = std::fs::read_dir(root.path())
-            .expect("list")
-            .flatten()
-            .any(|e| e.file_name().to_string_lossy().contains("corrupt"));
-        assert!(aside, "the unreadable file is kept aside");
+        assert_eq!(
+            set_aside(root.path(), false),
+            1,
+            "the unreadable file is kept aside"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_earlier_versions_tables_are_read_into_the_log_once() {
+        let root = tempfile::tempdir().expect("tempdir");
+        {
+            let db = Database::create(root.path().join("journal.redb")).expect("db");
+            super::super::legacy::tests::fill(&db);
+        }
+        let (dir, journal, recovered) = reopen(root.path()).await;
+        let job = entry("job", Some("inv"), EntryKind::Invoke);
+        assert_eq!(recovered.unanswered, vec![job]);
+        assert_eq!(recovered.latent, vec!["lat".to_owned()]);
+        let outbox: Vec<(u64, &[u8])> = recovered
+            .outbox
+            .iter()
+            .map(|s| (s.seq, s.payload.as_slice()))
+            .collect();
+        assert_eq!(outbox, vec![(3, b"three".as_slice())]);
+        let recalled = |journal: Journal| async move {
+            let seq = journal.answered_lately("t2", None).expect("remembered");
+            journal.recall(seq).await
+        };
+        let two = Some(("results".to_owned(), b"two".to_vec()));
+        assert_eq!(recalled(journal.clone()).await, two);
+        assert_eq!(journal.store(result("next")).await.expect("stored"), 4);
+        drop((dir, journal));
+        let (_dir, journal, again) = reopen(root.path()).await;
+        assert!(again.unanswered.is_empty() && again.latent.is_empty());
+        let seqs: Vec<u64> = again.outbox.iter().map(|s| s.seq).collect();
+        assert_eq!(seqs, vec![3, 4], "the old result is still in the outbox");
+        assert_eq!(recalled(journal.clone()).await, two);
+        let db = journal.db.clone();
+        assert_eq!(
+            super::super::legacy::read(&db).expect("read"),
+            None,
+            "dropped"
+        );
     }
 }

@@ -4,21 +4,12 @@
 //! is away leaves it here, and the next process publishes it first.
 //!
 //! Entries are numbered in the order they were stored; the next process replays them in
-//! that order. The table lives in the journal's database and is written by its thread.
+//! that order. They are records of the journal's log, written by its thread.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use redb::{ReadableTable as _, Table, TableDefinition, WriteTransaction};
-
-/// A row: (topic, task id, invocation id or "", payload).
-type Row = (&'static str, &'static str, &'static str, &'static [u8]);
-
-/// Results not yet acknowledged: sequence number → row.
-pub(super) const OUTBOX: TableDefinition<u64, Row> = TableDefinition::new("outbox");
-
-/// The outbox table, open in a write transaction.
-pub(super) type OutboxTable<'txn> = Table<'txn, u64, Row>;
+use super::record::StoreRecord;
 
 /// One result kept until the broker acknowledges it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,21 +44,17 @@ pub struct Unstored {
     pub closes: bool,
 }
 
-impl Stored {
-    /// The key of the job it answers in the journal's jobs table.
-    pub(super) fn key(&self) -> (&str, &str) {
-        (&self.task, self.invocation.as_deref().unwrap_or(""))
-    }
-}
-
 impl Unstored {
-    /// The entry numbered `seq`.
-    pub(super) fn numbered(self, seq: u64) -> Stored {
-        Stored {
+    /// The record of this result, numbered `seq`, stored now and remembered.
+    pub(super) fn numbered(self, seq: u64) -> StoreRecord {
+        StoreRecord {
             seq,
+            at: super::recent::now(),
+            closes: self.closes,
+            remember: true,
             topic: self.topic,
             task: self.task,
-            invocation: self.invocation,
+            invocation: self.invocation.unwrap_or_default(),
             payload: self.payload,
         }
     }
@@ -100,40 +87,3 @@ impl Depth {
 
 /// Shared between the journal's handles and its writer thread.
 pub(super) type SharedDepth = Arc<Depth>;
-
-/// Inserts `entry` in `table`.
-pub(super) fn insert(table: &mut OutboxTable<'_>, entry: &Stored) -> Result<(), redb::Error> {
-    let invocation = entry.invocation.as_deref().unwrap_or("");
-    let value = (
-        entry.topic.as_str(),
-        entry.task.as_str(),
-        invocation,
-        entry.payload.as_slice(),
-    );
-    table.insert(entry.seq, value)?;
-    Ok(())
-}
-
-/// Removes entry `seq` from `table`; returns its payload size if it was there.
-pub(super) fn remove(table: &mut OutboxTable<'_>, seq: u64) -> Result<Option<usize>, redb::Error> {
-    let removed = table.remove(seq)?;
-    Ok(removed.map(|row| row.value().3.len()))
-}
-
-/// Everything in the outbox, in order (it stays there until delivered).
-pub(super) fn read_all(txn: &WriteTransaction) -> Result<Vec<Stored>, redb::Error> {
-    let table = txn.open_table(OUTBOX)?;
-    let mut all = Vec::new();
-    for row in table.iter()? {
-        let (seq, value) = row?;
-        let (topic, task, invocation, payload) = value.value();
-        all.push(Stored {
-            seq: seq.value(),
-            topic: topic.to_owned(),
-            task: task.to_owned(),
-            invocation: (!invocation.is_empty()).then(|| invocation.to_owned()),
-            payload: payload.to_vec(),
-        });
-    }
-    Ok(all)
-}

@@ -16,16 +16,18 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::sync::{Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
-use redb::{Database, ReadableTableMetadata as _};
 use tokio::sync::oneshot;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::journal::Entry;
-use super::outbox::{self, SharedDepth, Stored};
+use super::live::{Change, Live};
+use super::log::{COMPACT_FROM, Log};
+use super::outbox::SharedDepth;
 use super::recent::{self, Recent};
+use super::record::{Record, StoreRecord};
 use crate::telemetry::Metrics;
 
 /// How long a change nobody waits for may be held before it is committed.
@@ -47,8 +49,8 @@ pub(super) enum Op {
     Answered(Entry),
     Deployed(String),
     Forgotten(String),
-    /// An answer, and whether it closes its job (crossed out in the same commit).
-    Store(Stored, bool),
+    /// An answer (which, if it closes its job, crosses it out in the same commit).
+    Store(StoreRecord),
     Delivered(u64),
     Recall(u64, oneshot::Sender<Option<Recalled>>),
 }
@@ -76,37 +78,39 @@ impl Request {
 }
 
 /// The remembered answers, locked (a poisoned lock still holds a consistent index: it is
-/// changed only after the commit that matches it).
+/// changed only after the write that matches it).
 pub(super) fn lock(recent: &Mutex<Recent>) -> MutexGuard<'_, Recent> {
     recent.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The writer thread: what it keeps up to date besides the database.
+/// The writer thread: the log, the state it adds up to, and the counters it keeps.
 pub(super) struct Writer {
     pub(super) depth: SharedDepth,
-    pub(super) recent: Arc<Mutex<Recent>>,
     pub(super) metrics: Metrics,
+    pub(super) log: Log,
+    pub(super) live: Live,
 }
 
 impl Writer {
     /// Commits queued requests in batches until every handle is gone; whatever is still
     /// held is then committed.
-    pub(super) fn run(&self, db: &Database, rx: &mpsc::Receiver<Request>) {
+    pub(super) fn run(mut self, rx: &mpsc::Receiver<Request>) {
         // Changes nobody waits for, not committed yet, and when they must be.
         let mut held: Vec<Request> = Vec::new();
         let mut due: Option<Instant> = None;
-        // Jobs accepted and not answered, as of the last commit.
-        let mut running = 0;
+        // Whether a write failed: the log is then rewritten before the next one.
+        let mut broken = false;
         loop {
             let first = match next(rx, due) {
                 Next::Request(request) => request,
                 Next::Due => {
-                    self.settle(db, std::mem::take(&mut held), &mut running);
+                    broken = self.settle(std::mem::take(&mut held), broken);
                     due = None;
                     continue;
                 }
                 Next::Closed => break,
             };
+            let running = self.live.jobs.len() as u64;
             let (recalls, batch): (Vec<Request>, Vec<Request>) = gather(first, rx, running)
                 .into_iter()
                 .partition(|r| matches!(r.op, Op::Recall(..)));
@@ -115,96 +119,109 @@ impl Writer {
             let waited = batch.iter().any(|r| r.done.is_some());
             held.extend(batch);
             if waited {
-                self.settle(db, std::mem::take(&mut held), &mut running);
+                broken = self.settle(std::mem::take(&mut held), broken);
                 due = None;
             } else if !held.is_empty() {
                 due = due.or_else(|| Some(Instant::now() + LAZY));
             }
-            self.recall(db, recalls);
+            self.recall(recalls);
         }
         if !held.is_empty() {
-            self.settle(db, held, &mut running);
+            self.settle(held, broken);
         }
     }
 
-    /// Commits `batch`, then tells whoever waits for part of it how that went.
-    fn settle(&self, db: &Database, batch: Vec<Request>, running: &mut u64) {
-        let result = self
-            .commit(db, &batch)
-            .map(|(jobs, latent)| {
-                *running = jobs;
-                self.count(jobs, latent);
-            })
-            .map_err(|e| e.to_string());
+    /// Commits `batch`, then tells whoever waits for part of it how that went; returns
+    /// whether the log must be rewritten before the next commit.
+    fn settle(&mut self, mut batch: Vec<Request>, broken: bool) -> bool {
+        let result = self.repair(broken).and_then(|()| self.commit(&mut batch));
         if let Err(e) = &result {
             warn!(error = %e, "the task journal could not be written");
         }
-        answer(batch, &result);
+        let broken = result.is_err();
+        self.count();
+        answer(batch, &result.map_err(|e| e.to_string()));
+        if !broken && self.overgrown() {
+            return self.repair(true).is_err();
+        }
+        broken
     }
 
-    fn count(&self, jobs: u64, latent: u64) {
-        self.metrics.journal(jobs, latent);
+    /// Rewrites the log from the state, if `broken` (or overgrown) says so.
+    fn repair(&mut self, broken: bool) -> std::io::Result<()> {
+        if !broken {
+            return Ok(());
+        }
+        let before = self.log.len();
+        let (log, live) = self.log.compact(&self.live)?;
+        info!(
+            before,
+            after = log.len(),
+            "the task journal's log is compacted"
+        );
+        (self.log, self.live) = (log, live);
+        Ok(())
+    }
+
+    /// Whether the log has grown well past what it holds.
+    fn overgrown(&self) -> bool {
+        let len = self.log.len();
+        len >= COMPACT_FROM && len >= 4 * self.live.size()
+    }
+
+    fn count(&self) {
+        let latent = self.live.latent.len() as u64;
+        self.metrics.journal(self.live.jobs.len() as u64, latent);
         self.metrics.outbox(
             self.depth.messages.load(Ordering::Relaxed),
             self.depth.bytes.load(Ordering::Relaxed),
         );
     }
 
-    /// Answers each recall from the table of recent answers.
-    fn recall(&self, db: &Database, recalls: Vec<Request>) {
+    /// Answers each recall from the answers remembered.
+    fn recall(&self, recalls: Vec<Request>) {
         for request in recalls {
             if let Op::Recall(seq, done) = request.op {
-                let found = db
-                    .begin_write()
-                    .map_err(redb::Error::from)
-                    .and_then(|txn| recent::recall(&Recent::open(&txn)?, seq));
-                if let Err(e) = &found {
-                    warn!(error = %e, "a recent answer could not be read");
-                }
-                done.send(found.ok().flatten()).ok();
+                let found = self.live.place(seq).and_then(|place| self.log.read(place));
+                done.send(found.map(|s| (s.topic, s.payload))).ok();
             }
         }
     }
 
-    /// Commits `batch` in one durable transaction (counting what it stores and removes in
-    /// the outbox, and remembering what it stores); returns how many jobs and latent tasks
-    /// are left.
-    fn commit(&self, db: &Database, batch: &[Request]) -> Result<(u64, u64), redb::Error> {
-        let txn = db.begin_write()?;
-        let mut stored = Vec::new();
-        let mut removed = Vec::new();
-        let mut recent = lock(&self.recent);
+    /// Writes `batch` with one durable write, then applies it to the state (counting what
+    /// enters and leaves the outbox).
+    fn commit(&mut self, batch: &mut [Request]) -> std::io::Result<()> {
         let undone = answered_within(batch);
-        let counts = {
-            let mut jobs = txn.open_table(super::journal::JOBS)?;
-            let mut latent = txn.open_table(super::journal::LATENT)?;
-            let mut results = txn.open_table(outbox::OUTBOX)?;
-            let mut answers = Recent::open(&txn)?;
-            for (i, request) in batch.iter().enumerate() {
-                match &request.op {
-                    Op::Flush | Op::Ack | Op::Recall(..) => {}
-                    Op::Accept(_) if undone.contains(&i) => {}
-                    Op::Accept(e) => drop(jobs.insert(e.key(), e.kind.as_str())?),
-                    Op::Answered(e) => drop(jobs.remove(e.key())?),
-                    Op::Deployed(id) => drop(latent.insert(id.as_str(), "")?),
-                    Op::Forgotten(id) => drop(latent.remove(id.as_str())?),
-                    Op::Store(entry, closes) => {
-                        if *closes {
-                            drop(jobs.remove(entry.key())?);
-                        }
-                        outbox::insert(&mut results, entry)?;
-                        recent.insert(&mut answers, entry)?;
-                        stored.push(entry.payload.len());
-                    }
-                    Op::Delivered(seq) => removed.extend(outbox::remove(&mut results, *seq)?),
-                }
+        let mut frames = Vec::new();
+        let mut records = Vec::new();
+        for (i, request) in batch.iter_mut().enumerate() {
+            let record = match std::mem::replace(&mut request.op, Op::Flush) {
+                Op::Flush | Op::Ack | Op::Recall(..) => continue,
+                Op::Accept(_) if undone.contains(&i) => continue,
+                Op::Accept(e) => Record::Accept(e),
+                Op::Answered(e) => Record::Answered(e),
+                Op::Deployed(id) => Record::Deployed(id),
+                Op::Forgotten(id) => Record::Forgotten(id),
+                Op::Store(s) => Record::Store(s),
+                Op::Delivered(seq) => Record::Delivered(seq),
+            };
+            let start = frames.len();
+            record.frame_into(&mut frames);
+            records.push((record, start as u64, (frames.len() - start) as u64));
+        }
+        if frames.is_empty() {
+            return Ok(());
+        }
+        let base = self.log.append(&frames)?;
+        let now = recent::now();
+        for (record, start, len) in &records {
+            match self.live.apply(record, base + start, *len, now) {
+                Change::Stored(n) => self.depth.add(n),
+                Change::Removed(n) => self.depth.remove(n),
+                Change::None => {}
             }
-            (jobs.len()?, latent.len()?)
-        };
-        txn.commit()?;
-        stored.into_iter().for_each(|n| self.depth.add(n));
-        removed.into_iter().for_each(|n| self.depth.remove(n));
-        Ok(counts)
+        }
+        Ok(())
     }
 }
 
@@ -216,8 +233,8 @@ fn answered_within(batch: &[Request]) -> HashSet<usize> {
     let mut undone = HashSet::new();
     for (i, request) in batch.iter().enumerate().rev() {
         match &request.op {
-            Op::Store(entry, true) => {
-                answered_later.insert(entry.key());
+            Op::Store(s) if s.closes => {
+                answered_later.insert(s.key());
             }
             Op::Answered(e) => {
                 answered_later.insert(e.key());
@@ -321,14 +338,16 @@ mod tests {
     }
 
     fn store(task: &str, closes: bool) -> Op {
-        let stored = Stored {
+        Op::Store(StoreRecord {
             seq: 0,
+            at: 0,
+            closes,
+            remember: true,
             topic: "results".into(),
             task: task.into(),
-            invocation: None,
+            invocation: String::new(),
             payload: Vec::new(),
-        };
-        Op::Store(stored, closes)
+        })
     }
 
     fn undone(ops: Vec<Op>) -> Vec<usize> {
