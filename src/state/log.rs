@@ -24,10 +24,17 @@ use super::outbox::Stored;
 use super::recent::{self, Recent};
 use super::record::{FRAME_HEAD, MAGIC, Record, StoreRecord};
 
-/// How much the file is grown by, in zeros, when a commit would pass its end.
-pub(super) const CHUNK: u64 = 1 << 20;
-/// The log is compacted once it is this long and four times what compaction would keep.
+/// The file is grown in zeros to the next multiple of this when a commit would pass its
+/// end (about 1,500 small results; a new log writes one chunk of zeros).
+pub(super) const CHUNK: u64 = 256 << 10;
+/// The log is compacted once it is this long and twice what compaction would keep (so
+/// compaction, which costs what it keeps, is paid for by as many bytes appended).
 pub(super) const COMPACT_FROM: u64 = 8 << 20;
+
+/// How far a file `end` bytes long is zeroed: to the chunk boundary after `end`.
+fn grown_to(end: u64) -> u64 {
+    (end / CHUNK + 1) * CHUNK
+}
 
 /// The log file, open for appending.
 #[derive(Debug)]
@@ -46,7 +53,7 @@ impl Log {
     pub(super) fn create(path: &Path, content: &[u8]) -> io::Result<Log> {
         let new = path.with_extension("log.new");
         let end = content.len() as u64;
-        let allocated = end.div_ceil(CHUNK) * CHUNK + CHUNK;
+        let allocated = grown_to(end);
         {
             let file = OpenOptions::new()
                 .write(true)
@@ -76,7 +83,7 @@ impl Log {
         let at = self.end;
         let end = at + frames.len() as u64;
         if end > self.allocated {
-            let grown = end.div_ceil(CHUNK) * CHUNK + CHUNK;
+            let grown = grown_to(end);
             zero(&self.file, self.allocated, grown)?;
             self.allocated = grown;
         }

@@ -166,7 +166,7 @@ impl Writer {
     /// Whether the log has grown well past what it holds.
     fn overgrown(&self) -> bool {
         let len = self.log.len();
-        len >= COMPACT_FROM && len >= 4 * self.live.size()
+        len >= COMPACT_FROM && len >= 2 * self.live.size()
     }
 
     fn count(&self) {
