@@ -231,7 +231,9 @@ async fn start(
     let acked = AtomicBool::new(false);
     let (started_tx, started_rx) = oneshot::channel();
     let started = req.daemon.then_some(started_tx);
-    let run = async {
+    // Boxed: the job's future stays small, so spawning it and moving it as it is polled
+    // copies a few hundred bytes, not this block's kilobytes.
+    let run = Box::pin(async {
         let (binary, grants, held) = cx.fetch(&mut req, receipt).await?;
         let spec = cx.prepare.spec(&req, binary, receipt, grants)?;
         let _slot = cx.admissions.slot().await?;
@@ -247,7 +249,7 @@ async fn start(
             ran = cx.runtime.run(spec, started) => Ok(ran?),
             never = sampled => match never {},
         }
-    };
+    });
     let ack = async {
         if started_rx.await.is_ok() {
             cx.answers.running(&id, receipt).await;
