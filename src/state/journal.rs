@@ -19,6 +19,7 @@ use tracing::warn;
 
 use super::outbox::{SharedDepth, Stored, Unstored};
 use super::recent::Recent;
+use super::record::Record;
 use super::writer::{Op, Recalled, Request, Writer, lock};
 use super::{StateDir, StateError, legacy, log};
 use crate::telemetry::Metrics;
@@ -46,6 +47,16 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// A start of task `task` (for tests).
+    #[cfg(test)]
+    pub(super) fn start(task: &str) -> Entry {
+        Entry {
+            task: task.into(),
+            invocation: None,
+            kind: EntryKind::Start,
+        }
+    }
+
     pub(super) fn key(&self) -> (&str, &str) {
         (&self.task, self.invocation.as_deref().unwrap_or(""))
     }
@@ -134,13 +145,14 @@ impl Journal {
     /// job out in the same commit.
     pub async fn store(&self, result: Unstored) -> Result<u64, StateError> {
         let seq = self.depth.next.fetch_add(1, Ordering::Relaxed);
-        self.durable(Op::Store(result.numbered(seq))).await?;
+        self.durable(Op::Write(Record::Store(result.numbered(seq))))
+            .await?;
         Ok(seq)
     }
 
     /// Removes result `seq` from the outbox: the broker has acknowledged it.
     pub fn delivered(&self, seq: u64) {
-        self.send(Op::Delivered(seq), None);
+        self.send(Op::Write(Record::Delivered(seq)), None);
     }
 
     /// Payload bytes in the outbox (stored, not yet acknowledged).
@@ -150,7 +162,7 @@ impl Journal {
 
     /// Records `entry` as accepted.
     pub fn accepted(&self, entry: Entry) {
-        self.send(Op::Accept(entry), None);
+        self.send(Op::Write(Record::Accept(entry)), None);
     }
 
     /// Resolves once everything recorded before is on disk.
@@ -179,17 +191,17 @@ impl Journal {
 
     /// Records `entry` as answered (its result is queued for the broker).
     pub fn answered(&self, entry: Entry) {
-        self.send(Op::Answered(entry), None);
+        self.send(Op::Write(Record::Answered(entry)), None);
     }
 
     /// Records latent task `id` as deployed.
     pub fn deployed(&self, id: &str) {
-        self.send(Op::Deployed(id.to_owned()), None);
+        self.send(Op::Write(Record::Deployed(id.to_owned())), None);
     }
 
     /// Records latent task `id` as no longer deployed.
     pub fn forgotten(&self, id: &str) {
-        self.send(Op::Forgotten(id.to_owned()), None);
+        self.send(Op::Write(Record::Forgotten(id.to_owned())), None);
     }
 
     fn send(&self, op: Op, done: Option<oneshot::Sender<Result<(), String>>>) {

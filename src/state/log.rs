@@ -252,15 +252,11 @@ fn set_aside(path: &Path, at: u64) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::journal::{Entry, EntryKind};
+    use crate::state::journal::Entry;
     use crate::state::writer::lock;
 
     fn job(task: &str) -> Entry {
-        Entry {
-            task: task.into(),
-            invocation: None,
-            kind: EntryKind::Start,
-        }
+        Entry::start(task)
     }
 
     fn result(seq: u64) -> Record {

@@ -22,12 +22,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
-use super::journal::Entry;
 use super::live::{Change, Live};
 use super::log::{COMPACT_FROM, Log};
 use super::outbox::SharedDepth;
 use super::recent::{self, Recent};
-use super::record::{Record, StoreRecord};
+use super::record::Record;
 use crate::telemetry::Metrics;
 
 /// How long a change nobody waits for may be held before it is committed.
@@ -45,13 +44,9 @@ pub(super) enum Op {
     /// Nothing to write: make everything before durable soon (within [`COALESCE`]); the
     /// broker's acknowledgement of the messages just handled waits for it.
     Ack,
-    Accept(Entry),
-    Answered(Entry),
-    Deployed(String),
-    Forgotten(String),
-    /// An answer (which, if it closes its job, crosses it out in the same commit).
-    Store(StoreRecord),
-    Delivered(u64),
+    /// A change, as it is written (an answer that closes its job crosses it out in the
+    /// same commit).
+    Write(Record),
     Recall(u64, oneshot::Sender<Option<Recalled>>),
 }
 
@@ -196,14 +191,9 @@ impl Writer {
         let mut records = Vec::new();
         for (i, request) in batch.iter_mut().enumerate() {
             let record = match std::mem::replace(&mut request.op, Op::Flush) {
+                Op::Write(Record::Accept(_)) if undone.contains(&i) => continue,
+                Op::Write(record) => record,
                 Op::Flush | Op::Ack | Op::Recall(..) => continue,
-                Op::Accept(_) if undone.contains(&i) => continue,
-                Op::Accept(e) => Record::Accept(e),
-                Op::Answered(e) => Record::Answered(e),
-                Op::Deployed(id) => Record::Deployed(id),
-                Op::Forgotten(id) => Record::Forgotten(id),
-                Op::Store(s) => Record::Store(s),
-                Op::Delivered(seq) => Record::Delivered(seq),
             };
             let start = frames.len();
             record.frame_into(&mut frames);
@@ -233,14 +223,14 @@ fn answered_within(batch: &[Request]) -> HashSet<usize> {
     let mut undone = HashSet::new();
     for (i, request) in batch.iter().enumerate().rev() {
         match &request.op {
-            Op::Store(s) if s.closes => {
+            Op::Write(Record::Store(s)) if s.closes => {
                 answered_later.insert(s.key());
             }
-            Op::Answered(e) => {
+            Op::Write(Record::Answered(e)) => {
                 answered_later.insert(e.key());
             }
             // Each answer undoes one accept: the latest before it.
-            Op::Accept(e) if answered_later.remove(&e.key()) => {
+            Op::Write(Record::Accept(e)) if answered_later.remove(&e.key()) => {
                 undone.insert(i);
             }
             _ => {}
@@ -282,7 +272,7 @@ fn gather(first: Request, rx: &mpsc::Receiver<Request>, running: u64) -> Vec<Req
     if acks && !batch.iter().any(Request::urgent) {
         wait_for(&mut batch, rx, COALESCE, Request::urgent);
     }
-    let is_result = |r: &Request| matches!(r.op, Op::Store(..));
+    let is_result = |r: &Request| matches!(r.op, Op::Write(Record::Store(..)));
     let mut results = batch.iter().filter(|r| is_result(r)).count() as u64;
     if results > 0 && results < running {
         wait_for(&mut batch, rx, COMMIT_DELAY, |r| {
@@ -327,18 +317,15 @@ fn answer(batch: Vec<Request>, result: &Result<(), String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::EntryKind;
+    use crate::state::journal::Entry;
+    use crate::state::record::StoreRecord;
 
     fn job(task: &str) -> Entry {
-        Entry {
-            task: task.into(),
-            invocation: None,
-            kind: EntryKind::Start,
-        }
+        Entry::start(task)
     }
 
     fn store(task: &str, closes: bool) -> Op {
-        Op::Store(StoreRecord {
+        Op::Write(Record::Store(StoreRecord {
             seq: 0,
             at: 0,
             closes,
@@ -347,7 +334,7 @@ mod tests {
             task: task.into(),
             invocation: String::new(),
             payload: Vec::new(),
-        })
+        }))
     }
 
     fn undone(ops: Vec<Op>) -> Vec<usize> {
@@ -362,8 +349,8 @@ mod tests {
 
     #[test]
     fn only_an_accept_answered_later_in_the_batch_is_left_out() {
-        let accept = |t| Op::Accept(job(t));
-        let answered = |t| Op::Answered(job(t));
+        let accept = |t| Op::Write(Record::Accept(job(t)));
+        let answered = |t| Op::Write(Record::Answered(job(t)));
         assert_eq!(undone(vec![accept("a"), store("a", true)]), [0]);
         assert_eq!(undone(vec![accept("a"), accept("b"), answered("b")]), [1]);
         // A daemon's acknowledgement does not close its job.
