@@ -66,6 +66,11 @@ guests:
 bench: guests
     RUST_LOG=error cargo bench --bench e2e
 
+# Regenerate link/startup.ld (the daemon's start-up code laid out together; see build.rs)
+# from a callgrind run of its start. Needs valgrind (installed from apt if missing).
+startup-layout:
+    bash scripts/startup-layout.sh
+
 # Criterion micro-benchmarks: decoding a start, running a cached module and component.
 bench-micro: guests
     env -u RUST_BACKTRACE cargo bench --bench micro

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Regenerates link/startup.ld, the daemon's start-up layout (see build.rs): builds the
+# daemon, runs it under callgrind against a local mosquitto until it is connected and has
+# sent a few heartbeats, then stops it with SIGINT and lists every function that ran.
+# Needs mosquitto and valgrind (installed from apt if missing). Run it after a toolchain
+# or dependency update, or when `just bench` shows the start-up section or idle RSS grown.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+missing=()
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then missing+=(mosquitto); fi
+if ! command -v valgrind >/dev/null 2>&1; then missing+=(valgrind); fi
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "startup-layout: installing ${missing[*]}"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+cargo build --release --locked --bin proplet
+work="$(mktemp -d)"
+broker=""
+cleanup() {
+    if [ -n "$broker" ]; then kill "$broker" 2>/dev/null || true; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port" > "$work/mosquitto.conf"
+mosquitto_bin="$(command -v mosquitto || echo /usr/sbin/mosquitto)"
+"$mosquitto_bin" -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
+broker=$!
+# Wait (up to 10 s) until the broker accepts connections on its port.
+for _ in $(seq 100); do
+    if python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 0.2)' "$port" 2>/dev/null; then
+        break
+    fi
+    sleep 0.1
+done
+status=0
+env -i PATH="$PATH" HOME="$HOME" \
+    PROPLET_MQTT_ADDRESS="tcp://127.0.0.1:$port" \
+    PROPLET_STATE_DIR="$work/state" \
+    PROPLET_DOMAIN_ID=00000000-0000-4000-8000-000000000001 \
+    PROPLET_CHANNEL_ID=00000000-0000-4000-8000-000000000002 \
+    PROPLET_CLIENT_ID=startup-layout \
+    PROPLET_LIVELINESS_INTERVAL=1s \
+    timeout -s INT 30 valgrind --tool=callgrind --demangle=no \
+    --callgrind-out-file="$work/callgrind.out" target/release/proplet \
+    >"$work/proplet.log" 2>&1 || status=$?
+# timeout's own status (124) is the expected end: the daemon was stopped by SIGINT.
+if [ "$status" -ne 0 ] && [ "$status" -ne 124 ]; then
+    cat "$work/proplet.log" >&2
+    exit "$status"
+fi
+if ! grep -q "connected to the MQTT broker" "$work/proplet.log"; then
+    echo "startup-layout: the daemon never connected under valgrind" >&2
+    cat "$work/proplet.log" >&2
+    exit 1
+fi
+python3 scripts/startup-layout.py "$work/callgrind.out" target/release/proplet > link/startup.ld.new
+mv link/startup.ld.new link/startup.ld
+echo "link/startup.ld: $(grep -c '^    \*(' link/startup.ld) functions"
