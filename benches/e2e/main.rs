@@ -4,10 +4,11 @@
 //! so the machine's noise cancels out:
 //! - round trips start → result at QoS 0, 1 and 2, core module and component, next to the
 //!   broker's own round trip through an echo peer (the same two hops);
-//! - bursts of 1,000 tasks next to the broker's own pub → sub rate for 1,000 messages
-//!   through the echo peer, with the worker's CPU per task (from /proc) and the largest
+//! - bursts of 1,000 tasks next to the broker's own pub → sub rate for 1,000 messages of
+//!   the same sizes through the echo peer (pings as large as the kind's start, answers as
+//!   large as its result), with the worker's CPU per task (from /proc) and the largest
 //!   heartbeat gap;
-//! - spawn → discovery, idle and peak RSS, binary size;
+//! - spawn → discovery, idle and peak RSS, binary size and its start-up code section;
 //! - what one fsync costs on the disk of the state directory (a round trip pays for one);
 //! - a CPU-bound guest against the same module run by Wasmtime in this process;
 //! - the first task after a restart against a cold compile (the compile cache on disk).
@@ -15,7 +16,8 @@
 //! It prints one table and writes it, with the machine's description, to BENCHMARKS.md.
 //! For work on the worker itself: `BENCH_QOS2=1` measures QoS 2 only (and still writes the
 //! file), and `BENCH_PROFILE=core|component` sends bursts for 25 s to a proplet whose pid
-//! it prints, for `perf record -p`.
+//! it prints, for `perf record -p` (`BENCH_PROFILE=broker-core|broker-component`: the same
+//! bursts through the echo peer, with the proplet idle).
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -49,5 +51,6 @@ async fn main() {
     measure::cpu_bound(&broker, &mut report).await;
     measure::restart(&broker, &mut report).await;
     report.binary_size();
+    report.startup_section();
     report.finish();
 }

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::common::client::{self, Client, Msg};
 use crate::common::{Broker, guests, start, topic};
-use crate::peer::{self, PING, PONG};
+use crate::peer::{self, PONG, ping_topic};
 use crate::process::Proplet;
 use crate::report::{Report, mib, ms, us};
 
@@ -88,6 +88,13 @@ impl Manager {
         }
     }
 
+    /// The size of the result of one task of `kind`.
+    async fn answer_len(&mut self, kind: Kind) -> usize {
+        let (to, payload) = task(kind, &format!("size-{}", kind.label()))(0);
+        self.client.publish(&to, payload).await;
+        self.reply(RESULTS).await.payload.len()
+    }
+
     async fn discovery(&mut self) -> Instant {
         self.reply("control/proplet/create").await.at
     }
@@ -156,9 +163,11 @@ fn task(kind: Kind, prefix: &str) -> impl Fn(usize) -> (String, Vec<u8>) {
     }
 }
 
-fn ping(i: usize) -> (String, Vec<u8>) {
-    // As large as a core start, so the broker carries the same bytes.
-    (PING.to_owned(), Kind::Core.start(&format!("ping-{i}")))
+/// Pings as large as a start of `kind`, answered with `answer` bytes (the size of its
+/// result), so the broker carries the same bytes as for the tasks.
+fn ping(kind: Kind, answer: usize) -> impl Fn(usize) -> (String, Vec<u8>) {
+    let to = ping_topic(answer);
+    move |i| (to.clone(), kind.start(&format!("ping-{i}")))
 }
 
 /// Spawn → discovery (median of 5) and the idle worker's resident memory.
@@ -197,7 +206,11 @@ pub async fn traffic(broker: &Broker, qos: u8, report: &mut Report) {
     let qos_text = qos.to_string();
     let proplet = Proplet::spawn(broker, &[("PROPLET_MQTT_QOS", &qos_text)]);
     m.discovery().await;
-    let base = p50(&m.round_trips(ping, PONG).await);
+    let answers = [
+        m.answer_len(Kind::Core).await,
+        m.answer_len(Kind::Component).await,
+    ];
+    let base = p50(&m.round_trips(ping(Kind::Core, answers[0]), PONG).await);
     report.row(
         &format!("QoS {qos} round trip p50, broker alone (echo peer)"),
         ms(base),
@@ -205,30 +218,10 @@ pub async fn traffic(broker: &Broker, qos: u8, report: &mut Report) {
         true,
     );
     for kind in Kind::BOTH {
-        m.round_trips(task(kind, &format!("warm-{qos}-{}", kind.label())), RESULTS)
-            .await;
-        let rtt = p50(&m
-            .round_trips(task(kind, &format!("rtt-{qos}-{}", kind.label())), RESULTS)
-            .await);
-        let over = rtt.saturating_sub(base);
-        let (_, _, most) = kind.targets();
-        let line = format!("QoS {qos} round trip p50, {} task", kind.label());
-        report.row(
-            &line,
-            format!("{} (+{} over the broker)", ms(rtt), ms(over)),
-            &format!("≤ +{most} ms"),
-            over.as_secs_f64() * 1e3 <= most,
-        );
+        round_trip_row(&mut m, kind, qos, base, report).await;
     }
-    let (broker_time, _) = m.burst(ping, PONG).await;
-    let rate = BURST as f64 / broker_time.as_secs_f64();
-    report.row(
-        &format!("QoS {qos} burst of {BURST}, broker alone"),
-        format!("{rate:.0} msg/s"),
-        "",
-        true,
-    );
-    for kind in Kind::BOTH {
+    for (kind, answer) in Kind::BOTH.into_iter().zip(answers) {
+        let broker_time = broker_burst_row(&mut m, kind, answer, qos, report).await;
         burst_row(&mut m, &proplet, kind, qos, broker_time, report).await;
     }
     if qos == 2 {
@@ -238,6 +231,57 @@ pub async fn traffic(broker: &Broker, qos: u8, report: &mut Report) {
             "reported",
             true,
         );
+    }
+}
+
+async fn round_trip_row(m: &mut Manager, kind: Kind, qos: u8, base: Duration, report: &mut Report) {
+    m.round_trips(task(kind, &format!("warm-{qos}-{}", kind.label())), RESULTS)
+        .await;
+    let rtt = p50(&m
+        .round_trips(task(kind, &format!("rtt-{qos}-{}", kind.label())), RESULTS)
+        .await);
+    let over = rtt.saturating_sub(base);
+    let (_, _, most) = kind.targets();
+    let line = format!("QoS {qos} round trip p50, {} task", kind.label());
+    report.row(
+        &line,
+        format!("{} (+{} over the broker)", ms(rtt), ms(over)),
+        &format!("≤ +{most} ms"),
+        over.as_secs_f64() * 1e3 <= most,
+    );
+}
+
+/// A burst through the echo peer of pings as large as `kind`'s starts, answered with as
+/// many bytes as its results: the time the broker alone takes for the burst of tasks.
+async fn broker_burst_row(
+    m: &mut Manager,
+    kind: Kind,
+    answer: usize,
+    qos: u8,
+    report: &mut Report,
+) -> Duration {
+    let sent = kind.start("ping-0").len();
+    let (took, _) = m.burst(ping(kind, answer), PONG).await;
+    let rate = BURST as f64 / took.as_secs_f64();
+    report.row(
+        &format!(
+            "QoS {qos} burst of {BURST}, broker alone, {} sizes ({} in, {answer} B out)",
+            kind.label(),
+            size(sent)
+        ),
+        format!("{rate:.0} msg/s"),
+        "",
+        true,
+    );
+    took
+}
+
+/// A message size, in bytes or KB.
+fn size(bytes: usize) -> String {
+    if bytes < 10_000 {
+        format!("{bytes} B")
+    } else {
+        format!("{} KB", bytes / 1000)
     }
 }
 
@@ -284,21 +328,34 @@ async fn burst_row(
 }
 
 /// Bursts of one kind for `seconds`, to profile the worker from outside (`perf record -p`
-/// on the pid it prints): `BENCH_PROFILE=core|component just bench`.
-pub async fn profile(broker: &Broker, kind: &str, seconds: u64) {
+/// on the pid it prints): `BENCH_PROFILE=core|component just bench`. `broker-core` and
+/// `broker-component` send the same bursts through the echo peer instead (pings as large
+/// as the starts, answers as large as the results; the proplet idles), for the broker's
+/// and the clients' share.
+pub async fn profile(broker: &Broker, mode: &str, seconds: u64) {
+    let mut m = Manager::connect(broker, 2).await;
+    peer::echo(broker.port, client::qos(2)).await;
+    let proplet = Proplet::spawn(broker, &[]);
+    m.discovery().await;
+    let (through_broker, kind) = match mode.strip_prefix("broker-") {
+        Some(kind) => (true, kind),
+        None => (false, mode),
+    };
     let kind = if kind == "component" {
         Kind::Component
     } else {
         Kind::Core
     };
-    let mut m = Manager::connect(broker, 2).await;
-    let proplet = Proplet::spawn(broker, &[]);
-    m.discovery().await;
+    let answer = m.answer_len(kind).await;
     println!("profiling proplet pid {} for {seconds} s", proplet.pid());
     let until = Instant::now() + Duration::from_secs(seconds);
     let mut n = 0;
     while Instant::now() < until {
-        m.burst(task(kind, &format!("profile-{n}")), RESULTS).await;
+        if through_broker {
+            m.burst(ping(kind, answer), PONG).await;
+        } else {
+            m.burst(task(kind, &format!("profile-{n}")), RESULTS).await;
+        }
         n += 1;
     }
 }
@@ -353,7 +410,8 @@ pub async fn cpu_bound(broker: &Broker, report: &mut Report) {
     peer::echo(broker.port, client::qos(2)).await;
     let _proplet = Proplet::spawn(broker, &[]);
     m.discovery().await;
-    let base = p50(&m.round_trips(ping, PONG).await);
+    let answer = m.answer_len(Kind::Core).await;
+    let base = p50(&m.round_trips(ping(Kind::Core, answer), PONG).await);
     let file = base64::engine::general_purpose::STANDARD.encode(spinner());
     // Interleaved, best of five each: the machine's speed drifts from second to second.
     let (mut worker, mut local) = (Duration::MAX, Duration::MAX);

@@ -5,17 +5,29 @@ use rumqttc::QoS;
 
 use crate::common::client::Client;
 
-/// Topic the echo peer listens on, and the one it answers on.
-pub const PING: &str = "bench/ping";
+/// Topic the echo peer answers on.
 pub const PONG: &str = "bench/pong";
 
-/// An echo peer: every message on [`PING`] is published again on [`PONG`], at `qos`, with
-/// the proplet's session settings (10 publishes in flight).
+/// The topic of a ping the peer answers with `answer` bytes, as the proplet answers a
+/// start with a result of its own size.
+pub fn ping_topic(answer: usize) -> String {
+    format!("bench/ping/{answer}")
+}
+
+/// An echo peer: every message on `bench/ping/<n>` is answered on [`PONG`] with `n` bytes,
+/// at `qos`, with the proplet's session settings (10 publishes in flight).
 pub async fn echo(port: u16, qos: QoS) {
-    let mut peer = Client::connect(port, "bench-echo", qos, 10, &[PING.to_owned()]).await;
+    let filters = ["bench/ping/+".to_owned()];
+    let mut peer = Client::connect(port, "bench-echo", qos, 10, &filters).await;
     tokio::spawn(async move {
         while let Some(msg) = peer.next().await {
-            peer.publish(PONG, msg.payload.to_vec()).await;
+            let answer = msg
+                .topic
+                .rsplit('/')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .expect("bench/ping/<answer bytes>");
+            peer.publish(PONG, vec![b'x'; answer]).await;
         }
     });
 }

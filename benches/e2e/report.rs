@@ -77,6 +77,27 @@ impl Report {
         );
     }
 
+    /// The size of the start-up code laid out together (`.text.proplet_startup`, see
+    /// build.rs): it shrinks when `link/startup.ld` no longer names what a start runs.
+    pub fn startup_section(&mut self) {
+        let binary = env!("CARGO_BIN_EXE_proplet");
+        let out = Command::new("readelf").args(["-SW", binary]).output();
+        let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        let size = text
+            .ok()
+            .and_then(|t| section_size(&t, ".text.proplet_startup"));
+        let value = match size {
+            Some(bytes) => mib(bytes),
+            None => "none (not Linux, or PROPLET_STARTUP_LAYOUT=0)".to_owned(),
+        };
+        self.row(
+            "start-up code laid out together (link/startup.ld)",
+            value,
+            "reported",
+            true,
+        );
+    }
+
     /// Prints the table and writes BENCHMARKS.md.
     pub fn finish(self) {
         let table = self.table();
@@ -163,4 +184,15 @@ fn run(program: &str, args: &[&str]) -> String {
             .to_owned()
         })
         .unwrap_or_default()
+}
+
+/// The size of section `name` in `readelf -SW` output (`[Nr] Name Type Address Off Size …`).
+fn section_size(readelf: &str, name: &str) -> Option<u64> {
+    readelf.lines().find_map(|line| {
+        let mut fields = line.split(']').nth(1)?.split_whitespace();
+        if fields.next()? != name {
+            return None;
+        }
+        u64::from_str_radix(fields.nth(3)?, 16).ok()
+    })
 }
