@@ -3,7 +3,7 @@
 profile of its start: every function of the binary that ran, named by a pattern that holds
 for any build of the same code (v0 symbols without their crate hashes).
 
-usage: startup-layout.py CALLGRIND_OUT BINARY > link/startup.ld
+usage: startup-layout.py CALLGRIND_OUT... BINARY > link/startup.ld
 """
 
 import re
@@ -37,9 +37,10 @@ def pattern(symbol):
 
 
 def main():
-    profile, binary = sys.argv[1], sys.argv[2]
+    profiles, binary = sys.argv[1:-1], sys.argv[-1]
     have = text_symbols(binary)
-    names = [n for n in ran(profile) if n in have and n.startswith("_R")]
+    names = [n for p in profiles for n in ran(p) if n in have and n.startswith("_R")]
+    names = list(dict.fromkeys(names))
     if len(names) < 500:
         sys.exit(f"only {len(names)} v0 symbols of the binary ran: is it built with "
                  "-C symbol-mangling-version=v0 (.cargo/config.toml)?")
