@@ -154,6 +154,7 @@ impl MqttSession {
             control: VecDeque::new(),
             delivered: 0,
             unacknowledged: VecDeque::new(),
+            written_once: Vec::new(),
         };
         let inputs = Inputs {
             outbox: parts.outbox,
@@ -338,6 +339,8 @@ struct LoopState {
     /// Messages of this connection handed to the worker and not yet acknowledged: their
     /// delivery, packet id and QoS.
     unacknowledged: VecDeque<(Delivery, u16, QoS)>,
+    /// Stored results written at QoS 0 and not yet flushed: delivered once flushed.
+    written_once: Vec<u64>,
 }
 
 /// What the session loop reads besides the network.

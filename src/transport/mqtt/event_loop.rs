@@ -3,7 +3,9 @@
 //!
 //! While serving, the loop waits on the network, the outbox, its commands and the
 //! keep-alive only; every wait is cancel-safe, and everything it writes is written outside
-//! those waits, so that no packet is ever half-handled.
+//! those waits, so that no packet is ever half-handled. What one turn of the loop writes
+//! (acknowledgements, results, a ping) leaves in one flush, just before the next wait: under
+//! a burst, one write to the socket carries many packets, for us and for the broker.
 
 use futures::FutureExt as _;
 use rumqttc::{Disconnect, PingReq, Unsubscribe};
@@ -16,7 +18,8 @@ fn backoff() -> Backoff {
     Backoff::new(Duration::from_millis(250), Duration::from_secs(30))
 }
 
-/// Incoming packets handled before their acknowledgements are flushed together.
+/// Incoming packets handled in one turn of the loop (their replies leave together), and
+/// messages taken from the outbox in one turn at QoS 0.
 const READ_BATCH: usize = 10;
 
 /// What the loop waited for.
@@ -102,6 +105,7 @@ async fn serve(
             st.heartbeat(el, beat).await?;
         }
         st.send_queued(el).await?;
+        st.flush(el).await?;
         if st.closing.is_some() && st.backlog.is_empty() && st.inflight.is_empty() {
             disconnect(el, st.timeout).await;
             return Ok(());
@@ -132,17 +136,24 @@ async fn serve(
                 return Ok(());
             }
             Step::Command(Some(cmd)) => st.command(cmd, &mut inputs.outbox),
-            Step::Handled(Some(delivery)) => st.acknowledge(delivery),
+            Step::Handled(Some(delivery)) => {
+                st.acknowledge(delivery);
+                while let Ok(delivery) = inputs.handled.try_recv() {
+                    st.acknowledge(delivery);
+                }
+            }
             // The reader is gone (the worker is stopping): nothing more to acknowledge.
             Step::Handled(None) => inputs.handled_open = false,
             Step::Read(read) => st.incoming(el, read?).await?,
             Step::Ping => {
                 ping.as_mut().reset(Instant::now() + st.keep_alive);
                 write(el, Request::PingReq(PingReq)).await?;
-                flush(el, st.timeout).await?;
             }
             Step::Beat(Some(beat)) => st.expedite(el, beat).await?,
-            Step::Message(Some(msg)) => st.backlog.push_back(msg),
+            Step::Message(Some(msg)) => {
+                st.backlog.push_back(msg);
+                st.take_ready(&mut inputs.outbox);
+            }
             Step::Beat(None) | Step::Message(None) => st.outbox_open = false,
         }
     }
@@ -256,14 +267,11 @@ impl LoopState {
         }
     }
 
-    /// Sends control requests, then the backlog as far as free packet ids allow, and
-    /// flushes.
+    /// Writes control requests, then the backlog as far as free packet ids allow.
     async fn send_queued(&mut self, el: &mut EventLoop) -> Result<(), ConnectionError> {
-        let controls = self.control.len();
         while let Some(request) = self.control.pop_front() {
             write(el, request).await?;
         }
-        let mut written = Vec::new();
         while let Some(next) = self.backlog.front() {
             let pkid = if self.qos == QoS::AtMostOnce {
                 0
@@ -277,17 +285,36 @@ impl LoopState {
                 break;
             };
             write(el, Request::Publish(self.packet(&msg, pkid, false))).await?;
-            written.push((pkid, msg.stored()));
-        }
-        if written.is_empty() && controls == 0 {
-            return Ok(());
-        }
-        flush(el, self.timeout).await?;
-        // At QoS 0 a message is delivered once written.
-        for (_, seq) in written.iter().filter(|(pkid, _)| *pkid == 0) {
-            seq.iter().for_each(|seq| self.journal.delivered(*seq));
+            if pkid == 0 {
+                self.written_once.extend(msg.stored());
+            }
         }
         Ok(())
+    }
+
+    /// Flushes what this turn wrote (nothing to do when it wrote nothing). At QoS 0 a
+    /// stored result is delivered once flushed.
+    async fn flush(&mut self, el: &mut EventLoop) -> Result<(), ConnectionError> {
+        flush(el, self.timeout).await?;
+        for seq in self.written_once.drain(..) {
+            self.journal.delivered(seq);
+        }
+        Ok(())
+    }
+
+    /// Takes into the backlog what else the outbox holds right now, as far as free packet
+    /// ids allow (a turn's worth at QoS 0), so that it leaves in this turn's flush.
+    fn take_ready(&mut self, outbox: &mut Outbox) {
+        let room = match self.qos {
+            QoS::AtMostOnce => READ_BATCH,
+            _ => self.inflight.free(),
+        };
+        while self.backlog.len() < room {
+            let Some(msg) = outbox.try_recv() else {
+                return;
+            };
+            self.backlog.push_back(msg);
+        }
     }
 
     /// Queues `beat` (the backlog is short while packet ids are free), or sends it at once
@@ -304,16 +331,16 @@ impl LoopState {
         Ok(())
     }
 
-    /// Sends `beat` at once at QoS 0: every packet id is taken, and a heartbeat needs
-    /// none (a lost one is replaced by the next).
+    /// Writes `beat` at QoS 0, to leave in this turn's flush: every packet id is taken,
+    /// and a heartbeat needs none (a lost one is replaced by the next).
     async fn expedite(&mut self, el: &mut EventLoop, beat: Encoded) -> Result<(), ConnectionError> {
         write(el, Request::Publish(self.packet(&beat, 0, false))).await?;
-        flush(el, self.timeout).await?;
         debug!("heartbeat sent at QoS 0 past the messages awaiting acknowledgement");
         Ok(())
     }
 
-    /// Handles `packet` and any others already received, then flushes the replies.
+    /// Handles `packet` and any others already received, and writes the replies (flushed
+    /// with the rest of the turn).
     async fn incoming(
         &mut self,
         el: &mut EventLoop,
@@ -336,7 +363,7 @@ impl LoopState {
                 };
             }
         }
-        flush(el, self.timeout).await
+        Ok(())
     }
 
     /// Acts on what rumqttc's protocol state reported.
@@ -482,6 +509,8 @@ impl LoopState {
         drop(el.state.clean());
         self.control.clear();
         self.unacknowledged.clear();
+        // Written at QoS 0 and perhaps never flushed: not counted as delivered.
+        self.written_once.clear();
     }
 }
 

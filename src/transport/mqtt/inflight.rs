@@ -36,6 +36,11 @@ impl Inflight {
         self.used + 1 >= self.slots.len()
     }
 
+    /// How many packet ids are free.
+    pub(super) fn free(&self) -> usize {
+        self.slots.len() - 1 - self.used
+    }
+
     /// Whether nothing awaits an acknowledgement.
     pub(super) fn is_empty(&self) -> bool {
         self.used == 0
