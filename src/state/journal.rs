@@ -11,7 +11,7 @@
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 
 use redb::{Database, DatabaseError, StorageError};
 use tokio::sync::oneshot;
@@ -21,7 +21,7 @@ use super::outbox::{SharedDepth, Stored, Unstored};
 use super::recent::Recent;
 use super::record::Record;
 use super::writer::{Op, Recalled, Request, Writer, lock};
-use super::{StateDir, StateError, legacy, log};
+use super::{StateDir, StateError, legacy, log, queue};
 use crate::telemetry::Metrics;
 
 /// What kind of job an entry is.
@@ -77,7 +77,7 @@ pub struct Recovered {
 /// A handle on the journal; cheap to clone. The writer thread ends with the last handle.
 #[derive(Debug, Clone)]
 pub struct Journal {
-    tx: mpsc::Sender<Request>,
+    tx: queue::Sender,
     depth: SharedDepth,
     recent: Arc<Mutex<Recent>>,
     db: Arc<Database>,
@@ -102,7 +102,7 @@ impl Journal {
             depth.add(stored.payload.len());
         }
         depth.next.store(live.next_seq(), Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = queue::channel();
         let writer = Writer {
             depth: depth.clone(),
             metrics,

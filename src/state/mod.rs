@@ -17,6 +17,7 @@ mod legacy;
 mod live;
 mod log;
 mod outbox;
+mod queue;
 pub mod recent;
 mod record;
 mod writer;

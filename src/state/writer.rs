@@ -10,13 +10,16 @@
 //! lose only those: after a restart the worker then publishes a delivered result once more,
 //! which at-least-once delivery allows, and never loses a job or a result.
 //!
+//! Requests reach it through [`super::queue`], in order; one nobody waits for does not wake
+//! the thread while a commit is coming anyway.
+//!
 //! The flush before an acknowledgement ([`Op::Ack`]) waits up to [`COALESCE`] for company:
 //! a task that ends within it has its result stored in the same commit, so a round trip
 //! pays for one fsync, not two.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
-use std::sync::{Mutex, MutexGuard, mpsc};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -25,6 +28,7 @@ use tracing::{info, warn};
 use super::live::{Change, Live};
 use super::log::{COMPACT_FROM, Log};
 use super::outbox::SharedDepth;
+use super::queue::{Receiver, RecvTimeoutError};
 use super::recent::{self, Recent};
 use super::record::Record;
 use crate::telemetry::Metrics;
@@ -89,7 +93,7 @@ pub(super) struct Writer {
 impl Writer {
     /// Commits queued requests in batches until every handle is gone; whatever is still
     /// held is then committed.
-    pub(super) fn run(mut self, rx: &mpsc::Receiver<Request>) {
+    pub(super) fn run(mut self, rx: &Receiver) {
         // Changes nobody waits for, not committed yet, and when they must be.
         let mut held: Vec<Request> = Vec::new();
         let mut due: Option<Instant> = None;
@@ -250,14 +254,14 @@ enum Next {
 }
 
 /// Waits for the next request, or until `due`.
-fn next(rx: &mpsc::Receiver<Request>, due: Option<Instant>) -> Next {
+fn next(rx: &Receiver, due: Option<Instant>) -> Next {
     let Some(until) = due else {
         return rx.recv().map_or(Next::Closed, Next::Request);
     };
     match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
         Ok(request) => Next::Request(request),
-        Err(mpsc::RecvTimeoutError::Timeout) => Next::Due,
-        Err(mpsc::RecvTimeoutError::Disconnected) => Next::Closed,
+        Err(RecvTimeoutError::Timeout) => Next::Due,
+        Err(RecvTimeoutError::Disconnected) => Next::Closed,
     }
 }
 
@@ -266,7 +270,7 @@ fn next(rx: &mpsc::Receiver<Request>, due: Option<Instant>) -> Next {
 ///   within [`COALESCE`] until something urgent does;
 /// - if it holds fewer results than the `running` jobs, whatever arrives within
 ///   [`COMMIT_DELAY`] until it holds as many.
-fn gather(first: Request, rx: &mpsc::Receiver<Request>, running: u64) -> Vec<Request> {
+fn gather(first: Request, rx: &Receiver, running: u64) -> Vec<Request> {
     let mut batch: Vec<Request> = std::iter::once(first).chain(rx.try_iter()).collect();
     let acks = batch.iter().any(|r| matches!(r.op, Op::Ack));
     if acks && !batch.iter().any(Request::urgent) {
@@ -287,7 +291,7 @@ fn gather(first: Request, rx: &mpsc::Receiver<Request>, running: u64) -> Vec<Req
 /// added (it sees each one once, in order).
 fn wait_for(
     batch: &mut Vec<Request>,
-    rx: &mpsc::Receiver<Request>,
+    rx: &Receiver,
     delay: Duration,
     mut enough: impl FnMut(&Request) -> bool,
 ) {

@@ -1,0 +1,297 @@
+//! The journal's request queue: one ordered queue, like a channel, except that a request
+//! wakes the writer only when the writer needs it now.
+//!
+//! Under a burst most requests are changes nobody waits for (a job accepted, a result
+//! delivered): they are committed with the next commit anyway, so while the writer already
+//! has a commit coming (it waits with a deadline), queueing one costs no wake-up of its
+//! thread. A request somebody waits for, or one reaching an idle writer (no deadline),
+//! wakes it as a channel would. Everything stays in the order it was sent.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::writer::{Op, Request};
+
+/// Why [`Receiver::recv_timeout`] returned nothing.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum RecvTimeoutError {
+    /// Nothing came within the time given.
+    Timeout,
+    /// Every sender is gone and nothing is left.
+    Disconnected,
+}
+
+/// The writer has stopped: the request was dropped (whoever waited for it hears so).
+#[derive(Debug)]
+pub(super) struct Stopped;
+
+/// What a blocked writer wants to be woken for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// Anything (it waits without a deadline).
+    Any,
+    /// Only a request somebody waits for (its deadline will bring it back for the rest).
+    Waited,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queue: VecDeque<Request>,
+    senders: usize,
+    receiver_gone: bool,
+    /// Set while the writer is blocked.
+    waiting: Option<Wake>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    state: Mutex<State>,
+    ready: Condvar,
+}
+
+impl Shared {
+    /// The state, locked (a poisoned lock still holds a consistent queue: each change to it
+    /// is a single push or pop).
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The sending half; cheap to clone. The writer sees the queue disconnected once every
+/// sender is gone.
+#[derive(Debug)]
+pub(super) struct Sender(Arc<Shared>);
+
+/// The writer's half.
+#[derive(Debug)]
+pub(super) struct Receiver(Arc<Shared>);
+
+/// A new queue.
+pub(super) fn channel() -> (Sender, Receiver) {
+    let shared = Arc::new(Shared::default());
+    shared.lock().senders = 1;
+    (Sender(shared.clone()), Receiver(shared))
+}
+
+impl Request {
+    /// Whether somebody waits for this request (to be durable, or for its answer).
+    fn waited(&self) -> bool {
+        self.done.is_some() || matches!(self.op, Op::Recall(..))
+    }
+}
+
+impl Sender {
+    /// Queues `request`, waking the writer if it needs it now.
+    pub(super) fn send(&self, request: Request) -> Result<(), Stopped> {
+        let mut state = self.0.lock();
+        if state.receiver_gone {
+            return Err(Stopped);
+        }
+        let wake = match state.waiting {
+            Some(Wake::Any) => true,
+            Some(Wake::Waited) => request.waited(),
+            None => false,
+        };
+        state.queue.push_back(request);
+        if wake {
+            state.waiting = None;
+            drop(state);
+            self.0.ready.notify_one();
+        }
+        Ok(())
+    }
+}
+
+impl Clone for Sender {
+    fn clone(&self) -> Self {
+        self.0.lock().senders += 1;
+        Sender(self.0.clone())
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.senders -= 1;
+        if state.senders == 0 && state.waiting.take().is_some() {
+            drop(state);
+            self.0.ready.notify_one();
+        }
+    }
+}
+
+impl Receiver {
+    /// The next request, however long it takes; `None` once every sender is gone and the
+    /// queue is empty.
+    pub(super) fn recv(&self) -> Option<Request> {
+        self.next(None).ok()
+    }
+
+    /// The next request within `timeout`. Requests nobody waits for that were queued
+    /// meanwhile do not cut the wait short; they are returned when it ends.
+    pub(super) fn recv_timeout(&self, timeout: Duration) -> Result<Request, RecvTimeoutError> {
+        self.next(Some(Instant::now() + timeout))
+    }
+
+    /// Everything queued right now, in order.
+    pub(super) fn try_iter(&self) -> impl Iterator<Item = Request> + use<> {
+        std::mem::take(&mut self.0.lock().queue).into_iter()
+    }
+
+    fn next(&self, deadline: Option<Instant>) -> Result<Request, RecvTimeoutError> {
+        let mut state = self.0.lock();
+        loop {
+            if let Some(request) = state.queue.pop_front() {
+                return Ok(request);
+            }
+            if state.senders == 0 {
+                return Err(RecvTimeoutError::Disconnected);
+            }
+            state = match deadline {
+                None => {
+                    state.waiting = Some(Wake::Any);
+                    self.0.ready.wait(state).unwrap_or_else(|e| e.into_inner())
+                }
+                Some(at) => {
+                    let left = at.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(RecvTimeoutError::Timeout);
+                    }
+                    state.waiting = Some(Wake::Waited);
+                    let woken = self.0.ready.wait_timeout(state, left);
+                    woken.unwrap_or_else(|e| e.into_inner()).0
+                }
+            };
+            state.waiting = None;
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.receiver_gone = true;
+        // Whoever waits for a request still queued hears that the writer stopped.
+        state.queue.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::record::Record;
+
+    fn lazy(seq: u64) -> Request {
+        Request {
+            op: Op::Write(Record::Delivered(seq)),
+            done: None,
+        }
+    }
+
+    fn waited() -> (Request, tokio::sync::oneshot::Receiver<Result<(), String>>) {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        let request = Request {
+            op: Op::Flush,
+            done: Some(done),
+        };
+        (request, rx)
+    }
+
+    fn seq(request: &Request) -> Option<u64> {
+        match request.op {
+            Op::Write(Record::Delivered(seq)) => Some(seq),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn requests_come_out_in_the_order_sent_from_every_sender() {
+        let (tx, rx) = channel();
+        let other = tx.clone();
+        tx.send(lazy(1)).unwrap();
+        other.send(waited().0).unwrap();
+        other.send(lazy(2)).unwrap();
+        tx.send(lazy(3)).unwrap();
+        let first = rx.recv().unwrap();
+        let rest: Vec<Option<u64>> = rx.try_iter().map(|r| seq(&r)).collect();
+        assert_eq!(seq(&first), Some(1));
+        assert_eq!(rest, [None, Some(2), Some(3)]);
+    }
+
+    #[test]
+    fn a_change_nobody_waits_for_wakes_an_idle_writer() {
+        let (tx, rx) = channel();
+        let writer = std::thread::spawn(move || rx.recv().and_then(|r| seq(&r)));
+        std::thread::sleep(Duration::from_millis(50));
+        tx.send(lazy(7)).unwrap();
+        assert_eq!(writer.join().unwrap(), Some(7));
+    }
+
+    #[test]
+    fn a_change_nobody_waits_for_waits_for_the_deadline_of_a_writer_that_has_one() {
+        let (tx, rx) = channel();
+        let wait = Duration::from_millis(300);
+        let writer = std::thread::spawn(move || {
+            let began = Instant::now();
+            let got = rx.recv_timeout(wait).map(|r| seq(&r));
+            (got, began.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        tx.send(lazy(4)).unwrap();
+        let (got, took) = writer.join().unwrap();
+        assert_eq!(got, Ok(Some(4)));
+        assert!(took >= wait, "returned after {took:?}, before the deadline");
+    }
+
+    #[test]
+    fn a_request_somebody_waits_for_wakes_a_writer_before_its_deadline() {
+        let (tx, rx) = channel();
+        let writer = std::thread::spawn(move || {
+            let began = Instant::now();
+            let got = rx.recv_timeout(Duration::from_secs(60)).map(|r| seq(&r));
+            (got, began.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        tx.send(waited().0).unwrap();
+        let (got, took) = writer.join().unwrap();
+        assert_eq!(got, Ok(None));
+        assert!(took < Duration::from_secs(30), "woken only after {took:?}");
+    }
+
+    #[test]
+    fn the_writer_hears_when_the_last_sender_is_gone() {
+        let (tx, rx) = channel();
+        let other = tx.clone();
+        tx.send(lazy(1)).unwrap();
+        drop(tx);
+        let writer = std::thread::spawn(move || {
+            let first = rx.recv().and_then(|r| seq(&r));
+            (first, rx.recv().is_none())
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        drop(other);
+        assert_eq!(writer.join().unwrap(), (Some(1), true));
+        let (tx, rx) = channel();
+        drop(tx);
+        let timed = rx.recv_timeout(Duration::from_secs(60));
+        assert_eq!(timed.map(|r| seq(&r)), Err(RecvTimeoutError::Disconnected));
+    }
+
+    #[test]
+    fn a_stopped_writer_refuses_requests_and_answers_those_it_dropped() {
+        let (tx, rx) = channel();
+        let (request, mut answer) = waited();
+        tx.send(request).unwrap();
+        drop(rx);
+        let heard = answer.try_recv();
+        assert!(
+            matches!(
+                heard,
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed)
+            ),
+            "the waiter hears that nothing will come: {heard:?}"
+        );
+        assert!(tx.send(lazy(1)).is_err());
+    }
+}
