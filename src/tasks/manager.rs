@@ -223,7 +223,9 @@ impl TaskManager {
 
     fn spawn(&self, job: Job) {
         job.accepted(&self.cx);
-        let run = job.run(self.cx.clone());
+        // Boxed where it is made: the job's future is large, and each move on its way into
+        // the runtime would copy all of it.
+        let run = Box::pin(job.run(self.cx.clone()));
         self.cx.admissions.tracker().spawn(run);
     }
 

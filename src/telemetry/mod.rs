@@ -18,7 +18,7 @@ pub mod trace;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::{Level, Subscriber};
-use tracing_subscriber::filter::{FilterExt as _, Targets, filter_fn};
+use tracing_subscriber::filter::{FilterExt as _, LevelFilter, Targets, filter_fn};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -130,7 +130,10 @@ where
     if exported || selects_by_span(log) {
         text.with_filter(filter(log)).boxed()
     } else {
-        let no_spans = filter_fn(|meta| !meta.is_span());
+        // A hint, so that the filter's level still caps what is made at all (and what
+        // `log` records the dependencies build): without one, the combined filter would
+        // have none and everything down to TRACE would be made, then dropped.
+        let no_spans = filter_fn(|meta| !meta.is_span()).with_max_level_hint(LevelFilter::TRACE);
         text.with_filter(filter(log).and(no_spans)).boxed()
     }
 }
@@ -181,6 +184,19 @@ mod tests {
             assert!(tracing::info_span!("nobody records this").is_disabled());
             assert!(tracing::enabled!(Level::ERROR));
         });
+    }
+
+    #[test]
+    fn the_configured_level_caps_what_is_made_at_all() {
+        let quiet = subscriber(&settings("info", false), None);
+        let hint = quiet.max_level_hint();
+        assert!(
+            hint.is_some(),
+            "no level hint: every TRACE event and log record is made"
+        );
+        if std::env::var_os("RUST_LOG").is_none() {
+            assert_eq!(hint, Some(LevelFilter::INFO));
+        }
     }
 
     #[test]
