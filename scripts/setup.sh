@@ -4,13 +4,12 @@
 # `cargo-deny`. Safe to run again and again.
 set -euo pipefail
 
-have() { command -v "$1" >/dev/null 2>&1; }
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
 
-if ! have mosquitto && [ ! -x /usr/sbin/mosquitto ]; then
+if ! have_mosquitto; then
     echo "setup: installing mosquitto"
-    as_root apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends mosquitto >/dev/null
+    apt_install mosquitto
 fi
 
 installed_targets=$(rustup target list --installed)

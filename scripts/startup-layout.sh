@@ -7,14 +7,14 @@
 # or dependency update, or when `just bench` shows the start-up section or idle RSS grown.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 missing=()
-if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then missing+=(mosquitto); fi
-if ! command -v valgrind >/dev/null 2>&1; then missing+=(valgrind); fi
+if ! have_mosquitto; then missing+=(mosquitto); fi
+if ! have valgrind; then missing+=(valgrind); fi
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "startup-layout: installing ${missing[*]}"
-    as_root apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    apt_install "${missing[@]}"
 fi
 cargo build --release --locked --bin proplet
 work="$(mktemp -d)"
@@ -27,7 +27,8 @@ cleanup() {
 }
 trap cleanup EXIT
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port" > "$work/mosquitto.conf"
+# The broker logs every packet: the heartbeats waited for below are counted in its log.
+printf 'listener %s 127.0.0.1\nallow_anonymous true\nlog_type all\n' "$port" > "$work/mosquitto.conf"
 mosquitto_bin="$(command -v mosquitto || echo /usr/sbin/mosquitto)"
 "$mosquitto_bin" -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
 broker=$!
@@ -69,7 +70,16 @@ if ! grep -q "connected to the MQTT broker" "$work/proplet.log"; then
     cat "$work/proplet.log" >&2
     exit 1
 fi
-sleep 5
+# Three heartbeats (one a second) after the connection: the steady state is profiled too.
+heartbeats() { grep -c "Received PUBLISH from startup-layout.*control/proplet/alive" "$work/mosquitto.log" || true; }
+for _ in $(seq 300); do
+    if [ "$(heartbeats)" -ge 3 ]; then break; fi
+    sleep 0.1
+done
+if [ "$(heartbeats)" -lt 3 ]; then
+    echo "startup-layout: the daemon sent $(heartbeats) heartbeats in 30 s under valgrind" >&2
+    exit 1
+fi
 callgrind_control --dump=startup "$daemon" >"$work/dump.log" 2>&1 || { cat "$work/dump.log" "$work/proplet.log" >&2; exit 1; }
 kill -KILL "$daemon" 2>/dev/null || true
 wait "$daemon" 2>/dev/null || true

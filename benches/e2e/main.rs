@@ -6,7 +6,8 @@
 //!   broker's own round trip through an echo peer (the same two hops);
 //! - bursts of 1,000 tasks next to the broker's own pub → sub rate for 1,000 messages of
 //!   the same sizes through the echo peer (pings as large as the kind's start, answers as
-//!   large as its result), with the worker's CPU per task (from /proc) and the largest
+//!   large as its result), three times each in turn, the median share reported with each
+//!   pair's beside it; the worker's CPU per task (from /proc, median) and the largest
 //!   heartbeat gap;
 //! - spawn → discovery, idle and peak RSS, binary size and its start-up code section;
 //! - what one fsync costs on the disk of the state directory (a round trip pays for one);

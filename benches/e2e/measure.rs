@@ -221,8 +221,9 @@ pub async fn traffic(broker: &Broker, qos: u8, report: &mut Report) {
         round_trip_row(&mut m, kind, qos, base, report).await;
     }
     for (kind, answer) in Kind::BOTH.into_iter().zip(answers) {
-        let broker_time = broker_burst_row(&mut m, kind, answer, qos, report).await;
-        burst_row(&mut m, &proplet, kind, qos, broker_time, report).await;
+        let pairs = burst_pairs(&mut m, &proplet, kind, answer, qos).await;
+        broker_burst_row(&pairs, kind, answer, qos, report);
+        burst_rows(&pairs, kind, qos, report);
     }
     if qos == 2 {
         report.row(
@@ -251,29 +252,81 @@ async fn round_trip_row(m: &mut Manager, kind: Kind, qos: u8, base: Duration, re
     );
 }
 
-/// A burst through the echo peer of pings as large as `kind`'s starts, answered with as
-/// many bytes as its results: the time the broker alone takes for the burst of tasks.
-async fn broker_burst_row(
+/// How many times a burst of tasks alternates with the broker's own burst: the machine's
+/// speed drifts from one second to the next, so each share compares two neighbouring
+/// bursts, and the median share is reported (with the others beside it).
+const PAIRS: usize = 3;
+
+/// A burst through the echo peer and the burst of tasks that followed it.
+struct Pair {
+    /// The broker alone: pings as large as the kind's starts, answered with as many bytes
+    /// as its results.
+    broker: Duration,
+    /// The tasks.
+    tasks: Duration,
+    /// The worker's CPU per task over the burst of tasks.
+    cpu: Duration,
+    /// The largest heartbeat gap over the burst of tasks.
+    gap: Duration,
+}
+
+impl Pair {
+    /// The proplet's rate as a share of the broker's.
+    fn share(&self) -> f64 {
+        self.broker.as_secs_f64() / self.tasks.as_secs_f64()
+    }
+}
+
+async fn burst_pairs(
     m: &mut Manager,
+    proplet: &Proplet,
     kind: Kind,
     answer: usize,
     qos: u8,
-    report: &mut Report,
-) -> Duration {
+) -> Vec<Pair> {
+    let mut pairs = Vec::new();
+    for n in 0..PAIRS {
+        let (broker, _) = m.burst(ping(kind, answer), PONG).await;
+        let cpu = proplet.cpu();
+        let prefix = format!("burst-{qos}-{}-{n}", kind.label());
+        let (tasks, gap) = m.burst(task(kind, &prefix), RESULTS).await;
+        let cpu = (proplet.cpu() - cpu) / BURST as u32;
+        pairs.push(Pair {
+            broker,
+            tasks,
+            cpu,
+            gap,
+        });
+    }
+    pairs
+}
+
+/// The median of `values`.
+fn median_of<T: Copy + PartialOrd>(values: &[T]) -> T {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    sorted[sorted.len() / 2]
+}
+
+fn rate(took: Duration) -> f64 {
+    BURST as f64 / took.as_secs_f64()
+}
+
+/// The broker's own rate for the bursts of `kind` (median, and each burst's).
+fn broker_burst_row(pairs: &[Pair], kind: Kind, answer: usize, qos: u8, report: &mut Report) {
     let sent = kind.start("ping-0").len();
-    let (took, _) = m.burst(ping(kind, answer), PONG).await;
-    let rate = BURST as f64 / took.as_secs_f64();
+    let rates: Vec<f64> = pairs.iter().map(|p| rate(p.broker)).collect();
+    let each: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
     report.row(
         &format!(
             "QoS {qos} burst of {BURST}, broker alone, {} sizes ({} in, {answer} B out)",
             kind.label(),
             size(sent)
         ),
-        format!("{rate:.0} msg/s"),
+        format!("{:.0} msg/s [{}]", median_of(&rates), each.join(", ")),
         "",
         true,
     );
-    took
 }
 
 /// A message size, in bytes or KB.
@@ -285,25 +338,15 @@ fn size(bytes: usize) -> String {
     }
 }
 
-async fn burst_row(
-    m: &mut Manager,
-    proplet: &Proplet,
-    kind: Kind,
-    qos: u8,
-    broker_time: Duration,
-    report: &mut Report,
-) {
-    let cpu = proplet.cpu();
-    let (took, gap) = m
-        .burst(
-            task(kind, &format!("burst-{qos}-{}", kind.label())),
-            RESULTS,
-        )
-        .await;
-    let per_task = (proplet.cpu() - cpu) / BURST as u32;
-    let share = broker_time.as_secs_f64() / took.as_secs_f64();
+/// The bursts of tasks of `kind`: rate and share of the broker's (median of the pairs,
+/// each pair's share beside it), worker CPU per task (median), largest heartbeat gap (of
+/// all).
+fn burst_rows(pairs: &[Pair], kind: Kind, qos: u8, report: &mut Report) {
+    let shares: Vec<f64> = pairs.iter().map(Pair::share).collect();
+    let share = median_of(&shares);
+    let rates: Vec<f64> = pairs.iter().map(|p| rate(p.tasks)).collect();
+    let each: Vec<String> = shares.iter().map(|s| format!("{:.0}", s * 100.0)).collect();
     let (cpu_most, share_least, _) = kind.targets();
-    let rate = BURST as f64 / took.as_secs_f64();
     let line = format!("QoS {qos} burst of {BURST} {} tasks", kind.label());
     let target = if qos == 2 {
         format!("≥ {:.0} %", share_least * 100.0)
@@ -312,18 +355,25 @@ async fn burst_row(
     };
     report.row(
         &line,
-        format!("{rate:.0} tasks/s, {:.0} % of the broker", share * 100.0),
+        format!(
+            "{:.0} tasks/s, {:.0} % of the broker [{} %]",
+            median_of(&rates),
+            share * 100.0,
+            each.join(", ")
+        ),
         &target,
         qos != 2 || share >= share_least,
     );
+    let cpu = median_of(&pairs.iter().map(|p| p.cpu).collect::<Vec<_>>());
     let line = format!("QoS {qos} worker CPU per {} task", kind.label());
     report.row(
         &line,
-        us(per_task),
+        us(cpu),
         &format!("≤ {cpu_most} µs"),
-        per_task.as_secs_f64() * 1e6 <= cpu_most,
+        cpu.as_secs_f64() * 1e6 <= cpu_most,
     );
-    let line = format!("QoS {qos} largest heartbeat gap, {} burst", kind.label());
+    let gap = pairs.iter().map(|p| p.gap).max().unwrap_or_default();
+    let line = format!("QoS {qos} largest heartbeat gap, {} bursts", kind.label());
     report.row(&line, ms(gap), "≤ 1.5 s", gap <= INTERVAL * 3 / 2);
 }
 

@@ -56,22 +56,20 @@ impl Report {
         let binary = env!("CARGO_BIN_EXE_proplet");
         let size = std::fs::metadata(binary).map(|m| m.len()).unwrap_or(0);
         let stripped = tempfile::NamedTempFile::new().expect("temp file");
-        let ok = Command::new("strip")
+        let status = Command::new("strip")
             .arg("-o")
             .arg(stripped.path())
             .arg(binary)
-            .status()
-            .is_ok_and(|s| s.success());
-        let small = if ok {
-            std::fs::metadata(stripped.path())
-                .map(|m| m.len())
-                .unwrap_or(0)
-        } else {
-            0
+            .status();
+        let small = match status {
+            Ok(s) if s.success() => std::fs::metadata(stripped.path())
+                .map_or_else(|e| format!("unreadable ({e})"), |m| mib(m.len())),
+            Ok(s) => format!("not measured (strip: {s})"),
+            Err(e) => format!("not measured (strip: {e}; install binutils)"),
         };
         self.row(
             "daemon binary: as built / stripped",
-            format!("{} / {}", mib(size), mib(small)),
+            format!("{} / {small}", mib(size)),
             "reported",
             true,
         );
@@ -81,14 +79,15 @@ impl Report {
     /// build.rs): it shrinks when `link/startup.ld` no longer names what a start runs.
     pub fn startup_section(&mut self) {
         let binary = env!("CARGO_BIN_EXE_proplet");
-        let out = Command::new("readelf").args(["-SW", binary]).output();
-        let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
-        let size = text
-            .ok()
-            .and_then(|t| section_size(&t, ".text.proplet_startup"));
-        let value = match size {
-            Some(bytes) => mib(bytes),
-            None => "none (not Linux, or PROPLET_STARTUP_LAYOUT=0)".to_owned(),
+        let value = match Command::new("readelf").args(["-SW", binary]).output() {
+            Err(e) => format!("not measured (readelf: {e}; install binutils)"),
+            Ok(out) => match section_size(
+                &String::from_utf8_lossy(&out.stdout),
+                ".text.proplet_startup",
+            ) {
+                Some(bytes) => mib(bytes),
+                None => "none (not Linux, or PROPLET_STARTUP_LAYOUT=0)".to_owned(),
+            },
         };
         self.row(
             "start-up code laid out together (link/startup.ld)",
