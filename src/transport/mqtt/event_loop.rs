@@ -105,7 +105,7 @@ async fn serve(
             st.heartbeat(el, beat).await?;
         }
         st.send_queued(el).await?;
-        st.flush(el).await?;
+        st.flush_turn(el).await?;
         if st.closing.is_some() && st.backlog.is_empty() && st.inflight.is_empty() {
             disconnect(el, st.timeout).await;
             return Ok(());
@@ -294,7 +294,7 @@ impl LoopState {
 
     /// Flushes what this turn wrote (nothing to do when it wrote nothing). At QoS 0 a
     /// stored result is delivered once flushed.
-    async fn flush(&mut self, el: &mut EventLoop) -> Result<(), ConnectionError> {
+    async fn flush_turn(&mut self, el: &mut EventLoop) -> Result<(), ConnectionError> {
         flush(el, self.timeout).await?;
         for seq in self.written_once.drain(..) {
             self.journal.delivered(seq);
