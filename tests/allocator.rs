@@ -94,6 +94,48 @@ async fn auto_pools_reuses_slots_and_refuses_what_a_slot_cannot_hold() {
     );
 }
 
+/// A module that reports what the task before it left behind, then leaves its own mark:
+/// `main(v)` returns the sum of the word at 1024 (42 in its image), the first and last
+/// bytes of a 1.5 MiB range from 64 KiB (zero: past the 1 MiB a slot may keep resident),
+/// and the first word of a page it grows (zero); then writes `v` over all of them.
+fn snooper() -> String {
+    let wat = r#"(module
+      (memory 40)
+      (data (i32.const 1024) "\2a\00\00\00")
+      (func (export "main") (param $v i32) (result i32)
+        (local $sum i32) (local $grown i32)
+        (local.set $sum (i32.load (i32.const 1024)))
+        (local.set $sum (i32.add (local.get $sum) (i32.load8_u (i32.const 65536))))
+        (local.set $sum (i32.add (local.get $sum) (i32.load8_u (i32.const 1638399))))
+        (local.set $grown (i32.mul (memory.grow (i32.const 1)) (i32.const 65536)))
+        (local.set $sum (i32.add (local.get $sum) (i32.load (local.get $grown))))
+        (i32.store (i32.const 1024) (local.get $v))
+        (memory.fill (i32.const 65536) (local.get $v) (i32.const 1572864))
+        (i32.store (local.get $grown) (local.get $v))
+        (local.get $sum)))"#;
+    base64::engine::general_purpose::STANDARD.encode(wat::parse_str(wat).expect("wat"))
+}
+
+/// A hostile tenant reading what the previous task in its slot wrote: the pool keeps
+/// written pages resident between tasks (where the kernel can scan for them), so every one
+/// must be put back to the image or to zeroes, whether kept or handed back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_slot_holds_nothing_of_the_task_before() {
+    let broker = Broker::start();
+    let mut m = Manager::connect(&broker).await;
+    let _d = Daemon::start(&broker, &WORKER);
+    assert_eq!(announced(&mut m).await, "pooling");
+    let file = snooper();
+    for n in 0..8 {
+        let id = format!("snoop-{n}");
+        let task = json!({"file": file, "name": "main", "inputs": [format!("{}", 7 + n)]});
+        m.send_json("control/manager/start", &start(&id, task))
+            .await;
+        // One at a time, so that each task takes the slot its predecessor left warm.
+        assert_ok(&m.result(&id).await, "42");
+    }
+}
+
 /// Ten rounds through a pool of four slots, every task ended the hard way: daemons stopped
 /// while they spin, tasks cut off by their deadline, instantiations refused by the memory
 /// budget. A slot any of them kept would starve a later round.
