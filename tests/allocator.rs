@@ -96,8 +96,9 @@ async fn auto_pools_reuses_slots_and_refuses_what_a_slot_cannot_hold() {
 
 /// A module that reports what the task before it left behind, then leaves its own mark:
 /// `main(v)` returns the sum of the word at 1024 (42 in its image), the first and last
-/// bytes of a 1.5 MiB range from 64 KiB (zero: past the 1 MiB a slot may keep resident),
-/// and the first word of a page it grows (zero); then writes `v` over all of them.
+/// bytes of a 1.5 MiB range from 64 KiB (zero: the first within the 1 MiB a slot may keep
+/// resident, the last past it), and the first word of a page it grows (zero); then writes
+/// `v` over all of them. A clean slot answers 42, whatever `v` was before.
 fn snooper() -> String {
     let wat = r#"(module
       (memory 40)
@@ -114,6 +115,26 @@ fn snooper() -> String {
         (i32.store (local.get $grown) (local.get $v))
         (local.get $sum)))"#;
     base64::engine::general_purpose::STANDARD.encode(wat::parse_str(wat).expect("wat"))
+}
+
+/// The probe sees what it left: called twice in one instance (no reset between), the
+/// second call reads the first call's marks, so a slot that kept them would not answer 42.
+#[test]
+fn the_snooper_sees_a_slot_that_was_not_put_back() {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(snooper())
+        .expect("base64");
+    let engine = wasmtime::Engine::default();
+    let module = wasmtime::Module::new(&engine, bytes).expect("module");
+    let mut store = wasmtime::Store::new(&engine, ());
+    let instance = wasmtime::Instance::new(&mut store, &module, &[]).expect("instance");
+    let main = instance
+        .get_typed_func::<i32, i32>(&mut store, "main")
+        .expect("main");
+    assert_eq!(main.call(&mut store, 7).expect("first call"), 42);
+    // 7 at 1024, 7 at both ends of the filled range; the second grow is a fresh page.
+    assert_eq!(main.call(&mut store, 9).expect("second call"), 21);
 }
 
 /// A hostile tenant reading what the previous task in its slot wrote: the pool keeps
