@@ -18,7 +18,8 @@
 //! For work on the worker itself: `BENCH_QOS2=1` measures QoS 2 only (and still writes the
 //! file), and `BENCH_PROFILE=core|component` sends bursts for 25 s to a proplet whose pid
 //! it prints, for `perf record -p` (`BENCH_PROFILE=broker-core|broker-component`: the same
-//! bursts through the echo peer, with the proplet idle).
+//! bursts through the echo peer, with the proplet idle; `rtt-core`, `rtt-component` and
+//! `rtt-broker-…`: round trips one at a time instead of bursts).
 
 #[path = "../../tests/common/mod.rs"]
 mod common;

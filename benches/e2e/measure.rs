@@ -381,12 +381,18 @@ fn burst_rows(pairs: &[Pair], kind: Kind, qos: u8, report: &mut Report) {
 /// on the pid it prints): `BENCH_PROFILE=core|component just bench`. `broker-core` and
 /// `broker-component` send the same bursts through the echo peer instead (pings as large
 /// as the starts, answers as large as the results; the proplet idles), for the broker's
-/// and the clients' share.
+/// and the clients' share. With `rtt-` in front (`rtt-core`, `rtt-broker-core`, …) the
+/// messages go one at a time, each after the answer to the one before: for tracing where a
+/// round trip's time goes.
 pub async fn profile(broker: &Broker, mode: &str, seconds: u64) {
     let mut m = Manager::connect(broker, 2).await;
     peer::echo(broker.port, client::qos(2)).await;
     let proplet = Proplet::spawn(broker, &[]);
     m.discovery().await;
+    let (one_by_one, mode) = match mode.strip_prefix("rtt-") {
+        Some(rest) => (true, rest),
+        None => (false, mode),
+    };
     let (through_broker, kind) = match mode.strip_prefix("broker-") {
         Some(kind) => (true, kind),
         None => (false, mode),
@@ -401,7 +407,15 @@ pub async fn profile(broker: &Broker, mode: &str, seconds: u64) {
     let until = Instant::now() + Duration::from_secs(seconds);
     let mut n = 0;
     while Instant::now() < until {
-        if through_broker {
+        if one_by_one {
+            let p50 = match through_broker {
+                true => p50(&m.round_trips(ping(kind, answer), PONG).await),
+                false => p50(&m
+                    .round_trips(task(kind, &format!("rtt-{n}")), RESULTS)
+                    .await),
+            };
+            println!("round trip p50 {p50:?}");
+        } else if through_broker {
             m.burst(ping(kind, answer), PONG).await;
         } else {
             m.burst(task(kind, &format!("profile-{n}")), RESULTS).await;
