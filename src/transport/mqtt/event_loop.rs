@@ -136,12 +136,7 @@ async fn serve(
                 return Ok(());
             }
             Step::Command(Some(cmd)) => st.command(cmd, &mut inputs.outbox),
-            Step::Handled(Some(delivery)) => {
-                st.acknowledge(delivery);
-                while let Ok(delivery) = inputs.handled.try_recv() {
-                    st.acknowledge(delivery);
-                }
-            }
+            Step::Handled(Some(delivery)) => st.acknowledge(delivery),
             // The reader is gone (the worker is stopping): nothing more to acknowledge.
             Step::Handled(None) => inputs.handled_open = false,
             Step::Read(read) => st.incoming(el, read?).await?,
@@ -150,12 +145,10 @@ async fn serve(
                 write(el, Request::PingReq(PingReq)).await?;
             }
             Step::Beat(Some(beat)) => st.expedite(el, beat).await?,
-            Step::Message(Some(msg)) => {
-                st.backlog.push_back(msg);
-                st.take_ready(&mut inputs.outbox);
-            }
+            Step::Message(Some(msg)) => st.backlog.push_back(msg),
             Step::Beat(None) | Step::Message(None) => st.outbox_open = false,
         }
+        st.take_waiting(inputs);
     }
 }
 
@@ -300,6 +293,20 @@ impl LoopState {
             self.journal.delivered(seq);
         }
         Ok(())
+    }
+
+    /// Takes whatever else waits right now, acknowledgements due and messages to send, so
+    /// that it leaves in this turn's flush: the acknowledgement of a start and the result
+    /// that waited for the same commit go out in one write.
+    fn take_waiting(&mut self, inputs: &mut Inputs) {
+        if inputs.handled_open {
+            while let Ok(delivery) = inputs.handled.try_recv() {
+                self.acknowledge(delivery);
+            }
+        }
+        if self.outbox_open {
+            self.take_ready(&mut inputs.outbox);
+        }
     }
 
     /// Takes into the backlog what else the outbox holds right now, as far as free packet
