@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{info, warn};
@@ -17,8 +18,7 @@ use crate::state::{Journal, StateDir, StateError, Stored};
 use crate::tasks::{FetchError, Fetcher, ManagerParts, TaskManager, heartbeat};
 use crate::telemetry::{self, Metrics};
 use crate::transport::{
-    Delivery, Encoded, Handled, MqttSession, PacketLimit, Publisher, SessionEvents, SessionParts,
-    TransportError,
+    Encoded, MqttSession, PacketLimit, Publisher, SessionEvents, SessionParts, TransportError,
 };
 
 /// Messages that may wait for the MQTT client, in each of the publisher's queues.
@@ -255,9 +255,9 @@ fn replay(stored: &[Stored]) -> Vec<Encoded> {
 
 /// Hands every inbound message to the manager until stopped. Whatever has arrived is
 /// handled in one go; once the journal holds every job it admitted, the session may
-/// acknowledge those messages to the broker (one commit for a whole burst). The
-/// acknowledgements wait on a task of their own, so that the next messages are handled
-/// meanwhile.
+/// acknowledge those messages to the broker (one commit for a whole burst). The journal's
+/// thread tells the session so itself, as soon as the commit is done, so that the next
+/// messages are handled meanwhile and the acknowledgement waits for no task.
 async fn dispatch(
     manager: TaskManager,
     mut events: SessionEvents,
@@ -266,8 +266,7 @@ async fn dispatch(
 ) {
     // Bounded: should the disk stall, the dispatcher stops taking messages in, as the
     // broker stops sending them once they go unacknowledged.
-    let (acks, pending) = tokio::sync::mpsc::channel(ACKS_PENDING);
-    let acker = tokio::spawn(acknowledge(pending, events.handled.clone()));
+    let pending = Arc::new(Semaphore::new(ACKS_PENDING));
     loop {
         let first = tokio::select! {
             _ = stop.cancelled() => break,
@@ -282,30 +281,21 @@ async fn dispatch(
             manager.handle(msg);
             last = delivery;
         }
-        if acks.send((journal.acknowledgeable(), last)).await.is_err() {
+        let Ok(permit) = pending.clone().acquire_owned().await else {
             break;
-        }
+        };
+        let handled = events.handled.clone();
+        journal.acknowledgeable_then(move |flushed| {
+            if let Err(e) = flushed {
+                warn!(error = %e, "the task journal could not be written; acknowledging anyway");
+            }
+            handled.through(last);
+            drop(permit);
+        });
     }
-    drop(acks);
-    if let Err(e) = acker.await {
-        warn!(error = %e, "the acknowledging task failed");
-    }
-}
-
-/// Tells the session, in order, how far the messages are handled, each time the journal
-/// holds the jobs they brought.
-async fn acknowledge(
-    mut pending: tokio::sync::mpsc::Receiver<(
-        impl Future<Output = Result<(), StateError>> + Send,
-        Delivery,
-    )>,
-    handled: Handled,
-) {
-    while let Some((flushed, last)) = pending.recv().await {
-        if let Err(e) = flushed.await {
-            warn!(error = %e, "the task journal could not be written; acknowledging anyway");
-        }
-        handled.through(last);
+    // Every acknowledgement asked for is with the session before the worker goes on.
+    if pending.acquire_many(ACKS_PENDING as u32).await.is_err() {
+        warn!("the acknowledgements' semaphore was closed");
     }
 }
 

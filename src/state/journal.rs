@@ -20,7 +20,7 @@ use tracing::warn;
 use super::outbox::{SharedDepth, Stored, Unstored};
 use super::recent::Recent;
 use super::record::Record;
-use super::writer::{Op, Recalled, Request, Writer, lock};
+use super::writer::{Done, Op, Recalled, Request, Then, Writer, lock};
 use super::{StateDir, StateError, legacy, log, queue};
 use crate::telemetry::Metrics;
 
@@ -150,6 +150,23 @@ impl Journal {
         Ok(seq)
     }
 
+    /// Stores a result in the outbox as [`Journal::store`] does, then calls `then` with its
+    /// sequence number as soon as it is on disk, on the journal's own thread: the result
+    /// can be handed to the MQTT session from there, without waking the task that made
+    /// it first. `then` runs exactly once (with an error should the writer stop first); it
+    /// must be quick and must not block or use the journal.
+    pub fn store_then(
+        &self,
+        result: Unstored,
+        then: impl FnOnce(Result<u64, StateError>) + Send + 'static,
+    ) {
+        let seq = self.depth.next.fetch_add(1, Ordering::Relaxed);
+        let op = Op::Write(Record::Store(result.numbered(seq)));
+        let then =
+            Then::new(move |committed| then(committed.map(|()| seq).map_err(StateError::Journal)));
+        self.send(op, Some(Done::Then(then)));
+    }
+
     /// Removes result `seq` from the outbox: the broker has acknowledged it.
     pub fn delivered(&self, seq: u64) {
         self.send(Op::Write(Record::Delivered(seq)), None);
@@ -180,12 +197,21 @@ impl Journal {
         self.durable(Op::Ack)
     }
 
+    /// Calls `then` once everything recorded before is on disk, as
+    /// [`Journal::acknowledgeable`] resolves, on the journal's own thread (as
+    /// [`Journal::store_then`] does): the session can be told the messages are handled
+    /// without a task in between.
+    pub fn acknowledgeable_then(&self, then: impl FnOnce(Result<(), StateError>) + Send + 'static) {
+        let then = Then::new(move |committed| then(committed.map_err(StateError::Journal)));
+        self.send(Op::Ack, Some(Done::Then(then)));
+    }
+
     fn durable(
         &self,
         op: Op,
     ) -> impl std::future::Future<Output = Result<(), StateError>> + Send + 'static {
         let (done, committed) = oneshot::channel();
-        self.send(op, Some(done));
+        self.send(op, Some(Done::Waiter(done)));
         committed_or_stopped(committed)
     }
 
@@ -204,7 +230,7 @@ impl Journal {
         self.send(Op::Write(Record::Forgotten(id.to_owned())), None);
     }
 
-    fn send(&self, op: Op, done: Option<oneshot::Sender<Result<(), String>>>) {
+    fn send(&self, op: Op, done: Option<Done>) {
         if self.tx.send(Request { op, done }).is_err() {
             warn!("the task journal's writer has stopped; this job is not journaled");
         }
@@ -397,6 +423,45 @@ mod tests {
         journal.delivered(seq);
         journal.flushed().await.expect("flushed");
         assert_eq!(snapshot(root.path()), Recovered::default());
+    }
+
+    /// What a continuation saw when it ran: how the commit went, the jobs and results on
+    /// disk by then, and the thread it ran on.
+    type Seen = (Result<u64, String>, usize, Vec<u64>, Option<String>);
+
+    fn seen(root: &Path, committed: Result<u64, StateError>) -> Seen {
+        let on_disk = snapshot(root);
+        let seqs = on_disk.outbox.iter().map(|s| s.seq).collect();
+        let thread = std::thread::current().name().map(str::to_owned);
+        let committed = committed.map_err(|e| e.to_string());
+        (committed, on_disk.unanswered.len(), seqs, thread)
+    }
+
+    #[tokio::test]
+    async fn continuations_run_on_the_writer_in_order_once_their_commit_is_on_disk() {
+        let (root, _dir, journal) = fresh();
+        journal.accepted(entry("then", None, EntryKind::Start));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (acked, path) = (tx.clone(), root.path().to_owned());
+        journal.acknowledgeable_then(move |flushed| {
+            acked.send(seen(&path, flushed.map(|()| 0))).expect("heard");
+        });
+        let path = root.path().to_owned();
+        journal.store_then(result("then"), move |stored| {
+            tx.send(seen(&path, stored)).expect("heard");
+        });
+        let ack = rx.recv().expect("the acknowledgement's continuation ran");
+        let store = rx.recv().expect("the result's continuation ran");
+        let writer = Some("journal".to_owned());
+        assert_eq!(ack.0, Ok(0));
+        assert!(
+            ack.1 == 1 || ack.2.len() == 1,
+            "the job is on disk: {ack:?}"
+        );
+        assert_eq!(ack.3, writer);
+        let seq = store.0.clone().expect("stored");
+        assert_eq!((store.1, store.2, store.3), (0, vec![seq], writer));
+        assert!(rx.try_recv().is_err(), "each ran once");
     }
 
     #[tokio::test]

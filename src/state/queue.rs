@@ -193,7 +193,7 @@ mod tests {
         let (done, rx) = tokio::sync::oneshot::channel();
         let request = Request {
             op: Op::Flush,
-            done: Some(done),
+            done: Some(crate::state::writer::Done::Waiter(done)),
         };
         (request, rx)
     }

@@ -60,7 +60,55 @@ pub type Recalled = (String, Vec<u8>);
 /// An operation and, if somebody waits for it to be durable, whom to tell.
 pub(super) struct Request {
     pub(super) op: Op,
-    pub(super) done: Option<oneshot::Sender<Result<(), String>>>,
+    pub(super) done: Option<Done>,
+}
+
+/// Whom to tell how a commit went.
+pub(super) enum Done {
+    /// A task waiting on a channel (dropped unanswered when the writer stops).
+    Waiter(oneshot::Sender<Result<(), String>>),
+    /// A continuation, run on the writer's thread as soon as the commit is known.
+    Then(Then),
+}
+
+impl Done {
+    fn tell(self, result: Result<(), String>) {
+        match self {
+            // The job may have been cancelled meanwhile; nobody to tell then.
+            Done::Waiter(waiter) => {
+                waiter.send(result).ok();
+            }
+            Done::Then(then) => then.call(result),
+        }
+    }
+}
+
+/// What to do once a commit is known, run exactly once: by the writer after the commit,
+/// or with an error if the request is dropped first (the writer stopped). It runs on the
+/// writer's thread, maybe with the request queue locked: it must be quick, must not block
+/// and must not use the journal (handing a message to a channel is what it is for).
+pub(super) struct Then(Option<Continuation>);
+
+type Continuation = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+impl Then {
+    pub(super) fn new(then: impl FnOnce(Result<(), String>) + Send + 'static) -> Self {
+        Then(Some(Box::new(then)))
+    }
+
+    fn call(mut self, result: Result<(), String>) {
+        if let Some(then) = self.0.take() {
+            then(result);
+        }
+    }
+}
+
+impl Drop for Then {
+    fn drop(&mut self) {
+        if let Some(then) = self.0.take() {
+            then(Err("its writer has stopped".into()));
+        }
+    }
 }
 
 impl std::fmt::Debug for Request {
@@ -312,8 +360,7 @@ fn wait_for(
 fn answer(batch: Vec<Request>, result: &Result<(), String>) {
     for request in batch {
         if let Some(done) = request.done {
-            // The job may have been cancelled meanwhile; nobody to tell then.
-            done.send(result.clone()).ok();
+            done.tell(result.clone());
         }
     }
 }
@@ -349,6 +396,21 @@ mod tests {
         let mut places: Vec<usize> = answered_within(&batch).into_iter().collect();
         places.sort_unstable();
         places
+    }
+
+    #[test]
+    fn a_continuation_runs_once_and_one_never_run_hears_the_writer_stopped() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        Then::new(move |r| tx.send(r).expect("heard")).call(Ok(()));
+        assert_eq!(rx.try_iter().collect::<Vec<_>>(), [Ok(())]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let request = Request {
+            op: Op::Flush,
+            done: Some(Done::Then(Then::new(move |r| tx.send(r).expect("heard")))),
+        };
+        drop(request);
+        let heard: Vec<_> = rx.try_iter().collect();
+        assert_eq!(heard, [Err("its writer has stopped".to_owned())]);
     }
 
     #[test]

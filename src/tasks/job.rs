@@ -29,7 +29,7 @@ use super::admission::{Admissions, JobKey};
 use super::latent::{Deployments, LatentTask};
 use super::monitor::Sampled;
 use super::prepare::Preparer;
-use super::publish::{Answers, Closed};
+use super::publish::{Answers, Closed, Freed};
 use super::receipt::Receipt;
 use super::spans;
 use crate::protocol::metrics::MonitoringProfile;
@@ -81,31 +81,50 @@ pub(super) struct Job {
 }
 
 /// A job's place in the task table and in the journal: taken when it starts, given back
-/// when it ends, whichever way (its answer is queued by then).
-struct Place<'a> {
-    cx: &'a Context,
+/// when its last answer is handed to the session, or when it ends, whichever way and
+/// whichever comes first (its answer is queued by then).
+struct Place {
+    cx: Arc<Context>,
     key: JobKey,
     entry: Entry,
     /// Its last answer crossed it out of the journal already.
     closed: Closed,
+    /// Whether its place in the task table is given back (once: a job of the same key may
+    /// be admitted right after).
+    released: Arc<AtomicBool>,
 }
 
-impl<'a> Place<'a> {
+impl Place {
     /// The place of a job already written down as accepted (see [`Job::accepted`]).
-    fn take(cx: &'a Context, key: JobKey, kind: &Kind) -> Self {
+    fn take(cx: &Arc<Context>, key: JobKey, kind: &Kind) -> Self {
         let entry = journal_entry(&key, kind);
         Place {
-            cx,
+            cx: cx.clone(),
             key,
             entry,
             closed: Closed(false),
+            released: Arc::default(),
         }
+    }
+
+    /// Gives the place in the task table back, for the job's last answer to call as it is
+    /// handed to the session.
+    fn freed(&self) -> Freed {
+        let (cx, key, released) = (self.cx.clone(), self.key.clone(), self.released.clone());
+        Freed::new(move || release(&cx, &key, &released))
     }
 }
 
-impl Drop for Place<'_> {
+/// Gives `key`'s place in the task table back, unless `released` says it is already.
+fn release(cx: &Context, key: &JobKey, released: &AtomicBool) {
+    if !released.swap(true, Ordering::AcqRel) {
+        cx.admissions.release(key);
+    }
+}
+
+impl Drop for Place {
     fn drop(&mut self) {
-        self.cx.admissions.release(&self.key);
+        release(&self.cx, &self.key, &self.released);
         // A job that ended without a stored last answer (a daemon stopped after its
         // acknowledgement, a deploy that succeeded, a disk that failed) is crossed out now.
         if self.closed == Closed(false) {
@@ -166,11 +185,12 @@ impl Job {
             span,
         } = self;
         let mut place = Place::take(&cx, key, &kind);
+        let freed = place.freed();
         let lifecycle = async {
             match kind {
-                Kind::Start(req) => start(&cx, *req, &cancel, &receipt).await,
-                Kind::Deploy(req) => deploy(&cx, *req, &cancel, &receipt).await,
-                Kind::Invoke(req) => invoke(&cx, *req, &cancel, &receipt).await,
+                Kind::Start(req) => start(&cx, *req, &cancel, &receipt, freed).await,
+                Kind::Deploy(req) => deploy(&cx, *req, &cancel, &receipt, freed).await,
+                Kind::Invoke(req) => invoke(&cx, *req, &cancel, &receipt, freed).await,
             }
         };
         place.closed = lifecycle.instrument(span).await;
@@ -226,6 +246,7 @@ async fn start(
     mut req: StartRequest,
     cancel: &CancellationToken,
     receipt: &Receipt,
+    freed: Freed,
 ) -> Closed {
     let id = req.id.clone();
     let acked = AtomicBool::new(false);
@@ -252,14 +273,16 @@ async fn start(
     });
     let ack = async {
         if started_rx.await.is_ok() {
-            cx.answers.running(&id, receipt).await;
+            // Acknowledged from here on: once stored, the answer is published from the
+            // journal's thread even if a stop ends this job before it hears so.
             acked.store(true, Ordering::Relaxed);
+            cx.answers.running(&id, receipt).await;
         }
     };
     let work = async { tokio::join!(run, ack).0 };
     let outcome = cx.cancellable(cancel, work).await;
     if !acked.load(Ordering::Relaxed) {
-        return cx.answers.result(&id, outcome, receipt).await;
+        return cx.answers.result(&id, outcome, receipt, freed).await;
     }
     match outcome {
         Ok(_) => info!(task_id = %id, "daemon task finished"),
@@ -276,6 +299,7 @@ async fn deploy(
     mut req: StartRequest,
     cancel: &CancellationToken,
     receipt: &Receipt,
+    freed: Freed,
 ) -> Closed {
     let id = req.id.clone();
     let _deploying = cx.deployments.deploying(&id);
@@ -292,7 +316,7 @@ async fn deploy(
         })
     });
     match kept {
-        Err(e) => cx.answers.result(&id, Err(e), receipt).await,
+        Err(e) => cx.answers.result(&id, Err(e), receipt, freed).await,
         Ok(()) => Closed(false),
     }
 }
@@ -337,6 +361,7 @@ async fn invoke(
     req: InvokeRequest,
     cancel: &CancellationToken,
     receipt: &Receipt,
+    freed: Freed,
 ) -> Closed {
     let run = async {
         let latent = cx.deployments.settled(&req.id, cx.deploy_wait).await;
@@ -354,5 +379,5 @@ async fn invoke(
     };
     let outcome = cx.cancellable(cancel, run).await;
     let ids = (req.id.as_str(), req.invocation_id.as_str());
-    cx.answers.invocation(ids, outcome, receipt).await
+    cx.answers.invocation(ids, outcome, receipt, freed).await
 }

@@ -4,6 +4,7 @@
 //! A result that would not fit in one MQTT packet is never handed to the transport: the
 //! manager gets an `output_limit` error for the id instead, so every id is answered.
 
+use tokio::sync::oneshot;
 use tracing::{Instrument as _, Span, info, warn};
 
 use super::TaskError;
@@ -47,14 +48,19 @@ impl Answers {
 
     /// Publishes a task's one result with its receipt, and counts it. Returns whether the
     /// result is in the outbox, its job crossed out of the journal with it.
+    ///
+    /// The job's place is given back (`freed`) as the result is handed to the session,
+    /// before it can reach the broker: a manager that reads the result finds the place free.
     pub(super) async fn result(
         &self,
         id: &str,
         outcome: Result<TaskOutput, TaskError>,
         receipt: &Receipt,
+        freed: Freed,
     ) -> Closed {
         let address = Address::new(id, None, Topic::Results).closing();
-        self.task_answer(address, outcome, receipt).await
+        self.task_answer(address, outcome, receipt, Some(freed))
+            .await
     }
 
     /// Acknowledges a daemon that runs (an empty result): stored and published like a
@@ -63,7 +69,7 @@ impl Answers {
     pub(super) async fn running(&self, id: &str, receipt: &Receipt) {
         let address = Address::new(id, None, Topic::Results);
         let Closed(_) = self
-            .task_answer(address, Ok(TaskOutput::default()), receipt)
+            .task_answer(address, Ok(TaskOutput::default()), receipt, None)
             .await;
     }
 
@@ -72,7 +78,7 @@ impl Answers {
     /// nothing out of the journal, where a job of the same id may be running.
     pub(super) async fn refusal(&self, id: &str, error: TaskError, receipt: &Receipt) {
         let address = Address::new(id, None, Topic::Results);
-        let Closed(_) = self.task_answer(address, Err(error), receipt).await;
+        let Closed(_) = self.task_answer(address, Err(error), receipt, None).await;
     }
 
     async fn task_answer(
@@ -80,6 +86,7 @@ impl Answers {
         address: Address<'_>,
         outcome: Result<TaskOutput, TaskError>,
         receipt: &Receipt,
+        freed: Option<Freed>,
     ) -> Closed {
         let id = address.task;
         let outcome = receipt.seal(outcome_fields(id, outcome));
@@ -90,18 +97,21 @@ impl Answers {
                 outcome,
             })
         };
-        self.send(address, outcome, wrap, receipt).await
+        self.send(address, outcome, wrap, receipt, freed).await
     }
 
     /// Publishes an invocation's one result (`ids`: the task and invocation ids) with its
-    /// receipt, and counts it. Returns whether it closed its job, as [`Answers::result`].
+    /// receipt, and counts it. Returns whether it closed its job, and gives the job's place
+    /// back, as [`Answers::result`].
     pub(super) async fn invocation(
         &self,
         ids: (&str, &str),
         outcome: Result<TaskOutput, TaskError>,
         receipt: &Receipt,
+        freed: Freed,
     ) -> Closed {
-        self.invocation_answer(ids, outcome, receipt, true).await
+        self.invocation_answer(ids, outcome, receipt, Some(freed))
+            .await
     }
 
     /// Answers an invoke that is no job of this process with `error`, as
@@ -112,9 +122,7 @@ impl Answers {
         error: TaskError,
         receipt: &Receipt,
     ) {
-        let Closed(_) = self
-            .invocation_answer(ids, Err(error), receipt, false)
-            .await;
+        let Closed(_) = self.invocation_answer(ids, Err(error), receipt, None).await;
     }
 
     async fn invocation_answer(
@@ -122,7 +130,7 @@ impl Answers {
         ids: (&str, &str),
         outcome: Result<TaskOutput, TaskError>,
         receipt: &Receipt,
-        closes: bool,
+        freed: Option<Freed>,
     ) -> Closed {
         let (task_id, invocation_id) = ids;
         let outcome = receipt.seal(outcome_fields(task_id, outcome));
@@ -135,10 +143,10 @@ impl Answers {
             })
         };
         let address = Address {
-            closes,
+            closes: freed.is_some(),
             ..Address::new(task_id, Some(invocation_id), Topic::InvokeResults)
         };
-        self.send(address, outcome, wrap, receipt).await
+        self.send(address, outcome, wrap, receipt, freed).await
     }
 
     /// Fits the message `wrap` makes of `outcome` into one packet, counts what is answered,
@@ -149,6 +157,7 @@ impl Answers {
         outcome: Outcome,
         wrap: impl Fn(Outcome) -> Outbound,
         receipt: &Receipt,
+        freed: Option<Freed>,
     ) -> Closed {
         let id = address.task;
         let (kind, encoded) = self.fit(id, outcome, wrap);
@@ -162,13 +171,9 @@ impl Answers {
         let Some(encoded) = encoded else {
             return Closed(false);
         };
-        let topic = address.topic;
-        let (encoded, stored) = self.keep(address, encoded).await;
-        let sent = self.publisher.send_encoded(encoded);
-        if sent.instrument(publish_span(topic)).await.is_err() {
-            warn!(task_id = %id, "{} lost: the MQTT session is closed", topic.suffix());
-        }
-        Closed(stored && address.closes)
+        let closes = address.closes;
+        let Kept(stored) = self.keep(address, encoded, freed).await;
+        Closed(stored && closes)
     }
 
     /// Publishes again an answer given before (`topic` suffix and `payload`, as stored).
@@ -176,20 +181,20 @@ impl Answers {
         let Some(topic) = Topic::from_suffix(topic) else {
             return warn!(task_id = %id, topic, "an answer stored for an unknown topic");
         };
-        let (encoded, _) = self
-            .keep(
-                Address::new(id, None, topic),
-                Encoded::from_parts(topic, payload),
-            )
+        let address = Address::new(id, None, topic);
+        let Kept(_) = self
+            .keep(address, Encoded::from_parts(topic, payload), None)
             .await;
-        if self.publisher.send_encoded(encoded).await.is_err() {
-            warn!(task_id = %id, "answer lost: the MQTT session is closed");
-        }
     }
 
-    /// Stores `encoded` in the durable outbox (on disk when this returns), and says whether
-    /// it is. Should the disk fail, the answer still goes out, from memory only.
-    async fn keep(&self, address: Address<'_>, encoded: Encoded) -> (Encoded, bool) {
+    /// Stores `encoded` in the durable outbox and publishes it once it is on disk; says
+    /// whether it was stored. Should the disk fail, the answer still goes out, from memory
+    /// only.
+    ///
+    /// The journal's thread hands it to the MQTT session as soon as the commit is done:
+    /// the answer does not wait for this task to be woken and scheduled first. Only when
+    /// the session's queue is full does this task wait for room itself.
+    async fn keep(&self, address: Address<'_>, encoded: Encoded, freed: Option<Freed>) -> Kept {
         let entry = Unstored {
             topic: encoded.topic().suffix().to_owned(),
             task: address.task.to_owned(),
@@ -197,12 +202,52 @@ impl Answers {
             payload: encoded.payload().to_vec(),
             closes: address.closes,
         };
-        match self.journal.store(entry).await {
-            Ok(seq) => (encoded.stored_as(seq), true),
-            Err(e) => {
-                warn!(task_id = %address.task, error = %e, "the result could not be stored in the durable outbox; it is sent from memory only");
-                (encoded, false)
+        let span = publish_span(address.topic);
+        let (told, heard) = oneshot::channel();
+        let publisher = self.publisher.clone();
+        self.journal.store_then(entry, move |stored| {
+            let (encoded, error) = match stored {
+                Ok(seq) => (encoded.stored_as(seq), None),
+                Err(e) => (encoded, Some(e)),
+            };
+            if let Some(freed) = freed {
+                freed.free();
             }
+            let unsent = span.in_scope(|| publisher.try_send_encoded(encoded).err());
+            told.send(Handed {
+                error,
+                unsent,
+                span,
+            })
+            .ok();
+        });
+        let Ok(handed) = heard.await else {
+            warn!(task_id = %address.task, "the journal dropped an answer; it is in the outbox only");
+            return Kept(false);
+        };
+        if let Some(e) = &handed.error {
+            warn!(task_id = %address.task, error = %e, "the result could not be stored in the durable outbox; it is sent from memory only");
+        }
+        self.publish_unsent(address, handed.unsent, handed.span)
+            .await;
+        Kept(handed.error.is_none())
+    }
+
+    /// Waits for room for an answer the session's queue could not take at once.
+    async fn publish_unsent(
+        &self,
+        address: Address<'_>,
+        unsent: Option<(Encoded, TransportError)>,
+        span: Span,
+    ) {
+        let encoded = match unsent {
+            None => return,
+            Some((encoded, TransportError::Full)) => encoded,
+            Some((_, _closed)) => return lost(address),
+        };
+        let sent = self.publisher.send_encoded(encoded);
+        if sent.instrument(span).await.is_err() {
+            lost(address);
         }
     }
 
@@ -238,6 +283,38 @@ impl Answers {
             }
         }
     }
+}
+
+/// What the journal's thread did with an answer once its commit was known.
+struct Handed {
+    /// Why it is not stored, if it is not.
+    error: Option<crate::state::StateError>,
+    /// The answer, if the session's queue could not take it then, and why.
+    unsent: Option<(Encoded, TransportError)>,
+    /// The answer's `publish` span.
+    span: Span,
+}
+
+/// Gives a job's place back, once: run as its last answer is handed to the session.
+pub(super) struct Freed(Box<dyn FnOnce() + Send>);
+
+impl Freed {
+    pub(super) fn new(free: impl FnOnce() + Send + 'static) -> Self {
+        Freed(Box::new(free))
+    }
+
+    fn free(self) {
+        (self.0)();
+    }
+}
+
+/// Whether an answer is in the durable outbox.
+#[must_use]
+struct Kept(bool);
+
+fn lost(address: Address<'_>) {
+    let topic = address.topic.suffix();
+    warn!(task_id = %address.task, "{topic} lost: the MQTT session is closed");
 }
 
 /// Whether a job's last answer is in the durable outbox: then the commit that stored it also

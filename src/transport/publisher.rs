@@ -220,6 +220,24 @@ impl Publisher {
         queue.send(msg).await.map_err(|_| TransportError::Closed)
     }
 
+    /// Queues an encoded message in its lane if there is room right now, without waiting
+    /// and from any thread; otherwise gives it back with the reason
+    /// ([`TransportError::Full`] or [`TransportError::Closed`]).
+    pub fn try_send_encoded(&self, msg: Encoded) -> Result<(), (Encoded, TransportError)> {
+        let queue = match msg.lane {
+            Lane::Heartbeat => {
+                let kept = msg.clone();
+                return self.beat(msg).map_err(|e| (kept, e));
+            }
+            Lane::Refusal => &self.refusals,
+            Lane::Main => &self.main,
+        };
+        queue.try_send(msg).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(msg) => (msg, TransportError::Full),
+            mpsc::error::TrySendError::Closed(msg) => (msg, TransportError::Closed),
+        })
+    }
+
     /// Encodes, checks and queues `msg`, waiting for room. Results and other must-deliver
     /// messages use this.
     pub async fn send(&self, msg: Outbound) -> Result<(), TransportError> {
