@@ -3,7 +3,9 @@
 //! and as an echo peer. Every proplet figure sits next to the broker's own in the same run,
 //! so the machine's noise cancels out:
 //! - round trips start → result at QoS 0, 1 and 2, core module and component, next to the
-//!   broker's own round trip through an echo peer (the same two hops);
+//!   broker's own round trip through an echo peer (the same two hops, messages of the same
+//!   sizes), 1,000 of each three times in turn, the pair with the median difference
+//!   reported with each pair's difference beside it;
 //! - bursts of 1,000 tasks next to the broker's own pub → sub rate for 1,000 messages of
 //!   the same sizes through the echo peer (pings as large as the kind's start, answers as
 //!   large as its result), three times each in turn, the median share reported with each
@@ -19,7 +21,8 @@
 //! file), and `BENCH_PROFILE=core|component` sends bursts for 25 s to a proplet whose pid
 //! it prints, for `perf record -p` (`BENCH_PROFILE=broker-core|broker-component`: the same
 //! bursts through the echo peer, with the proplet idle; `rtt-core`, `rtt-component` and
-//! `rtt-broker-…`: round trips one at a time instead of bursts).
+//! `rtt-broker-…`: round trips one at a time instead of bursts; `BENCH_QOS=0|1` for
+//! another QoS than 2).
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
