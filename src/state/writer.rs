@@ -15,7 +15,12 @@
 //!
 //! The flush before an acknowledgement ([`Op::Ack`]) waits up to [`COALESCE`] for company:
 //! a task that ends within it has its result stored in the same commit, so a round trip
-//! pays for one fsync, not two.
+//! pays for one fsync, not two. One that finds everything before it on disk already (the
+//! jobs it covers went out with an earlier commit) is answered at once.
+//!
+//! Whoever waits hears through a channel, or through a continuation the writer runs itself
+//! once the commit is known ([`Then`]): a result is handed to the MQTT session, and the
+//! session told what it may acknowledge, straight from this thread.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -158,9 +163,10 @@ impl Writer {
                 Next::Closed => break,
             };
             let running = self.live.jobs.len() as u64;
-            let (recalls, batch): (Vec<Request>, Vec<Request>) = gather(first, rx, running)
-                .into_iter()
-                .partition(|r| matches!(r.op, Op::Recall(..)));
+            let (recalls, batch): (Vec<Request>, Vec<Request>) =
+                gather(first, rx, running, held.is_empty())
+                    .into_iter()
+                    .partition(|r| matches!(r.op, Op::Recall(..)));
             // A recall reads answers stored, and a store is always waited for: it needs
             // no commit of what is held.
             let waited = batch.iter().any(|r| r.done.is_some());
@@ -314,14 +320,15 @@ fn next(rx: &Receiver, due: Option<Instant>) -> Next {
 }
 
 /// `first` and everything queued behind it, and then maybe more:
-/// - if that holds a flush before an acknowledgement and nothing urgent, whatever arrives
-///   within [`COALESCE`] until something urgent does;
+/// - if that holds a flush before an acknowledgement and nothing urgent, and there is
+///   something to make durable (a change in it, or changes `held` before), whatever
+///   arrives within [`COALESCE`] until something urgent does (with nothing to make
+///   durable the acknowledgement is answered at once);
 /// - if it holds fewer results than the `running` jobs, whatever arrives within
 ///   [`COMMIT_DELAY`] until it holds as many.
-fn gather(first: Request, rx: &Receiver, running: u64) -> Vec<Request> {
+fn gather(first: Request, rx: &Receiver, running: u64, nothing_held: bool) -> Vec<Request> {
     let mut batch: Vec<Request> = std::iter::once(first).chain(rx.try_iter()).collect();
-    let acks = batch.iter().any(|r| matches!(r.op, Op::Ack));
-    if acks && !batch.iter().any(Request::urgent) {
+    if waits_for_company(&batch, nothing_held) {
         wait_for(&mut batch, rx, COALESCE, Request::urgent);
     }
     let is_result = |r: &Request| matches!(r.op, Op::Write(Record::Store(..)));
@@ -333,6 +340,15 @@ fn gather(first: Request, rx: &Receiver, running: u64) -> Vec<Request> {
         });
     }
     batch
+}
+
+/// Whether `batch` holds an acknowledgement's flush that should wait for [`COALESCE`]:
+/// nothing urgent is in it, and something is to be made durable (a change in it, or
+/// changes held before, unless `nothing_held`).
+fn waits_for_company(batch: &[Request], nothing_held: bool) -> bool {
+    let acks = batch.iter().any(|r| matches!(r.op, Op::Ack));
+    let writes = batch.iter().any(|r| matches!(r.op, Op::Write(_)));
+    acks && (writes || !nothing_held) && !batch.iter().any(Request::urgent)
 }
 
 /// Adds to `batch` whatever arrives within `delay`, until `enough` says so of a request
@@ -396,6 +412,25 @@ mod tests {
         let mut places: Vec<usize> = answered_within(&batch).into_iter().collect();
         places.sort_unstable();
         places
+    }
+
+    #[test]
+    fn an_acknowledgement_waits_for_company_only_with_something_to_make_durable() {
+        let request = |op, waited: bool| Request {
+            op,
+            done: waited.then(|| Done::Then(Then::new(|_| {}))),
+        };
+        let ack = || request(Op::Ack, true);
+        let accept = || request(Op::Write(Record::Accept(job("a"))), false);
+        // The accepts it covers are in the batch, or held: wait for a result to share it.
+        assert!(waits_for_company(&[accept(), ack()], true));
+        assert!(waits_for_company(&[ack()], false));
+        // Everything before it is on disk already: answered at once.
+        assert!(!waits_for_company(&[ack()], true));
+        // Something urgent commits now anyway.
+        let stored = request(store("a", true), true);
+        assert!(!waits_for_company(&[accept(), ack(), stored], false));
+        assert!(!waits_for_company(&[accept()], false), "no acknowledgement");
     }
 
     #[test]

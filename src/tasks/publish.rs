@@ -163,16 +163,17 @@ impl Answers {
         let (kind, encoded) = self.fit(id, outcome, wrap);
         self.metrics
             .task_finished(kind.map(ErrorKind::as_str), receipt.elapsed());
-        if kind.is_none() {
-            // The one line of a task that went well (a failure was logged as a warning).
-            let ms = u64::try_from(receipt.elapsed().as_millis()).unwrap_or(u64::MAX);
-            info!(task_id = %id, ms, "task done");
-        }
+        let ms = u64::try_from(receipt.elapsed().as_millis()).unwrap_or(u64::MAX);
         let Some(encoded) = encoded else {
             return Closed(false);
         };
         let closes = address.closes;
         let Kept(stored) = self.keep(address, encoded, freed).await;
+        if kind.is_none() {
+            // The one line of a task that went well (a failure was logged as a warning),
+            // written once the answer is on its way: not on the round trip's path.
+            info!(task_id = %id, ms, "task done");
+        }
         Closed(stored && closes)
     }
 
