@@ -170,10 +170,14 @@ impl Receiver {
 
 impl Drop for Receiver {
     fn drop(&mut self) {
-        let mut state = self.0.lock();
-        state.receiver_gone = true;
-        // Whoever waits for a request still queued hears that the writer stopped.
-        state.queue.clear();
+        let orphans = {
+            let mut state = self.0.lock();
+            state.receiver_gone = true;
+            std::mem::take(&mut state.queue)
+        };
+        // Whoever waits for a request still queued hears that the writer stopped (a
+        // continuation runs now, with the queue unlocked).
+        drop(orphans);
     }
 }
 

@@ -90,8 +90,8 @@ impl Done {
 
 /// What to do once a commit is known, run exactly once: by the writer after the commit,
 /// or with an error if the request is dropped first (the writer stopped). It runs on the
-/// writer's thread, maybe with the request queue locked: it must be quick, must not block
-/// and must not use the journal (handing a message to a channel is what it is for).
+/// writer's thread: it must be quick and must not block or wait for the journal (handing
+/// a message to a channel is what it is for).
 pub(super) struct Then(Option<Continuation>);
 
 type Continuation = Box<dyn FnOnce(Result<(), String>) + Send>;
