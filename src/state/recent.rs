@@ -47,6 +47,8 @@ impl Recent {
 
     /// Remembers answer `seq` (`bytes` long, stored at `at`) as the last `job` got, then
     /// forgets what falls outside the bounds as of `now`; returns the answers forgotten.
+    /// The answer `job` got before, if any, is forgotten at once: an answer given again
+    /// takes its place and never pushes out another job's.
     pub(super) fn remember(
         &mut self,
         seq: u64,
@@ -55,10 +57,24 @@ impl Recent {
         at: u64,
         now: u64,
     ) -> Vec<u64> {
-        self.last.insert(job.clone(), seq);
+        let replaced = self.last.insert(job.clone(), seq);
+        let mut forgotten: Vec<u64> = replaced
+            .and_then(|old| self.drop_entry(old))
+            .into_iter()
+            .collect();
         self.order.push_back((seq, job, bytes, at));
         self.bytes += bytes;
-        self.prune(now)
+        forgotten.extend(self.prune(now));
+        forgotten
+    }
+
+    /// Takes answer `seq` out of the order to forget (it is no job's last answer any more);
+    /// returns it if it was there.
+    fn drop_entry(&mut self, seq: u64) -> Option<u64> {
+        let at = self.order.iter().position(|(s, ..)| *s == seq)?;
+        let (_, _, bytes, _) = self.order.remove(at)?;
+        self.bytes -= bytes;
+        Some(seq)
     }
 
     /// Forgets what falls outside the bounds as of `now`; returns the answers forgotten.
@@ -113,6 +129,30 @@ mod tests {
         // Answered again: the newest answer is the one remembered.
         answer(&mut recent, n, &format!("t{}", n - 1), 10);
         assert_eq!(recent.last(&format!("t{}", n - 1), None), Some(n));
+    }
+
+    #[test]
+    fn answers_given_again_push_out_no_other_job() {
+        let mut recent = Recent::default();
+        let n = MAX_ANSWERS as u64;
+        for seq in 0..n {
+            assert!(answer(&mut recent, seq, &format!("t{seq}"), 10).is_empty());
+        }
+        // One job answered again and again (redelivered starts): only its own answer
+        // before each is forgotten.
+        for again in 0..500 {
+            let forgotten = answer(&mut recent, n + again, "t7", 10);
+            let before = if again == 0 { 7 } else { n + again - 1 };
+            assert_eq!(forgotten, vec![before]);
+        }
+        assert_eq!(recent.order.len(), MAX_ANSWERS);
+        assert_eq!(recent.bytes, 10 * n);
+        assert_eq!(
+            recent.last("t0", None),
+            Some(0),
+            "the oldest is still remembered"
+        );
+        assert_eq!(recent.last("t7", None), Some(n + 499));
     }
 
     #[test]
