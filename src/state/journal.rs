@@ -144,10 +144,12 @@ impl Journal {
     /// disk (only then may it be handed to the MQTT session). A closing result crosses its
     /// job out in the same commit.
     pub async fn store(&self, result: Unstored) -> Result<u64, StateError> {
-        let seq = self.depth.next.fetch_add(1, Ordering::Relaxed);
-        self.durable(Op::Write(Record::Store(result.numbered(seq))))
-            .await?;
-        Ok(seq)
+        let (told, stored) = oneshot::channel();
+        self.store_then(result, move |committed| {
+            // Whoever awaited may have gone: nobody to tell then.
+            told.send(committed).ok();
+        });
+        stored.await.unwrap_or_else(|_| Err(stopped()))
     }
 
     /// Stores a result in the outbox as [`Journal::store`] does, then calls `then` with its
@@ -243,8 +245,13 @@ async fn committed_or_stopped(
 ) -> Result<(), StateError> {
     match committed.await {
         Ok(result) => result.map_err(StateError::Journal),
-        Err(_) => Err(StateError::Journal("its writer has stopped".into())),
+        Err(_) => Err(stopped()),
     }
+}
+
+/// What a request the writer never answered comes to.
+fn stopped() -> StateError {
+    StateError::Journal("its writer has stopped".into())
 }
 
 /// The key-value database, and what an earlier version's journal tables in it held (as
