@@ -212,10 +212,8 @@ impl Publisher {
 
     /// Queues an encoded message in its lane, waiting for room (a heartbeat never waits).
     pub async fn send_encoded(&self, msg: Encoded) -> Result<(), TransportError> {
-        let queue = match msg.lane {
-            Lane::Heartbeat => return self.beat(msg),
-            Lane::Refusal => &self.refusals,
-            Lane::Main => &self.main,
+        let Some(queue) = self.queue(msg.lane) else {
+            return self.beat(msg).map_err(|(_, e)| e);
         };
         queue.send(msg).await.map_err(|_| TransportError::Closed)
     }
@@ -224,13 +222,8 @@ impl Publisher {
     /// and from any thread; otherwise gives it back with the reason
     /// ([`TransportError::Full`] or [`TransportError::Closed`]).
     pub fn try_send_encoded(&self, msg: Encoded) -> Result<(), (Encoded, TransportError)> {
-        let queue = match msg.lane {
-            Lane::Heartbeat => {
-                let kept = msg.clone();
-                return self.beat(msg).map_err(|e| (kept, e));
-            }
-            Lane::Refusal => &self.refusals,
-            Lane::Main => &self.main,
+        let Some(queue) = self.queue(msg.lane) else {
+            return self.beat(msg);
         };
         queue.try_send(msg).map_err(|e| match e {
             mpsc::error::TrySendError::Full(msg) => (msg, TransportError::Full),
@@ -249,10 +242,8 @@ impl Publisher {
     /// A heartbeat always has room: it replaces one not yet sent.
     pub fn try_send(&self, msg: Outbound) -> Result<(), TransportError> {
         let encoded = self.encode(&msg)?;
-        let queue = match encoded.lane {
-            Lane::Heartbeat => return self.beat(encoded),
-            Lane::Refusal => &self.refusals,
-            Lane::Main => &self.main,
+        let Some(queue) = self.queue(encoded.lane) else {
+            return self.beat(encoded).map_err(|(_, e)| e);
         };
         queue.try_send(encoded).map_err(|e| {
             self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -263,9 +254,20 @@ impl Publisher {
         })
     }
 
-    fn beat(&self, msg: Encoded) -> Result<(), TransportError> {
+    /// The queue of `lane`; none for the heartbeat, which has a slot of its own.
+    fn queue(&self, lane: Lane) -> Option<&mpsc::Sender<Encoded>> {
+        match lane {
+            Lane::Heartbeat => None,
+            Lane::Refusal => Some(&self.refusals),
+            Lane::Main => Some(&self.main),
+        }
+    }
+
+    /// Puts `msg` in the heartbeat's slot, in place of one not yet sent; gives it back if
+    /// the session is gone.
+    fn beat(&self, msg: Encoded) -> Result<(), (Encoded, TransportError)> {
         if self.heartbeat.is_closed() {
-            return Err(TransportError::Closed);
+            return Err((msg, TransportError::Closed));
         }
         if self.heartbeat.send_replace(Some(msg)).is_some() {
             // The previous beat is replaced; if it was never taken, it is lost.
