@@ -279,8 +279,9 @@ async fn start(
             cx.answers.running(&id, receipt).await;
         }
     };
-    let work = async { tokio::join!(run, ack).0 };
-    let outcome = cx.cancellable(cancel, work).await;
+    // Only the run is cancelled: once the daemon runs, a stop must not drop its `running`
+    // answer while it waits for room in the session's queue (its id would go unanswered).
+    let (outcome, ()) = tokio::join!(cx.cancellable(cancel, run), ack);
     if !acked.load(Ordering::Relaxed) {
         return cx.answers.result(&id, outcome, receipt, freed).await;
     }

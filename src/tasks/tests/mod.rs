@@ -44,6 +44,8 @@ struct Harness {
     /// The journal's directory, removed with the harness.
     _state: (tempfile::TempDir, StateDir),
     outbox: Outbox,
+    /// The manager's journal, to see what it has stored.
+    journal: Journal,
     events: mpsc::UnboundedReceiver<Event>,
     released: watch::Sender<HashSet<String>>,
 }
@@ -71,7 +73,12 @@ fn settings(slots: usize, queue: usize) -> TaskSettings {
 }
 
 fn harness(features: Features, settings: TaskSettings) -> Harness {
-    let (publisher, outbox) = Publisher::channel(64);
+    harness_queueing(features, settings, 64)
+}
+
+/// A harness whose session queue takes `capacity` messages before a sender must wait.
+fn harness_queueing(features: Features, settings: TaskSettings, capacity: usize) -> Harness {
+    let (publisher, outbox) = Publisher::channel(capacity);
     let (stub, events) = Stub::new(features);
     let released = stub.releaser();
     let fetch = FetchSettings {
@@ -94,12 +101,13 @@ fn harness(features: Features, settings: TaskSettings) -> Harness {
         policy,
         settings,
         metrics: Metrics::default(),
-        journal,
+        journal: journal.clone(),
     });
     Harness {
         manager,
         _state: (root, dir),
         outbox,
+        journal,
         events,
         released,
     }
@@ -174,6 +182,19 @@ impl Harness {
             .expect("stub alive")
     }
 
+    /// Waits until an answer to task `id` is on disk (and so handed to the session, or back
+    /// for want of room, by the journal's thread right after).
+    async fn stored(&self, id: &str) {
+        let stored = async {
+            while self.journal.answered_lately(id, None).is_none() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        tokio::time::timeout(PATIENCE, stored)
+            .await
+            .expect("stored in time");
+    }
+
     async fn running(&mut self, key: &str) {
         assert_eq!(self.event().await, Event::Running(key.into()));
     }
@@ -220,6 +241,43 @@ async fn a_task_runs_and_is_answered_once_with_its_receipt() {
     h.quiet("nothing more").await;
 }
 
+#[tokio::test]
+async fn answers_that_find_the_session_queue_full_wait_for_room_and_none_is_lost() {
+    // Room for one message: every answer after the first finds the queue full when the
+    // journal's thread hands it over, and its job must wait for room itself.
+    const TASKS: usize = 200;
+    let mut h = harness_queueing(ALL, settings(4, TASKS), 1);
+    let ids: Vec<String> = (0..TASKS).map(|n| format!("t{n}")).collect();
+    for id in &ids {
+        h.start(id, "echo", json!({}));
+    }
+    let mut answered = HashSet::new();
+    for _ in 0..TASKS {
+        let result = h.result().await;
+        let id = result["task_id"].as_str().expect("a task id").to_owned();
+        assert_ok(&result, &id, "a,b");
+        assert!(answered.insert(id), "answered twice: {result}");
+    }
+    assert_eq!(answered, ids.into_iter().collect::<HashSet<_>>());
+    h.quiet("one answer each").await;
+}
+
+#[tokio::test]
+async fn a_daemons_running_answer_waiting_for_room_outlives_a_stop() {
+    // One slot and room for one message: `a`'s result takes the room, so the daemon's
+    // `running` answer, stored after it, is handed back and waits; the stop comes then.
+    let mut h = harness_queueing(ALL, settings(1, 1), 1);
+    h.start("a", "echo", json!({}));
+    h.start("d", "hang", json!({"daemon": true}));
+    h.running("a").await;
+    h.running("d").await;
+    h.stored("d").await;
+    h.stop("d");
+    assert_ok(&h.result().await, "a", "a,b");
+    assert_ok(&h.result().await, "d", "");
+    h.quiet("a stopped daemon is not answered again").await;
+}
+
 /// One step of a lifecycle script: a message in, an event awaited from the stub, a release,
 /// or the next message out.
 enum Step {
@@ -239,6 +297,8 @@ enum Step {
     Running(&'static str),
     /// The stub lets the phase keyed so go.
     Release(&'static str),
+    /// The stub holds the phase keyed so again (until the next release).
+    Hold(&'static str),
     /// The next message asks the registry for a binary.
     Asked,
     /// The next message: task `id` answered with this result text.
@@ -296,6 +356,7 @@ impl Harness {
             Compiling(key) => assert_eq!(self.event().await, Event::Compiling(key.into())),
             Running(key) => self.running(key).await,
             Release(key) => self.release(key),
+            Hold(key) => stub::hold(&self.released, key),
             Asked => assert_eq!(self.next().await.0, Topic::RegistryRequest),
             Ok(id, text) => assert_ok(&self.result().await, id, text),
             Failed(id, kind, text) => assert_err(&self.result().await, id, kind, text),
@@ -401,7 +462,8 @@ lifecycle! {
         Start("t", "hold", json!({"state": 0})),
         Ok("t", "released"),
         // Sent again as a completed task (state 3), or by a manager that sends no state:
-        // the manager re-runs it on purpose.
+        // the manager re-runs it on purpose (held, so that a copy comes while it runs).
+        Hold("t"),
         Start("t", "hold", json!({"state": 3})),
         Running("t"),
         // A copy while the re-run runs: ignored, not answered with the last answer.

@@ -129,6 +129,13 @@ pub(super) fn release(released: &watch::Sender<HashSet<String>>, key: &str) {
     });
 }
 
+/// Holds the phase keyed `key` again: a run of it from now on waits for the next release.
+pub(super) fn hold(released: &watch::Sender<HashSet<String>>, key: &str) {
+    released.send_modify(|set| {
+        set.remove(key);
+    });
+}
+
 impl TaskRuntime for Stub {
     fn features(&self) -> Features {
         self.features
