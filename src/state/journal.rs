@@ -20,7 +20,7 @@ use tracing::warn;
 use super::outbox::{SharedDepth, Stored, Unstored};
 use super::recent::Recent;
 use super::record::Record;
-use super::writer::{Done, Op, Recalled, Request, Then, Writer, lock};
+use super::writer::{Done, Op, Recalled, Request, STOPPED, Then, Writer, lock};
 use super::{StateDir, StateError, legacy, log, queue};
 use crate::telemetry::Metrics;
 
@@ -251,7 +251,7 @@ async fn committed_or_stopped(
 
 /// What a request the writer never answered comes to.
 fn stopped() -> StateError {
-    StateError::Journal("its writer has stopped".into())
+    StateError::Journal(STOPPED.into())
 }
 
 /// The key-value database, and what an earlier version's journal tables in it held (as

@@ -96,6 +96,9 @@ pub(super) struct Then(Option<Continuation>);
 
 type Continuation = Box<dyn FnOnce(Result<(), String>) + Send>;
 
+/// What whoever waits for a request hears when the writer stopped before answering it.
+pub(super) const STOPPED: &str = "its writer has stopped";
+
 impl Then {
     pub(super) fn new(then: impl FnOnce(Result<(), String>) + Send + 'static) -> Self {
         Then(Some(Box::new(then)))
@@ -111,7 +114,7 @@ impl Then {
 impl Drop for Then {
     fn drop(&mut self) {
         if let Some(then) = self.0.take() {
-            then(Err("its writer has stopped".into()));
+            then(Err(STOPPED.into()));
         }
     }
 }
@@ -445,7 +448,7 @@ mod tests {
         };
         drop(request);
         let heard: Vec<_> = rx.try_iter().collect();
-        assert_eq!(heard, [Err("its writer has stopped".to_owned())]);
+        assert_eq!(heard, [Err(STOPPED.to_owned())]);
     }
 
     #[test]
