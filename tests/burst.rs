@@ -7,7 +7,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
 use common::client::Client;
@@ -106,6 +106,22 @@ fn largest_gap(beats: &[Instant], from: Instant, to: Instant) -> Duration {
     largest.max(to - last)
 }
 
+/// When the worker wrote its heartbeats, from its log at `log` (its `debug` lines
+/// "heartbeat sent", stamped in UTC), as instants on the clock of `began`, which was
+/// `began_at` by the system's.
+fn sent_beats(log: &std::path::Path, began: Instant, began_at: SystemTime) -> Vec<Instant> {
+    let text = std::fs::read_to_string(log).expect("the worker's log");
+    text.lines()
+        .filter(|line| line.contains("heartbeat sent"))
+        .filter_map(|line| line.split_whitespace().next())
+        .map(|stamp| humantime::parse_rfc3339_weak(stamp).expect("a UTC time stamp"))
+        .map(|at| match at.duration_since(began_at) {
+            Ok(after) => began + after,
+            Err(before) => began - before.duration(),
+        })
+        .collect()
+}
+
 /// Reads results until every id in `pending` has one, counting answers per id.
 async fn collect_answers(m: &mut Manager, ids: &[String]) -> HashMap<String, Vec<Value>> {
     let mut answers: HashMap<String, Vec<Value>> = HashMap::new();
@@ -132,7 +148,9 @@ async fn a_burst_of_thousands_of_starts_never_stalls_heartbeats() {
     let broker = Broker::start();
     let mut beats_rx = watch_heartbeats(&broker).await;
     let mut m = Manager::connect(&broker).await;
-    let _d = Daemon::start(
+    let log_dir = tempfile::tempdir().expect("log dir");
+    let log = log_dir.path().join("proplet.log");
+    let _d = Daemon::start_logged(
         &broker,
         &[
             ("PROPLET_MAX_CONCURRENT_TASKS", "2"),
@@ -140,6 +158,7 @@ async fn a_burst_of_thousands_of_starts_never_stalls_heartbeats() {
             // A stalled event loop would be disconnected by the broker after 1.5 × this.
             ("PROPLET_MQTT_KEEP_ALIVE", "5s"),
         ],
+        &log,
     );
     m.wait_ready().await;
     beats_rx.recv().await.expect("a first heartbeat");
@@ -147,6 +166,7 @@ async fn a_burst_of_thousands_of_starts_never_stalls_heartbeats() {
     let spinner = spinner();
     let ids: Vec<String> = (0..STARTS).map(|n| format!("burst-{n}")).collect();
     let began = Instant::now();
+    let began_at = SystemTime::now();
     for id in &ids {
         let task = start(
             id,
@@ -154,7 +174,7 @@ async fn a_burst_of_thousands_of_starts_never_stalls_heartbeats() {
         );
         m.send_json("control/manager/start", &task).await;
     }
-    let sent = began.elapsed();
+    let took = began.elapsed();
     let answers = collect_answers(&mut m, &ids).await;
     let ended = Instant::now();
     // Nothing more may come: a second answer for any id would show up here.
@@ -166,6 +186,9 @@ async fn a_burst_of_thousands_of_starts_never_stalls_heartbeats() {
         beats.push(t);
     }
     let gap = largest_gap(&beats, began, ended);
+    let sent = sent_beats(&log, began, began_at);
+    assert!(!sent.is_empty(), "the worker logs every heartbeat it sends");
+    let sent_gap = largest_gap(&sent, began, ended);
     let (mut ok, mut overloaded) = (0, 0);
     for id in &ids {
         let got = &answers[id];
@@ -187,17 +210,30 @@ async fn a_burst_of_thousands_of_starts_never_stalls_heartbeats() {
         .map(|t| format!("{:.2}", (*t - began).as_secs_f64()))
         .collect();
     eprintln!(
-        "burst: {STARTS} starts sent in {sent:?}, all answered after {:?} ({ok} ran, \
-         {overloaded} overloaded); largest heartbeat gap {gap:?}; {reconnects} announcements; \
-         beats at {timeline:?} s",
+        "burst: {STARTS} starts sent in {took:?}, all answered after {:?} ({ok} ran, \
+         {overloaded} overloaded); largest heartbeat gap {sent_gap:?} as sent, {gap:?} as \
+         received; {reconnects} announcements; beats received at {timeline:?} s",
         ended - began
     );
     assert!(ok >= 10, "the slots and the queue ran: {ok}");
+    // What the worker controls: it sends a beat every interval, burst or not.
     assert!(
-        gap <= INTERVAL * 3,
-        "heartbeat gap {gap:?} during the burst (interval {INTERVAL:?}); beats at {timeline:?} \
-         s after the first start, answers done at {:.2} s",
+        sent_gap <= INTERVAL * 3 / 2,
+        "heartbeat gap {sent_gap:?} as sent during the burst (interval {INTERVAL:?}), \
+         answers done at {:.2} s",
         (ended - began).as_secs_f64()
+    );
+    // What the manager sees also depends on the broker, which carries the burst on the
+    // same two cores (on a loaded machine it fell 3 s behind): beats may come late behind
+    // it, but every one sent during the burst arrives.
+    let due = sent
+        .iter()
+        .filter(|t| **t > began && **t + INTERVAL <= ended)
+        .count();
+    let received = beats.iter().filter(|t| **t > began).count();
+    assert!(
+        received >= due,
+        "{due} beats sent during the burst, {received} received: {timeline:?} s"
     );
     assert_eq!(reconnects, 1, "the session was lost during the burst");
 }

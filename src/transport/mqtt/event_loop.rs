@@ -281,6 +281,9 @@ impl LoopState {
             if pkid == 0 {
                 self.written_once.extend(msg.stored());
             }
+            if msg.topic() == Topic::Alive {
+                debug!("heartbeat sent");
+            }
         }
         Ok(())
     }
