@@ -13,7 +13,8 @@
 //!   heartbeat gap;
 //! - spawn → discovery, idle and peak RSS, binary size and its start-up code section;
 //! - what one fsync costs on the disk of the state directory (a round trip pays for one);
-//! - a CPU-bound guest against the same module run by Wasmtime in this process;
+//! - a CPU-bound guest against the same module run by Wasmtime in this process (nine runs
+//!   of each in turn, the median of the pairs' ratios);
 //! - the first task after a restart against a cold compile (the compile cache on disk).
 //!
 //! It prints one table and writes it, with the machine's description, to BENCHMARKS.md.
