@@ -17,6 +17,7 @@
 //! - [`telemetry`] — logs, OpenTelemetry traces, trace context, metrics and health.
 //! - [`worker`] — wires the parts together and runs them until shutdown.
 //! - [`local`] — `proplet run`, a task run locally.
+//! - [`power`] — the CPU wake-up latency limit the daemon may hold (`PROPLET_CPU_LATENCY`).
 //! - `demo` — an embedded broker, a worker and a submitter in one process (cargo feature
 //!   `demo`, on by default; a device build leaves it out with `--no-default-features`).
 #![warn(missing_docs)]
@@ -28,6 +29,7 @@ pub mod crypto;
 pub mod demo;
 pub mod keys;
 pub mod local;
+pub mod power;
 pub mod protocol;
 pub mod runtime;
 pub mod sandbox;

@@ -12,6 +12,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::power;
 use crate::protocol::{Discovery, Liveliness, Metadata, Outbound, Topic};
 use crate::runtime::{ExternalRuntime, Runtime, RuntimeError, TaskRuntime};
 use crate::state::{Journal, StateDir, StateError, Stored};
@@ -81,6 +82,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         ),
         None => None,
     };
+    // Held until the worker is done, drained tasks included.
+    let _latency = config.cpu_latency.and_then(hold_latency);
     let running = Running::start(&config, workdir.path(), &state, metrics)?;
     shutdown.await;
     running.stop(config.tasks.drain_timeout).await;
@@ -92,6 +95,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         warn!(error = %e, "the health and metrics endpoint task failed");
     }
     Ok(())
+}
+
+/// Holds the CPU wake-up latency limit `PROPLET_CPU_LATENCY` asks for; one that cannot be
+/// held is a warning, and the worker runs without it.
+fn hold_latency(limit: Duration) -> Option<power::LatencyLimit> {
+    match power::LatencyLimit::hold(limit) {
+        Ok(held) => {
+            let limit_us = held.limit().as_micros();
+            info!(limit_us, "holding a CPU wake-up latency limit");
+            Some(held)
+        }
+        Err(e) => {
+            warn!(error = %e, device = power::DEVICE, "cannot hold the CPU wake-up latency limit PROPLET_CPU_LATENCY asks for; running without it");
+            None
+        }
+    }
 }
 
 /// A started worker: the session, the manager and the two background loops.

@@ -192,3 +192,47 @@ async fn a_task_is_one_short_line_at_info() {
         "no span context: {text}"
     );
 }
+
+/// `PROPLET_CPU_LATENCY`: the daemon holds the limit from before it is discovered until it
+/// exits, and the limit goes with it. Where the device cannot be written (not root, no such
+/// device), the daemon says so and works on. 7 µs is above what this kind of machine's
+/// shallow idle states take to wake, so the test does not set the cores polling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cpu_latency_limit_is_held_while_the_daemon_runs_and_goes_with_it() {
+    use proplet::power;
+    let broker = Broker::start();
+    let mut m = Manager::connect(&broker).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("proplet.log");
+    let limit = Duration::from_micros(7);
+    let mut d = Daemon::start_logged(&broker, &[("PROPLET_CPU_LATENCY", "7us")], &log);
+    m.wait_ready().await;
+    let writable = std::fs::OpenOptions::new()
+        .write(true)
+        .open(power::DEVICE)
+        .is_ok();
+    if writable {
+        let held = power::in_force().expect("read the limit in force");
+        assert!(held <= limit, "{held:?} in force while the daemon runs");
+    }
+    m.send_json("control/manager/start", &start("works", json!({})))
+        .await;
+    let worked = m.result("works").await;
+    assert_eq!(worked["error"], serde_json::Value::Null, "{worked}");
+    d.signal("-TERM");
+    assert_eq!(d.wait(LONG).await, Some(0));
+    let text = std::fs::read_to_string(&log).expect("log");
+    if writable {
+        let after = power::in_force().expect("read the limit in force");
+        assert!(after > limit, "{after:?} still in force after the daemon");
+        assert!(
+            text.contains("holding a CPU wake-up latency limit"),
+            "{text}"
+        );
+    } else {
+        assert!(
+            text.contains("cannot hold the CPU wake-up latency limit"),
+            "{text}"
+        );
+    }
+}

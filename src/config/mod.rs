@@ -294,6 +294,9 @@ pub struct Config {
     pub cache_dir: Option<PathBuf>,
     /// Bytes the compile cache directory may hold.
     pub cache_max_bytes: u64,
+    /// The CPU wake-up latency limit the daemon holds while it runs (`PROPLET_CPU_LATENCY`);
+    /// `None`: none.
+    pub cpu_latency: Option<Duration>,
     layers: Layers,
 }
 

@@ -90,6 +90,7 @@ pub fn from_layers(layers: Layers) -> Result<Config, ConfigError> {
         state_dir: r.opt(&STATE_DIR, |t| Ok(PathBuf::from(t)))?,
         cache_dir: r.opt(&CACHE_DIR, |t| Ok(PathBuf::from(t)))?,
         cache_max_bytes: r.req(&CACHE_MAX_BYTES, |t| values::bytes(t).and_then(nonzero))?,
+        cpu_latency: r.opt(&CPU_LATENCY, values::cpu_latency)?,
         layers: layers.clone(),
     };
     Ok(config)

@@ -665,6 +665,14 @@ settings! {
         None,
         "host:port of the HTTP endpoint with /healthz, /readyz and Prometheus /metrics (unset = off).",
     );
+
+    CPU_LATENCY = s(
+        "cpu_latency",
+        "cpu-latency",
+        &["PROPLET_CPU_LATENCY"],
+        None,
+        "Hold a CPU wake-up latency limit (Linux PM QoS, /dev/cpu_dma_latency, which needs root) for as long as the daemon runs, like 0 or 20us: idle cores stay out of deeper sleep (on a VM, out of the hypervisor's halt), so hand-offs wake faster, and idle cores burn power polling. Unset: none.",
+    );
 }
 
 /// Seed-era TOML keys (`[proplet]` section written by upstream provisioning) → our keys.

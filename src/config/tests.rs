@@ -247,3 +247,22 @@ fn budgets_and_admission_settings() {
             || e.to_string().contains("allowed_sources"))
     );
 }
+
+#[test]
+fn a_cpu_latency_limit_is_off_unless_set_and_within_what_pm_qos_takes() {
+    assert_eq!(load(SEED).expect("loads").cpu_latency, None);
+    let with = |value: &'static str| {
+        let mut pairs = SEED.to_vec();
+        pairs.push(("PROPLET_CPU_LATENCY", value));
+        load(&pairs)
+    };
+    assert_eq!(with("0").expect("loads").cpu_latency, Some(Duration::ZERO));
+    assert_eq!(
+        with("20us").expect("loads").cpu_latency,
+        Some(Duration::from_micros(20))
+    );
+    for bad in ["soon", "-5us", "2148s"] {
+        let err = with(bad).expect_err(bad).to_string();
+        assert!(err.contains("PROPLET_CPU_LATENCY"), "{bad}: {err}");
+    }
+}
