@@ -19,6 +19,16 @@ fn spinner(id: &str) -> serde_json::Value {
     )
 }
 
+/// A broker, a manager, and a ready daemon under `extra` whose output goes to a log file.
+async fn logged(extra: &[(&str, &str)]) -> (Broker, Manager, Daemon, tempfile::NamedTempFile) {
+    let broker = Broker::start();
+    let mut m = Manager::connect(&broker).await;
+    let log = tempfile::NamedTempFile::new().expect("log file");
+    let d = Daemon::start_logged(&broker, extra, log.path());
+    m.wait_ready().await;
+    (broker, m, d, log)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_reports_and_goes_offline() {
     let broker = Broker::start();
@@ -160,12 +170,7 @@ async fn heartbeats_and_stops_work_while_every_slot_spins() {
 /// span context and no colour codes in a file; the details are at `debug`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_is_one_short_line_at_info() {
-    let broker = Broker::start();
-    let mut m = Manager::connect(&broker).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let log = dir.path().join("proplet.log");
-    let mut d = Daemon::start_logged(&broker, &[("PROPLET_LOG_LEVEL", "info")], &log);
-    m.wait_ready().await;
+    let (_broker, mut m, mut d, log) = logged(&[("PROPLET_LOG_LEVEL", "info")]).await;
     m.send_json("control/manager/start", &start("fine", json!({})))
         .await;
     m.send_json(
@@ -177,7 +182,7 @@ async fn a_task_is_one_short_line_at_info() {
     m.result("broken").await;
     d.signal("-TERM");
     d.wait(Duration::from_secs(30)).await;
-    let text = std::fs::read_to_string(&log).expect("log");
+    let text = std::fs::read_to_string(log.path()).expect("log");
     for id in ["fine", "broken"] {
         let lines: Vec<&str> = text.lines().filter(|l| l.contains(id)).collect();
         assert_eq!(lines.len(), 1, "{id}: {lines:#?}");
@@ -200,13 +205,8 @@ async fn a_task_is_one_short_line_at_info() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cpu_latency_limit_is_held_while_the_daemon_runs_and_goes_with_it() {
     use proplet::power;
-    let broker = Broker::start();
-    let mut m = Manager::connect(&broker).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let log = dir.path().join("proplet.log");
     let limit = Duration::from_micros(7);
-    let mut d = Daemon::start_logged(&broker, &[("PROPLET_CPU_LATENCY", "7us")], &log);
-    m.wait_ready().await;
+    let (_broker, mut m, mut d, log) = logged(&[("PROPLET_CPU_LATENCY", "7us")]).await;
     let writable = std::fs::OpenOptions::new()
         .write(true)
         .open(power::DEVICE)
@@ -221,7 +221,7 @@ async fn a_cpu_latency_limit_is_held_while_the_daemon_runs_and_goes_with_it() {
     assert_eq!(worked["error"], serde_json::Value::Null, "{worked}");
     d.signal("-TERM");
     assert_eq!(d.wait(LONG).await, Some(0));
-    let text = std::fs::read_to_string(&log).expect("log");
+    let text = std::fs::read_to_string(log.path()).expect("log");
     if writable {
         let after = power::in_force().expect("read the limit in force");
         assert!(after > limit, "{after:?} still in force after the daemon");
