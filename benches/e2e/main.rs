@@ -13,6 +13,8 @@
 //!   heartbeat gap;
 //! - spawn → discovery, idle and peak RSS, binary size and its start-up code section;
 //! - what one fsync costs on the disk of the state directory (a round trip pays for one);
+//! - QoS 2 round trips again with the proplet holding a CPU wake-up latency limit of 0
+//!   (`PROPLET_CPU_LATENCY`; reported beside the default, where the device can be written);
 //! - a CPU-bound guest against the same module run by Wasmtime in this process (nine runs
 //!   of each in turn, the median of the pairs' ratios);
 //! - the first task after a restart against a cold compile (the compile cache on disk).
@@ -53,6 +55,7 @@ async fn main() {
     for qos in if only_qos2 { vec![2] } else { vec![0, 1, 2] } {
         measure::traffic(&broker, qos, &mut report).await;
     }
+    measure::latency_limited(&broker, &mut report).await;
     measure::allocators(&broker, &mut report).await;
     measure::cpu_bound(&broker, &mut report).await;
     measure::restart(&broker, &mut report).await;
