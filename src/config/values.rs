@@ -67,8 +67,8 @@ pub fn duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{e} (expected seconds like 10 or a duration like 10s)"))
 }
 
-/// A CPU wake-up latency limit: a duration (a bare number is seconds, so `0` is none at
-/// all) of at most what Linux PM QoS takes, `i32::MAX` microseconds.
+/// A CPU wake-up latency limit: a duration (a bare number is seconds; `0` asks for no
+/// wake-up delay at all) of at most what Linux PM QoS takes, `i32::MAX` microseconds.
 pub fn cpu_latency(text: &str) -> Result<Duration, String> {
     let limit = duration(text)?;
     match i32::try_from(limit.as_micros()) {
