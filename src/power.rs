@@ -31,7 +31,7 @@ impl LatencyLimit {
     pub fn hold(limit: Duration) -> io::Result<LatencyLimit> {
         let micros = i32::try_from(limit.as_micros())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "the limit is too long"))?;
-        let mut device = OpenOptions::new().write(true).open(DEVICE)?;
+        let mut device = open()?;
         device.write_all(&micros.to_ne_bytes())?;
         Ok(LatencyLimit {
             _device: device,
@@ -43,6 +43,15 @@ impl LatencyLimit {
     pub fn limit(&self) -> Duration {
         self.limit
     }
+}
+
+/// Whether this process may hold a limit: the device is there and it may write to it.
+pub fn can_hold() -> io::Result<()> {
+    open().map(drop)
+}
+
+fn open() -> io::Result<File> {
+    OpenOptions::new().write(true).open(DEVICE)
 }
 
 /// The limit in force now, every process's requests taken together (the device reads

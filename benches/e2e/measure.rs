@@ -308,11 +308,8 @@ async fn round_trip_pairs(
 /// is without it. Skipped, and said so, where the device cannot be written.
 pub async fn latency_limited(broker: &Broker, report: &mut Report) {
     const LABEL: &str = "QoS 2 round trips with PROPLET_CPU_LATENCY=0";
-    if let Err(e) = std::fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/cpu_dma_latency")
-    {
-        let why = format!("not measured: /dev/cpu_dma_latency: {e}");
+    if let Err(e) = proplet::power::can_hold() {
+        let why = format!("not measured: {}: {e}", proplet::power::DEVICE);
         return report.row(LABEL, why, "reported", true);
     }
     let mut m = Manager::connect(broker, 2).await;
@@ -570,17 +567,14 @@ pub async fn cpu_bound(broker: &Broker, report: &mut Report) {
     let mut pairs = Vec::new();
     for i in 1..=9 {
         // Which goes first alternates, so that neither always follows the other.
-        let local_first = i % 2 == 0;
-        let mut local = None;
-        if local_first {
-            local = Some(spin_in_process().await);
-        }
-        let worker = spin_in_worker(&mut m, &file, i).await.saturating_sub(base);
-        let local = match local {
-            Some(local) => local,
-            None => spin_in_process().await,
+        let (worker, local) = if i % 2 == 0 {
+            let local = spin_in_process().await;
+            (spin_in_worker(&mut m, &file, i).await, local)
+        } else {
+            let worker = spin_in_worker(&mut m, &file, i).await;
+            (worker, spin_in_process().await)
         };
-        pairs.push((worker, local));
+        pairs.push((worker.saturating_sub(base), local));
     }
     let ratios: Vec<f64> = pairs
         .iter()

@@ -1,8 +1,9 @@
 //! The task lifecycle as specifications: a real manager, fetcher and publisher around a
 //! [`stub`] runtime, driven by decoded messages. No broker, no guest, no sleeps: a test
 //! waits for what the stub reports (compiling, running), for the next message out or (one
-//! bounded poll) for the journal to hold an answer, and ends with [`Harness::finish`], which waits for every job and reply and returns whatever
-//! else was published, so that a second answer for any id cannot go unseen.
+//! bounded poll) for the journal to hold an answer, and ends with [`Harness::finish`], which
+//! waits for every job and reply and returns whatever else was published, so that a second
+//! answer for any id cannot go unseen.
 
 mod stub;
 
