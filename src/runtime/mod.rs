@@ -59,7 +59,11 @@ impl Digest {
 
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sha256:{}", hex::encode(self.0))
+        // Shown with every result: hex digits into a buffer on the stack, not a String.
+        let mut digits = [0u8; 64];
+        hex::encode_to_slice(self.0, &mut digits).map_err(|_| fmt::Error)?;
+        let digits = std::str::from_utf8(&digits).map_err(|_| fmt::Error)?;
+        write!(f, "sha256:{digits}")
     }
 }
 
@@ -461,6 +465,15 @@ impl TaskRuntime for Runtime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_digest_shows_as_sha256_and_lowercase_hex() {
+        // sha256("abc"), from FIPS 180-2.
+        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(Digest::of(b"abc").to_string(), format!("sha256:{abc}"));
+        assert_eq!(Digest::of(b"abc").hex(), abc);
+        assert_eq!(format!("{:?}", Digest::of(b"abc")), format!("sha256:{abc}"));
+    }
 
     #[test]
     fn a_failure_carries_the_end_of_what_the_guest_wrote() {

@@ -108,6 +108,7 @@ impl Journal {
             metrics,
             log,
             live,
+            frames: Vec::new(),
         };
         std::thread::Builder::new()
             .name("journal".into())

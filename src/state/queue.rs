@@ -4,8 +4,10 @@
 //! Under a burst most requests are changes nobody waits for (a job accepted, a result
 //! delivered): they are committed with the next commit anyway, so while the writer already
 //! has a commit coming (it waits with a deadline), queueing one costs no wake-up of its
-//! thread. A request somebody waits for, or one reaching an idle writer (no deadline),
-//! wakes it as a channel would. Everything stays in the order it was sent.
+//! thread. Nor does the flush before an acknowledgement, which may wait a millisecond
+//! anyway: a writer with a deadline looks at its queue every millisecond. A request
+//! somebody waits for at once, or one reaching an idle writer (no deadline), wakes it as a
+//! channel would. Everything stays in the order it was sent.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -31,7 +33,8 @@ pub(super) struct Stopped;
 enum Wake {
     /// Anything (it waits without a deadline).
     Any,
-    /// Only a request somebody waits for (its deadline will bring it back for the rest).
+    /// Only a request somebody waits for at once (its deadline will bring it back for
+    /// the rest).
     Waited,
 }
 
@@ -75,9 +78,13 @@ pub(super) fn channel() -> (Sender, Receiver) {
 }
 
 impl Request {
-    /// Whether somebody waits for this request (to be durable, or for its answer).
-    fn waited(&self) -> bool {
-        self.done.is_some() || matches!(self.op, Op::Recall(..))
+    /// Whether this request must wake a writer that waits with a deadline: somebody waits
+    /// for it to be durable (or for its answer) at once. The flush before an
+    /// acknowledgement does not: it may wait up to [`super::writer::COALESCE`] anyway, and
+    /// such a writer looks at its queue at least that often.
+    fn wakes(&self) -> bool {
+        let acknowledgement = matches!(self.op, Op::Ack);
+        (self.done.is_some() && !acknowledgement) || matches!(self.op, Op::Recall(..))
     }
 }
 
@@ -90,7 +97,7 @@ impl Sender {
         }
         let wake = match state.waiting {
             Some(Wake::Any) => true,
-            Some(Wake::Waited) => request.waited(),
+            Some(Wake::Waited) => request.wakes(),
             None => false,
         };
         state.queue.push_back(request);
@@ -134,9 +141,12 @@ impl Receiver {
         self.next(Some(Instant::now() + timeout))
     }
 
-    /// Everything queued right now, in order.
-    pub(super) fn try_iter(&self) -> impl Iterator<Item = Request> + use<> {
-        std::mem::take(&mut self.0.lock().queue).into_iter()
+    /// Moves everything queued right now onto the end of `out`, in order. The queue keeps
+    /// its room, and so does `out`: neither is allocated again under a steady load.
+    pub(super) fn drain_into(&self, out: &mut Vec<Request>) {
+        let mut state = self.0.lock();
+        out.extend(state.queue.drain(..));
+        state.queue.shrink_to(super::writer::KEPT_REQUESTS);
     }
 
     fn next(&self, deadline: Option<Instant>) -> Result<Request, RecvTimeoutError> {
@@ -218,7 +228,9 @@ mod tests {
         other.send(lazy(2)).unwrap();
         tx.send(lazy(3)).unwrap();
         let first = rx.recv().unwrap();
-        let rest: Vec<Option<u64>> = rx.try_iter().map(|r| seq(&r)).collect();
+        let mut rest = Vec::new();
+        rx.drain_into(&mut rest);
+        let rest: Vec<Option<u64>> = rest.iter().map(seq).collect();
         assert_eq!(seq(&first), Some(1));
         assert_eq!(rest, [None, Some(2), Some(3)]);
     }
@@ -232,20 +244,41 @@ mod tests {
         assert_eq!(writer.join().unwrap(), Some(7));
     }
 
-    #[test]
-    fn a_change_nobody_waits_for_waits_for_the_deadline_of_a_writer_that_has_one() {
+    /// Sends `request` to a writer waiting 300 ms for one; returns whether the request it
+    /// got is an acknowledgement's flush, and how long it waited.
+    fn sent_to_a_writer_with_a_deadline(
+        request: Request,
+    ) -> (Result<bool, RecvTimeoutError>, bool) {
         let (tx, rx) = channel();
         let wait = Duration::from_millis(300);
         let writer = std::thread::spawn(move || {
             let began = Instant::now();
-            let got = rx.recv_timeout(wait).map(|r| seq(&r));
+            let got = rx.recv_timeout(wait).map(|r| matches!(r.op, Op::Ack));
             (got, began.elapsed())
         });
         std::thread::sleep(Duration::from_millis(50));
-        tx.send(lazy(4)).unwrap();
+        tx.send(request).unwrap();
         let (got, took) = writer.join().unwrap();
-        assert_eq!(got, Ok(Some(4)));
-        assert!(took >= wait, "returned after {took:?}, before the deadline");
+        (got, took >= wait)
+    }
+
+    #[test]
+    fn a_change_nobody_waits_for_waits_for_the_deadline_of_a_writer_that_has_one() {
+        let (got, waited_whole) = sent_to_a_writer_with_a_deadline(lazy(4));
+        assert_eq!(got, Ok(false));
+        assert!(waited_whole, "returned before the deadline");
+    }
+
+    #[test]
+    fn an_acknowledgements_flush_does_not_wake_a_writer_that_has_a_deadline() {
+        let then = crate::state::writer::Then::new(|_| {});
+        let ack = Request {
+            op: Op::Ack,
+            done: Some(crate::state::writer::Done::Then(then)),
+        };
+        let (got, waited_whole) = sent_to_a_writer_with_a_deadline(ack);
+        assert_eq!(got, Ok(true));
+        assert!(waited_whole, "returned before the deadline");
     }
 
     #[test]

@@ -16,7 +16,9 @@
 //! The flush before an acknowledgement ([`Op::Ack`]) waits up to [`COALESCE`] for company:
 //! a task that ends within it has its result stored in the same commit, so a round trip
 //! pays for one fsync, not two. One that finds everything before it on disk already (the
-//! jobs it covers went out with an earlier commit) is answered at once.
+//! jobs it covers went out with an earlier commit) is answered at once. Nor does it wake
+//! a writer that has a commit coming: that one waits in slices of [`COALESCE`] and takes
+//! it at the end of the slice, without waiting for company again.
 //!
 //! Whoever waits hears through a channel, or through a continuation the writer runs itself
 //! once the commit is known ([`Then`]): a result is handed to the MQTT session, and the
@@ -45,6 +47,11 @@ pub(super) const COALESCE: Duration = Duration::from_millis(1);
 /// How long a result waits for the results of other running jobs to share its commit (as
 /// PostgreSQL's `commit_delay`): only while more jobs run than results are at hand.
 pub(super) const COMMIT_DELAY: Duration = Duration::from_micros(200);
+
+/// The most room kept for the next commit's frames (a larger commit's is given back).
+const KEPT_FRAMES: usize = 64 * 1024;
+/// The most requests' room kept for the next batch.
+pub(super) const KEPT_REQUESTS: usize = 1024;
 
 /// One change to the journal, or a question for it.
 pub(super) enum Op {
@@ -144,38 +151,39 @@ pub(super) struct Writer {
     pub(super) metrics: Metrics,
     pub(super) log: Log,
     pub(super) live: Live,
+    /// The frames of the commit being written; its room is kept for the next one.
+    pub(super) frames: Vec<u8>,
 }
 
 impl Writer {
     /// Commits queued requests in batches until every handle is gone; whatever is still
     /// held is then committed.
     pub(super) fn run(mut self, rx: &Receiver) {
-        // Changes nobody waits for, not committed yet, and when they must be.
+        // Changes not committed yet (nobody waits for them, or the batch being gathered),
+        // and when they must be. The vector keeps its room from one commit to the next.
         let mut held: Vec<Request> = Vec::new();
         let mut due: Option<Instant> = None;
         // Whether a write failed: the log is then rewritten before the next one.
         let mut broken = false;
         loop {
-            let first = match next(rx, due) {
-                Next::Request(request) => request,
+            let (first, waited_enough) = match next(rx, due) {
+                Next::Request(request) => (request, false),
+                Next::Found(request) => (request, true),
                 Next::Due => {
-                    broken = self.settle(std::mem::take(&mut held), broken);
+                    broken = self.settle(&mut held, broken);
                     due = None;
                     continue;
                 }
                 Next::Closed => break,
             };
             let running = self.live.jobs.len() as u64;
-            let (recalls, batch): (Vec<Request>, Vec<Request>) =
-                gather(first, rx, running, held.is_empty())
-                    .into_iter()
-                    .partition(|r| matches!(r.op, Op::Recall(..)));
+            let gathered = held.len();
+            gather(first, rx, running, waited_enough, &mut held);
             // A recall reads answers stored, and a store is always waited for: it needs
             // no commit of what is held.
-            let waited = batch.iter().any(|r| r.done.is_some());
-            held.extend(batch);
-            if waited {
-                broken = self.settle(std::mem::take(&mut held), broken);
+            let recalls = take_recalls(&mut held, gathered);
+            if held[gathered..].iter().any(|r| r.done.is_some()) {
+                broken = self.settle(&mut held, broken);
                 due = None;
             } else if !held.is_empty() {
                 due = due.or_else(|| Some(Instant::now() + LAZY));
@@ -183,14 +191,14 @@ impl Writer {
             self.recall(recalls);
         }
         if !held.is_empty() {
-            self.settle(held, broken);
+            self.settle(&mut held, broken);
         }
     }
 
-    /// Commits `batch`, then tells whoever waits for part of it how that went; returns
-    /// whether the log must be rewritten before the next commit.
-    fn settle(&mut self, mut batch: Vec<Request>, broken: bool) -> bool {
-        let result = self.repair(broken).and_then(|()| self.commit(&mut batch));
+    /// Commits `batch`, then tells whoever waits for part of it how that went, leaving it
+    /// empty; returns whether the log must be rewritten before the next commit.
+    fn settle(&mut self, batch: &mut Vec<Request>, broken: bool) -> bool {
+        let result = self.repair(broken).and_then(|()| self.commit(batch));
         if let Err(e) = &result {
             warn!(error = %e, "the task journal could not be written");
         }
@@ -248,7 +256,8 @@ impl Writer {
     /// enters and leaves the outbox).
     fn commit(&mut self, batch: &mut [Request]) -> std::io::Result<()> {
         let undone = answered_within(batch);
-        let mut frames = Vec::new();
+        let mut frames = std::mem::take(&mut self.frames);
+        frames.clear();
         let mut records = Vec::new();
         for (i, request) in batch.iter_mut().enumerate() {
             let record = match std::mem::replace(&mut request.op, Op::Flush) {
@@ -260,10 +269,16 @@ impl Writer {
             record.frame_into(&mut frames);
             records.push((record, start as u64, (frames.len() - start) as u64));
         }
-        if frames.is_empty() {
-            return Ok(());
+        let appended = match frames.is_empty() {
+            true => None,
+            false => Some(self.log.append(&frames)),
+        };
+        if frames.capacity() <= KEPT_FRAMES {
+            self.frames = frames;
         }
-        let base = self.log.append(&frames)?;
+        let Some(base) = appended.transpose()? else {
+            return Ok(());
+        };
         let now = recent::now();
         for (record, start, len) in &records {
             match self.live.apply(record, base + start, *len, now) {
@@ -304,45 +319,77 @@ fn answered_within(batch: &[Request]) -> HashSet<usize> {
 enum Next {
     /// Commit this, and whatever has queued up behind it.
     Request(Request),
+    /// The same, found queued when a slice of the wait ended (it did not wake the writer:
+    /// an acknowledgement's flush, which has waited for company long enough).
+    Found(Request),
     /// Commit the changes held: their time is up.
     Due,
     /// Every handle is gone.
     Closed,
 }
 
-/// Waits for the next request, or until `due`.
+/// Waits for the next request, or until `due`. A wait with a deadline is cut into slices
+/// of [`COALESCE`], so that a flush before an acknowledgement, which does not wake the
+/// writer, waits no longer than that.
 fn next(rx: &Receiver, due: Option<Instant>) -> Next {
     let Some(until) = due else {
         return rx.recv().map_or(Next::Closed, Next::Request);
     };
-    match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
-        Ok(request) => Next::Request(request),
-        Err(RecvTimeoutError::Timeout) => Next::Due,
-        Err(RecvTimeoutError::Disconnected) => Next::Closed,
+    loop {
+        let now = Instant::now();
+        let slice = until.min(now + COALESCE);
+        match rx.recv_timeout(slice.saturating_duration_since(now)) {
+            // Woken before the slice ended: by a request somebody waits for.
+            Ok(request) if Instant::now() < slice => return Next::Request(request),
+            Ok(request) => return Next::Found(request),
+            Err(RecvTimeoutError::Timeout) if slice < until => continue,
+            Err(RecvTimeoutError::Timeout) => return Next::Due,
+            Err(RecvTimeoutError::Disconnected) => return Next::Closed,
+        }
     }
 }
 
-/// `first` and everything queued behind it, and then maybe more:
-/// - if that holds a flush before an acknowledgement and nothing urgent, and there is
-///   something to make durable (a change in it, or changes `held` before), whatever
-///   arrives within [`COALESCE`] until something urgent does (with nothing to make
-///   durable the acknowledgement is answered at once);
+/// Adds `first` and everything queued behind it to `held`, and then maybe more (what is
+/// added is the batch; what `held` had before it is the changes held):
+/// - if the batch holds a flush before an acknowledgement and nothing urgent, and there is
+///   something to make durable (a change in it, or changes held), whatever arrives within
+///   [`COALESCE`] until something urgent does (with nothing to make durable the
+///   acknowledgement is answered at once), unless the batch has `waited_enough` already;
 /// - if it holds fewer results than the `running` jobs, whatever arrives within
 ///   [`COMMIT_DELAY`] until it holds as many.
-fn gather(first: Request, rx: &Receiver, running: u64, nothing_held: bool) -> Vec<Request> {
-    let mut batch: Vec<Request> = std::iter::once(first).chain(rx.try_iter()).collect();
-    if waits_for_company(&batch, nothing_held) {
-        wait_for(&mut batch, rx, COALESCE, Request::urgent);
+fn gather(
+    first: Request,
+    rx: &Receiver,
+    running: u64,
+    waited_enough: bool,
+    held: &mut Vec<Request>,
+) {
+    let from = held.len();
+    held.push(first);
+    rx.drain_into(held);
+    if !waited_enough && waits_for_company(&held[from..], from == 0) {
+        wait_for(held, rx, COALESCE, Request::urgent);
     }
     let is_result = |r: &Request| matches!(r.op, Op::Write(Record::Store(..)));
-    let mut results = batch.iter().filter(|r| is_result(r)).count() as u64;
+    let mut results = held[from..].iter().filter(|r| is_result(r)).count() as u64;
     if results > 0 && results < running {
-        wait_for(&mut batch, rx, COMMIT_DELAY, |r| {
+        wait_for(held, rx, COMMIT_DELAY, |r| {
             results += u64::from(is_result(r));
             results >= running
         });
     }
-    batch
+}
+
+/// Takes the recalls out of `held[from..]`, keeping the order of the rest.
+fn take_recalls(held: &mut Vec<Request>, from: usize) -> Vec<Request> {
+    let is_recall = |r: &Request| matches!(r.op, Op::Recall(..));
+    if !held[from..].iter().any(is_recall) {
+        return Vec::new();
+    }
+    let (recalls, rest): (Vec<Request>, Vec<Request>) =
+        held.drain(from..).partition(|r| is_recall(r));
+    held.extend(rest);
+    recalls
 }
 
 /// Whether `batch` holds an acknowledgement's flush that should wait for [`COALESCE`]:
@@ -364,10 +411,12 @@ fn wait_for(
 ) {
     let until = Instant::now() + delay;
     while let Ok(first) = rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+        let from = batch.len();
+        batch.push(first);
+        rx.drain_into(batch);
         let mut done = false;
-        for request in std::iter::once(first).chain(rx.try_iter()) {
-            done |= enough(&request);
-            batch.push(request);
+        for request in &batch[from..] {
+            done |= enough(request);
         }
         if done {
             break;
@@ -376,12 +425,13 @@ fn wait_for(
 }
 
 /// Tells whoever waits for a request in `batch` how its commit went.
-fn answer(batch: Vec<Request>, result: &Result<(), String>) {
-    for request in batch {
+fn answer(batch: &mut Vec<Request>, result: &Result<(), String>) {
+    for request in batch.drain(..) {
         if let Some(done) = request.done {
             done.tell(result.clone());
         }
     }
+    batch.shrink_to(KEPT_REQUESTS);
 }
 
 #[cfg(test)]
@@ -434,6 +484,26 @@ mod tests {
         let stored = request(store("a", true), true);
         assert!(!waits_for_company(&[accept(), ack(), stored], false));
         assert!(!waits_for_company(&[accept()], false), "no acknowledgement");
+    }
+
+    #[test]
+    fn a_writer_with_a_deadline_finds_an_acknowledgement_within_a_slice_of_its_wait() {
+        let (tx, rx) = super::super::queue::channel();
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            let ack = Request {
+                op: Op::Ack,
+                done: Some(Done::Then(Then::new(|_| {}))),
+            };
+            tx.send(ack).expect("sent");
+            tx
+        });
+        let began = Instant::now();
+        let found = next(&rx, Some(began + Duration::from_secs(60)));
+        let took = began.elapsed();
+        assert!(matches!(found, Next::Found(Request { op: Op::Ack, .. })));
+        assert!(took < Duration::from_secs(30), "found after {took:?}");
+        drop(sender.join().expect("sender"));
     }
 
     #[test]

@@ -178,7 +178,11 @@ impl Preparer {
         receipt: &Receipt,
         grants: Grants,
     ) -> Result<TaskSpec, TaskError> {
-        let digest = binary.digest.to_string();
+        // Only a credential's readers are matched against the digest.
+        let digest = match req.credentials.is_empty() {
+            true => String::new(),
+            false => binary.digest.to_string(),
+        };
         let config = self.config.grant(&ConfigRequest {
             task: &req.name,
             digest: &digest,

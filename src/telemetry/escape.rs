@@ -21,16 +21,20 @@ impl<'w> FormatFields<'w> for EscapedFields {
     }
 }
 
-/// Writes `text` with control characters (except tab) escaped.
+/// Writes `text` with control characters (except tab) escaped: the text between them is
+/// written as it is, a run at a time.
 fn write_escaped(out: &mut impl fmt::Write, text: &str) -> fmt::Result {
-    for c in text.chars() {
-        if c.is_control() && c != '\t' {
+    let escaped = |c: char| c.is_control() && c != '\t';
+    let mut rest = text;
+    while let Some(at) = rest.find(escaped) {
+        out.write_str(&rest[..at])?;
+        let mut chars = rest[at..].chars();
+        if let Some(c) = chars.next() {
             write!(out, "{}", c.escape_default())?;
-        } else {
-            out.write_char(c)?;
         }
+        rest = chars.as_str();
     }
-    Ok(())
+    out.write_str(rest)
 }
 
 #[cfg(test)]
@@ -48,5 +52,15 @@ mod tests {
             out,
             "ok\\n2026-12-01T00:00:00Z  INFO proplet: task admitted\\r\\u{1b}[31mred\\u{7}\tend"
         );
+    }
+
+    #[test]
+    fn text_around_the_escapes_is_kept_whole() {
+        let mut out = String::new();
+        write_escaped(&mut out, "\nété\u{85}ünï\r").expect("writes");
+        assert_eq!(out, "\\nété\\u{85}ünï\\r");
+        let mut plain = String::new();
+        write_escaped(&mut plain, "").expect("writes");
+        assert_eq!(plain, "");
     }
 }
