@@ -11,7 +11,8 @@
 //! which at-least-once delivery allows, and never loses a job or a result.
 //!
 //! Requests reach it through [`super::queue`], in order; one nobody waits for does not wake
-//! the thread while a commit is coming anyway.
+//! the thread while a commit is coming anyway, nor within [`LAZY`] of the last commit (the
+//! writer lingers that long before it sleeps without a deadline).
 //!
 //! The flush before an acknowledgement ([`Op::Ack`]) waits up to [`COALESCE`] for company:
 //! a task that ends within it has its result stored in the same commit, so a round trip
@@ -170,7 +171,9 @@ impl Writer {
                 Next::Request(request) => (request, false),
                 Next::Found(request) => (request, true),
                 Next::Due => {
-                    broken = self.settle(&mut held, broken);
+                    if !held.is_empty() {
+                        broken = self.settle(&mut held, broken);
+                    }
                     due = None;
                     continue;
                 }
@@ -184,7 +187,9 @@ impl Writer {
             let recalls = take_recalls(&mut held, gathered);
             if held[gathered..].iter().any(|r| r.done.is_some()) {
                 broken = self.settle(&mut held, broken);
-                due = None;
+                // The writer lingers: what nobody waits for, sent within LAZY of this
+                // commit (a delivery, the next job accepted), does not wake it.
+                due = Some(Instant::now() + LAZY);
             } else if !held.is_empty() {
                 due = due.or_else(|| Some(Instant::now() + LAZY));
             }
