@@ -245,7 +245,7 @@ mod tests {
     }
 
     /// Sends `request` to a writer waiting 300 ms for one; returns whether the request it
-    /// got is an acknowledgement's flush, and how long it waited.
+    /// got is an acknowledgement's flush, and whether it waited until the deadline.
     fn sent_to_a_writer_with_a_deadline(
         request: Request,
     ) -> (Result<bool, RecvTimeoutError>, bool) {
