@@ -201,7 +201,7 @@ pub async fn run(args: RunArgs, policy: HostApis) -> Result<TaskOutput, LocalErr
         .allowing(&args.credentials)
         .grant(&ConfigRequest {
             task: &name,
-            digest: &binary.digest.to_string(),
+            digest: &binary.digest,
             values: &values,
             credentials: &args.credentials,
         })

@@ -29,8 +29,8 @@ impl LatencyLimit {
     /// Fails if the limit is beyond what PM QoS takes (`i32::MAX` µs) or the device cannot
     /// be opened (no such device, or no permission).
     pub fn hold(limit: Duration) -> io::Result<LatencyLimit> {
-        let micros = i32::try_from(limit.as_micros())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "the limit is too long"))?;
+        let micros = pm_qos_micros(limit)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the limit is too long"))?;
         let mut device = open()?;
         device.write_all(&micros.to_ne_bytes())?;
         Ok(LatencyLimit {
@@ -43,6 +43,11 @@ impl LatencyLimit {
     pub fn limit(&self) -> Duration {
         self.limit
     }
+}
+
+/// `limit` in the microseconds PM QoS takes, if it takes it (at most `i32::MAX`).
+pub fn pm_qos_micros(limit: Duration) -> Option<i32> {
+    i32::try_from(limit.as_micros()).ok()
 }
 
 /// Whether this process may hold a limit: the device is there and it may write to it.

@@ -71,9 +71,9 @@ pub fn duration(text: &str) -> Result<Duration, String> {
 /// wake-up delay at all) of at most what Linux PM QoS takes, `i32::MAX` microseconds.
 pub fn cpu_latency(text: &str) -> Result<Duration, String> {
     let limit = duration(text)?;
-    match i32::try_from(limit.as_micros()) {
-        Ok(_) => Ok(limit),
-        Err(_) => Err(format!("{text} is longer than {} µs", i32::MAX)),
+    match crate::power::pm_qos_micros(limit) {
+        Some(_) => Ok(limit),
+        None => Err(format!("{text} is longer than {} µs", i32::MAX)),
     }
 }
 

@@ -79,16 +79,28 @@ impl PartialEq for ConfigPolicy {
 impl Eq for ConfigPolicy {}
 
 /// What a task brings and asks for.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct ConfigRequest<'a> {
     /// The task's name.
     pub task: &'a str,
-    /// Its binary's digest, `sha256:<hex>`.
-    pub digest: &'a str,
+    /// Its binary's digest, shown as `sha256:<hex>` (formatted only when a credential's
+    /// readers name digests).
+    pub digest: &'a dyn std::fmt::Display,
     /// Its own values (start field `config`).
     pub values: &'a BTreeMap<String, String>,
     /// Operator keys it asks for (start field `credentials`).
     pub credentials: &'a [String],
+}
+
+impl std::fmt::Debug for ConfigRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigRequest")
+            .field("task", &self.task)
+            .field("digest", &format_args!("{}", self.digest))
+            .field("values", &self.values.keys().collect::<Vec<_>>())
+            .field("credentials", &self.credentials)
+            .finish()
+    }
 }
 
 /// The values one task may read, sorted by key. `Debug` shows the keys only.
@@ -186,10 +198,11 @@ impl ConfigPolicy {
     /// Whether the policy lets this task read the operator value `key`.
     fn check_reader(&self, key: &str, req: &ConfigRequest<'_>) -> Result<(), CapabilityError> {
         let readers = self.allow.iter().find(|(k, _)| k == key).map(|(_, r)| r);
+        let mut digest = None;
         let allowed = readers.is_some_and(|readers| {
             readers.iter().any(|r| match r {
                 Reader::Task(pattern) => glob(pattern, req.task),
-                Reader::Digest(d) => d == req.digest,
+                Reader::Digest(d) => *d == *digest.get_or_insert_with(|| req.digest.to_string()),
             })
         });
         if allowed {
@@ -309,7 +322,7 @@ mod tests {
     ) -> ConfigRequest<'a> {
         ConfigRequest {
             task,
-            digest: DIGEST,
+            digest: &DIGEST,
             values,
             credentials,
         }

@@ -110,6 +110,22 @@ impl Sender {
     }
 }
 
+#[cfg(test)]
+impl Sender {
+    /// Whether the writer is blocked waiting for a request: a test sends once it is, so
+    /// that what it sends meets a waiting writer, however busy the machine.
+    pub(super) fn writer_waits(&self) -> bool {
+        self.0.lock().waiting.is_some()
+    }
+
+    /// Blocks until the writer waits (see [`Sender::writer_waits`]).
+    pub(super) fn until_the_writer_waits(&self) {
+        while !self.writer_waits() {
+            std::thread::yield_now();
+        }
+    }
+}
+
 impl Clone for Sender {
     fn clone(&self) -> Self {
         self.0.lock().senders += 1;
@@ -236,6 +252,22 @@ mod tests {
     }
 
     #[test]
+    fn a_burst_far_larger_than_usual_leaves_no_large_queue_behind() {
+        let (tx, rx) = channel();
+        for seq in 0..20_000 {
+            tx.send(lazy(seq)).unwrap();
+        }
+        let mut out = Vec::new();
+        rx.drain_into(&mut out);
+        assert!(
+            out.iter().map(seq).eq((0..20_000).map(Some)),
+            "all, in order"
+        );
+        let kept = rx.0.lock().queue.capacity();
+        assert!(kept <= crate::state::writer::KEPT_REQUESTS, "{kept} kept");
+    }
+
+    #[test]
     fn a_change_nobody_waits_for_wakes_an_idle_writer() {
         let (tx, rx) = channel();
         let writer = std::thread::spawn(move || rx.recv().and_then(|r| seq(&r)));
@@ -256,7 +288,7 @@ mod tests {
             let got = rx.recv_timeout(wait).map(|r| matches!(r.op, Op::Ack));
             (got, began.elapsed())
         });
-        std::thread::sleep(Duration::from_millis(50));
+        tx.until_the_writer_waits();
         tx.send(request).unwrap();
         let (got, took) = writer.join().unwrap();
         (got, took >= wait)

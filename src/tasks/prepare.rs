@@ -178,14 +178,9 @@ impl Preparer {
         receipt: &Receipt,
         grants: Grants,
     ) -> Result<TaskSpec, TaskError> {
-        // Only a credential's readers are matched against the digest.
-        let digest = match req.credentials.is_empty() {
-            true => String::new(),
-            false => binary.digest.to_string(),
-        };
         let config = self.config.grant(&ConfigRequest {
             task: &req.name,
-            digest: &digest,
+            digest: &binary.digest,
             values: &req.config,
             credentials: &req.credentials,
         })?;
