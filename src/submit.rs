@@ -203,7 +203,9 @@ fn inline(start: &mut StartRequest, path: &Path, key: Option<&Path>) -> Result<(
         path: path.to_owned(),
         source,
     })?;
-    start.file = base64::engine::general_purpose::STANDARD.encode(bytes);
+    start.file = base64::engine::general_purpose::STANDARD
+        .encode(bytes)
+        .into();
     if let Some(key) = key {
         let signed = crate::keys::sign(key, path)?;
         start.digest = Some(signed.digest);

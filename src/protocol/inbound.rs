@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::InlineFile;
 use super::lenient::{hint_u8, optional_text_list, or_default, text_list, text_map};
 use super::{ProtocolError, Topic};
 
@@ -76,9 +77,9 @@ pub struct StartRequest {
     #[serde(
         default,
         deserialize_with = "or_default",
-        skip_serializing_if = "String::is_empty"
+        skip_serializing_if = "InlineFile::is_empty"
     )]
-    pub file: String,
+    pub file: InlineFile,
     /// Positional arguments as text (numbers from seed managers are converted).
     #[serde(default, deserialize_with = "text_list")]
     pub inputs: Vec<String>,

@@ -5,6 +5,7 @@
 //! golden fixtures (`tests/fixtures/`).
 
 mod inbound;
+mod inline_file;
 mod lenient;
 pub mod metrics;
 mod outbound;
@@ -15,6 +16,7 @@ pub use inbound::{
     Chunk, Inbound, InvokeRequest, LimitsSpec, MountSpec, Rejected, StartRequest, StopRequest,
     Target, TraceFields, decode, oversized,
 };
+pub use inline_file::InlineFile;
 pub use metrics::{CpuMetrics, MemoryMetrics};
 pub use outbound::{
     BinaryRequest, Budget, Discovery, ErrorKind, InvokeResult, Liveliness, Metadata, Outbound,

@@ -152,7 +152,7 @@ impl Fetcher {
     /// tasks use the same bytes.
     pub async fn fetch(&self, req: &StartRequest) -> Result<Binary, FetchError> {
         let binary = if !req.file.is_empty() {
-            self.inline(&req.file)?
+            self.inline(req.file.as_bytes())?
         } else {
             match http_url(req)? {
                 Some(url) => self.http(url.as_str()).await?,
@@ -184,7 +184,7 @@ impl Fetcher {
         self.registry.on_chunk(chunk);
     }
 
-    fn inline(&self, file: &str) -> Result<Binary, FetchError> {
+    fn inline(&self, file: &[u8]) -> Result<Binary, FetchError> {
         if (file.len() as u64 / 4) * 3 > self.max_bytes {
             return Err(FetchError::TooLarge(self.max_bytes));
         }
