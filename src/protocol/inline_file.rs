@@ -1,8 +1,10 @@
 //! A start's inline binary (`file`): its base64 text, kept as the bytes that came.
 //!
-//! The text is not checked as UTF-8 nor copied through a `String` while the message is
-//! decoded: for a 50 KB component that check alone was a fortieth of a task's CPU, and the
-//! base64 decoder checks every byte anyway (anything outside its alphabet is refused).
+//! The text is not checked as UTF-8, nor for control characters, nor copied through a
+//! `String` while the message is decoded: the JSON decoder then only looks for the closing
+//! quote or a backslash (a vectorized search, where a string is scanned eight bytes at a
+//! time for all three), and the base64 decoder checks every byte anyway (anything outside
+//! its alphabet is refused). For a 68 KB component start that was 4-7 µs of a task's CPU.
 
 use std::fmt;
 
