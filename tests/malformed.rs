@@ -47,6 +47,18 @@ async fn worker_survives_malformed_input_and_answers_where_it_can() {
     // Bad binaries and calls.
     m.send_json(start_topic, &start("bad-b64", json!({"file": "%%%"})))
         .await;
+    // The inline file is taken as bytes, unchecked as text: bytes that are not UTF-8, a raw
+    // control character or an escape in it still end in an answer (from the base64 decoder).
+    for (id, file) in [
+        ("b64-not-utf8", &b"AGFz\xff\xfe\x80bQ=="[..]),
+        ("b64-control", b"AGFz\x01\x1fbQ=="),
+        ("b64-escaped", br"AGFz\u0000\\bQ=="),
+    ] {
+        let mut raw = format!(r#"{{"id":"{id}","name":"add","file":""#).into_bytes();
+        raw.extend_from_slice(file);
+        raw.extend_from_slice(b"\"}");
+        m.send(start_topic, raw).await;
+    }
     m.send_json(
         start_topic,
         &start("not-wasm", json!({"file": "aGVsbG8gd29ybGQ="})),
@@ -105,6 +117,9 @@ async fn worker_survives_malformed_input_and_answers_where_it_can() {
         assert_err(&m.result(id).await, "invalid", "undecodable");
     }
     assert_err(&m.result("bad-b64").await, "invalid", "base64");
+    for id in ["b64-not-utf8", "b64-control", "b64-escaped"] {
+        assert_err(&m.result(id).await, "invalid", "base64");
+    }
     assert_err(&m.result("not-wasm").await, "compile", "cannot compile");
     assert_err(&m.result("truncated").await, "compile", "cannot compile");
     assert_err(
