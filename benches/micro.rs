@@ -92,8 +92,8 @@ fn running(c: &mut Criterion) {
             Default::default(),
             Default::default(),
             allocation,
-        )
-        .expect("runtime");
+            proplet::sandbox::ScratchRoot::create().expect("scratch root"),
+        );
         for (label, binary) in [("core module", &core), ("component", &component)] {
             let first = tokio.block_on(runtime.run(spec(binary), None));
             assert_eq!(first.expect("runs").result, "30", "{label}");

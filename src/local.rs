@@ -10,7 +10,9 @@ use crate::config::HostApis;
 use crate::runtime::{Binary, KvAccess, Runtime, RuntimeError, TaskOutput, TaskSpec};
 use crate::sandbox::capabilities::{grant, parse_volumes};
 use crate::sandbox::kv::{KvGrant, KvPolicy, Quota};
-use crate::sandbox::{ConfigRequest, HttpGrant, HttpPolicy, Limits, Mount, MountRequest, Volume};
+use crate::sandbox::{
+    ConfigRequest, HttpGrant, HttpPolicy, Limits, Mount, MountRequest, ScratchRoot, Volume,
+};
 use crate::state::kv::KvStore;
 
 /// What to run.
@@ -237,8 +239,16 @@ pub async fn run(args: RunArgs, policy: HostApis) -> Result<TaskOutput, LocalErr
         sandbox,
         Default::default(),
         Default::default(),
-    )?;
+        scratch_root()?,
+    );
     Ok(runtime.run(spec, None).await?)
+}
+
+/// A scratch root under the system temp directory, removed when this command is done.
+fn scratch_root() -> Result<ScratchRoot, LocalError> {
+    ScratchRoot::create().map_err(|e| {
+        RuntimeError::Internal(format!("cannot create a scratch directory: {e}")).into()
+    })
 }
 
 /// What `proplet precompile` did with one file.
@@ -272,8 +282,13 @@ pub async fn precompile(
         ..Default::default()
     };
     let metering = config.budgets.metering();
-    let engine =
-        crate::runtime::WasmEngine::new(cache, metering, Default::default(), Default::default())?;
+    let engine = crate::runtime::WasmEngine::new(
+        cache,
+        metering,
+        Default::default(),
+        Default::default(),
+        scratch_root()?,
+    );
     let engine = std::sync::Arc::new(engine);
     let mut done = Vec::with_capacity(files.len());
     for file in files {

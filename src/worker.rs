@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::power;
 use crate::protocol::{Discovery, Liveliness, Metadata, Outbound, Topic};
 use crate::runtime::{ExternalRuntime, Runtime, RuntimeError, TaskRuntime};
+use crate::sandbox::ScratchRoot;
 use crate::state::{Journal, StateDir, StateError, Stored};
 use crate::tasks::{FetchError, Fetcher, ManagerParts, TaskManager, heartbeat};
 use crate::telemetry::{self, Metrics};
@@ -42,8 +43,8 @@ pub enum WorkerError {
     /// The heartbeat thread could not be started.
     #[error("cannot start the heartbeat thread: {0}")]
     Heartbeat(std::io::Error),
-    /// The scratch directory for the external runtime could not be created.
-    #[error("cannot create a working directory: {0}")]
+    /// The directory for task scratch directories could not be created.
+    #[error("cannot create a scratch directory: {0}")]
     Workdir(std::io::Error),
     /// No state directory is configured and no default location exists.
     #[error(
@@ -68,10 +69,7 @@ pub enum WorkerError {
 /// `cancelled`) → publish offline → disconnect.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), WorkerError> {
     let state = StateDir::open(config.state_dir.as_deref().ok_or(WorkerError::NoStateDir)?)?;
-    let workdir = tempfile::Builder::new()
-        .prefix("proplet-")
-        .tempdir()
-        .map_err(WorkerError::Workdir)?;
+    let workdir = state.workdir()?;
     let metrics = Metrics::new();
     let http_stop = CancellationToken::new();
     let http = match config.metrics_addr {
@@ -94,7 +92,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     } {
         warn!(error = %e, "the health and metrics endpoint task failed");
     }
+    remove_workdir(workdir);
     Ok(())
+}
+
+/// Removes the working directory level by level, as scratch is: a guest's tree in it may be
+/// deeper than a recursive removal can go. What is left goes with the next start.
+fn remove_workdir(dir: tempfile::TempDir) {
+    let path = dir.keep();
+    if let Err(e) = crate::sandbox::remove_path(&path) {
+        warn!(error = %e, dir = %path.display(), "cannot remove the working directory");
+    }
 }
 
 /// Holds the CPU wake-up latency limit `PROPLET_CPU_LATENCY` asks for; one that cannot be
@@ -153,7 +161,8 @@ impl Running {
                 sandbox_limits(config),
                 metrics.clone(),
                 config.allocation(),
-            )?),
+                ScratchRoot::create_in(workdir).map_err(WorkerError::Workdir)?,
+            )),
         };
         let id = &config.identity;
         let discovery = Outbound::Discovery(Discovery {

@@ -34,7 +34,7 @@ async fn a_restarted_proplet_loads_what_it_compiled_before() {
     let mut m = Manager::connect(&broker).await;
     let workload = guests::component_base64("workload");
     let task = |id: &str| start(id, json!({"file": workload, "inputs": ["1", "2"]}));
-    let state = state_dir().display().to_string();
+    let state = broker.state_dir().display().to_string();
     let env = |probe: &Probe| {
         let (k, v) = probe.env();
         [

@@ -20,7 +20,7 @@ const TASKS: usize = 4;
 async fn results_outlive_the_worker(signal: &str) {
     let mut broker = Broker::start();
     let mut m = Manager::connect(&broker).await;
-    let state = state_dir().display().to_string();
+    let state = broker.state_dir().display().to_string();
     let probe = Probe::new();
     let mut first = Daemon::start(
         &broker,
@@ -123,7 +123,7 @@ async fn until_answered(m: &mut Manager, seen: &mut Answers, ids: &[String]) {
 async fn a_worker_killed_mid_burst_leaves_no_task_unanswered() {
     let broker = Broker::start();
     let mut m = Manager::connect(&broker).await;
-    let state = state_dir().display().to_string();
+    let state = broker.state_dir().display().to_string();
     let env = [
         ("PROPLET_STATE_DIR", state.as_str()),
         ("PROPLET_MQTT_CLEAN_SESSION", "false"),
@@ -190,7 +190,7 @@ async fn a_worker_killed_mid_burst_leaves_no_task_unanswered() {
 async fn a_damaged_journal_is_set_aside_and_the_worker_carries_on() {
     let broker = Broker::start();
     let mut m = Manager::connect(&broker).await;
-    let state = state_dir();
+    let state = broker.state_dir();
     let state_text = state.display().to_string();
     let env = [("PROPLET_STATE_DIR", state_text.as_str())];
     let mut first = Daemon::start(&broker, &env);
@@ -234,7 +234,7 @@ async fn runs(probe: &Probe) -> u64 {
 async fn a_broker_killed_mid_burst_loses_no_answer_and_runs_nothing_twice() {
     let mut broker = Broker::start();
     let mut m = Manager::connect(&broker).await;
-    let state = state_dir().display().to_string();
+    let state = broker.state_dir().display().to_string();
     let probe = Probe::new();
     let env = [
         ("PROPLET_STATE_DIR", state.as_str()),

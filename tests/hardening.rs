@@ -49,9 +49,10 @@ async fn wait_scratch_removed(tmp: &Path) {
     }
 }
 
-/// The task scratch directories under `tmp` (in the proplet's scratch roots).
+/// The task scratch directories under `tmp` (in the scratch root in the proplet's working
+/// directory: `tmp/proplet-*/proplet-scratch-*/task-*`).
 fn scratch_dirs(tmp: &Path) -> Vec<String> {
-    walkdir_names(tmp)
+    names_at_depth(tmp, 3)
         .into_iter()
         .filter(|n| n.starts_with("task-"))
         .collect()
@@ -71,19 +72,17 @@ async fn daemon_in(tmp: &Path, extra: &[(&str, &str)]) -> (Broker, Manager, Daem
     (broker, manager, daemon)
 }
 
-/// Names two levels below `dir` (scratch roots and their task directories).
-fn walkdir_names(dir: &Path) -> Vec<String> {
-    let mut names = Vec::new();
-    for root in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        for task in std::fs::read_dir(root.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            names.push(task.file_name().to_string_lossy().into_owned());
-        }
+/// Names `depth` levels below `dir`.
+fn names_at_depth(dir: &Path, depth: usize) -> Vec<String> {
+    let entries = std::fs::read_dir(dir).into_iter().flatten().flatten();
+    if depth == 1 {
+        return entries
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
     }
-    names
+    entries
+        .flat_map(|e| names_at_depth(&e.path(), depth - 1))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,6 +250,12 @@ async fn only_a_guest_that_can_open_files_gets_a_scratch_directory() {
     let made = scratch_dirs(tmp.path());
     assert!(made.is_empty(), "scratch made for nothing: {made:?}");
     assert_ok(&run(&mut m, "opener", true).await, "1");
+    let made = scratch_dirs(tmp.path());
+    assert_eq!(
+        made.len(),
+        1,
+        "one scratch directory, kept for the next task: {made:?}"
+    );
     drop(d);
 }
 
@@ -513,4 +518,59 @@ async fn an_oversized_start_is_answered_and_a_huge_one_never_jams_the_session() 
         v["task_id"] == "huge"
     })
     .await;
+}
+
+/// A killed proplet cannot remove its working directory, task scratch included: the next
+/// one on the same state directory removes it before it starts, however deep the tree a
+/// guest left, without following a symbolic link out of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_workers_working_directory_goes_with_the_next_start() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let state = tempfile::tempdir().expect("state");
+    let outside = tempfile::tempdir().expect("outside");
+    std::fs::write(outside.path().join("keep"), "x").expect("write");
+    let settings = [("PROPLET_STATE_DIR", state.path().to_str().expect("utf-8"))];
+    let (broker, mut m, mut first) = daemon_in(tmp.path(), &settings).await;
+    m.send_json("control/manager/start", &start("before", json!({})))
+        .await;
+    assert_ok(&m.result("before").await, "30");
+    let left = workdirs(tmp.path());
+    assert_eq!(left.len(), 1, "{left:?}");
+    plant_leftovers(&tmp.path().join(&left[0]), outside.path());
+    first.signal("-KILL");
+    first.wait(Duration::from_secs(30)).await;
+    assert_eq!(workdirs(tmp.path()), left, "a killed worker leaves it");
+    let tmpdir = tmp.path().to_str().expect("utf-8");
+    let _second = Daemon::start(&broker, &[settings[0], ("TMPDIR", tmpdir)]);
+    m.wait_ready().await;
+    let now = workdirs(tmp.path());
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_ne!(
+        now, left,
+        "the second worker has a working directory of its own"
+    );
+    assert!(outside.path().join("keep").exists(), "a link was followed");
+}
+
+/// The `proplet-*` working directories in `tmp`.
+fn workdirs(tmp: &Path) -> Vec<String> {
+    names_at_depth(tmp, 1)
+        .into_iter()
+        .filter(|n| n.starts_with("proplet-"))
+        .collect()
+}
+
+/// What a killed worker's tasks could leave in its working directory: a tree 5,000 levels
+/// deep, and a link to `outside`.
+fn plant_leftovers(workdir: &Path, outside: &Path) {
+    let root = names_at_depth(workdir, 1);
+    let scratch = workdir.join(&root[0]);
+    std::os::unix::fs::symlink(outside, scratch.join("escape")).expect("symlink");
+    let mut dir = cap_std::fs::Dir::open_ambient_dir(&scratch, cap_std::ambient_authority())
+        .expect("open the scratch root");
+    for _ in 0..5_000 {
+        dir.create_dir("d").expect("mkdir");
+        dir = dir.open_dir("d").expect("open");
+    }
+    dir.write("file", "x").expect("write");
 }

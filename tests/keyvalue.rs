@@ -35,7 +35,7 @@ const BUCKETS: (&str, &str) = ("PROPLET_KV_BUCKETS", "state=64KiB/100,tiny=8KiB/
 async fn buckets_outlive_the_process() {
     let broker = Broker::start();
     let mut m = Manager::connect(&broker).await;
-    let state = state_dir();
+    let state = broker.state_dir();
     let state_env = state.display().to_string();
     let env = [BUCKETS, ("PROPLET_STATE_DIR", state_env.as_str())];
     for (round, id) in [(1, "first"), (2, "second")] {

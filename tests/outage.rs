@@ -179,7 +179,7 @@ async fn a_backlog_of_results_never_crowds_out_the_subscriptions() {
 async fn journaled_worker() -> (Broker, Manager, String, Probe, Daemon) {
     let broker = Broker::start();
     let mut m = Manager::connect(&broker).await;
-    let state = state_dir().display().to_string();
+    let state = broker.state_dir().display().to_string();
     let probe = Probe::new();
     let first = Daemon::start(&broker, &[("PROPLET_STATE_DIR", &state), probe.env()]);
     m.wait_ready().await;
@@ -284,7 +284,7 @@ async fn a_worker_stopped_cleanly_leaves_nothing_to_answer_again() {
 async fn a_redelivered_start_of_a_finished_task_is_answered_again_not_run_again() {
     let broker = Broker::start();
     let mut m = Manager::connect(&broker).await;
-    let state = state_dir().display().to_string();
+    let state = broker.state_dir().display().to_string();
     let env = [
         ("PROPLET_STATE_DIR", state.as_str()),
         ("PROPLET_MQTT_CLEAN_SESSION", "false"),

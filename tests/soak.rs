@@ -91,7 +91,7 @@ async fn soak_with_restarts_loses_nothing_and_stays_flat() {
         .unwrap_or(SHORT);
     let mut broker = Broker::start();
     let mut m = Manager::connect(&broker).await;
-    let state = state_dir();
+    let state = broker.state_dir();
     let state_text = state.display().to_string();
     let probe = Probe::new();
     let env = [

@@ -167,6 +167,7 @@ fn bad_tls_files_are_a_clear_startup_error() {
             "client.key",
         ),
     ];
+    let state = tempfile::tempdir().expect("state dir");
     for (ca, cert, key, named) in cases {
         let out = Command::new(env!("CARGO_BIN_EXE_proplet"))
             .env_clear()
@@ -177,7 +178,7 @@ fn bad_tls_files_are_a_clear_startup_error() {
             .env("PROPLET_MQTT_TLS_CA_CERT", &ca)
             .env("PROPLET_MQTT_TLS_CLIENT_CERT", &cert)
             .env("PROPLET_MQTT_TLS_CLIENT_KEY", &key)
-            .env("PROPLET_STATE_DIR", state_dir())
+            .env("PROPLET_STATE_DIR", state.path())
             .output()
             .expect("run proplet");
         let stderr = String::from_utf8_lossy(&out.stderr);

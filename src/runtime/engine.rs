@@ -291,16 +291,17 @@ fn make_engine(fuel: bool, allocation: &Allocation) -> Result<(Engine, Allocator
 
 impl WasmEngine {
     /// An engine metering fuel when `fuel` is set, with a cache of compiled code within
-    /// `cache`, and the `sandbox` limits of every task. Wasmtime itself is set up by the
-    /// first task (see [`WasmEngine::warm_up`]).
+    /// `cache`, the `sandbox` limits of every task, and their scratch directories under
+    /// `scratch_root`. Wasmtime itself is set up by the first task (see
+    /// [`WasmEngine::warm_up`]).
     pub fn new(
         cache: CacheLimits,
         fuel: bool,
         sandbox: SandboxLimits,
         metrics: Metrics,
-    ) -> Result<Self, RuntimeError> {
-        let scratch_root = ScratchRoot::create().map_err(RuntimeError::internal)?;
-        Ok(WasmEngine {
+        scratch_root: ScratchRoot,
+    ) -> Self {
+        WasmEngine {
             parts: OnceLock::new(),
             cache: Mutex::new(HashMap::new()),
             limits: CacheLimits {
@@ -315,7 +316,7 @@ impl WasmEngine {
             scratch_root,
             allocation: Allocation::default(),
             http: super::http::Clients::default(),
-        })
+        }
     }
 
     /// Sets Wasmtime up with the instance allocator of `allocation` (on demand unless
@@ -750,8 +751,8 @@ mod tests {
             false,
             SandboxLimits::default(),
             Metrics::default(),
-        )
-        .expect("engine");
+            ScratchRoot::create().expect("scratch root"),
+        );
         let bytes: Arc<[u8]> = wat::parse_str(ADD).expect("wat").into();
         let digest = Digest::of(&bytes);
         (Arc::new(engine), bytes, digest)
@@ -798,19 +799,17 @@ mod tests {
 
     #[tokio::test]
     async fn failures_are_not_cached_and_the_cache_is_bounded() {
-        let engine = Arc::new(
-            WasmEngine::new(
-                CacheLimits {
-                    entries: 2,
-                    bytes: 1 << 30,
-                    disk: None,
-                },
-                true,
-                SandboxLimits::default(),
-                Metrics::default(),
-            )
-            .expect("engine"),
-        );
+        let engine = Arc::new(WasmEngine::new(
+            CacheLimits {
+                entries: 2,
+                bytes: 1 << 30,
+                disk: None,
+            },
+            true,
+            SandboxLimits::default(),
+            Metrics::default(),
+            ScratchRoot::create().expect("scratch root"),
+        ));
         let junk: Arc<[u8]> = Arc::from(&b"not wasm"[..]);
         let junk_digest = Digest::of(&junk);
         assert!(matches!(
@@ -836,10 +835,13 @@ mod tests {
             bytes: 1,
             disk: None,
         };
-        let engine = Arc::new(
-            WasmEngine::new(limits, false, SandboxLimits::default(), Metrics::default())
-                .expect("engine"),
-        );
+        let engine = Arc::new(WasmEngine::new(
+            limits,
+            false,
+            SandboxLimits::default(),
+            Metrics::default(),
+            ScratchRoot::create().expect("scratch root"),
+        ));
         for n in 0..3 {
             compile_nth(&engine, n).await;
             assert_eq!(engine.lock_cache().len(), 1, "only the newest is kept");
@@ -854,10 +856,13 @@ mod tests {
             }),
             ..Default::default()
         };
-        Arc::new(
-            WasmEngine::new(limits, fuel, SandboxLimits::default(), Metrics::default())
-                .expect("engine"),
-        )
+        Arc::new(WasmEngine::new(
+            limits,
+            fuel,
+            SandboxLimits::default(),
+            Metrics::default(),
+            ScratchRoot::create().expect("scratch root"),
+        ))
     }
 
     /// The entry files under `dir`, of every engine fingerprint.

@@ -372,16 +372,18 @@ pub enum Runtime {
 impl Runtime {
     /// In-process Wasmtime with a cache of compiled code within `cache`, metering fuel
     /// when `fuel` is set, every task within the `sandbox` limits (WASI handles, scratch),
-    /// instances allocated as `allocation` says.
+    /// instances allocated as `allocation` says, task scratch directories under `scratch`.
     pub fn wasmtime(
         cache: CacheLimits,
         fuel: bool,
         sandbox: crate::sandbox::SandboxLimits,
         metrics: crate::telemetry::Metrics,
         allocation: Allocation,
-    ) -> Result<Self, RuntimeError> {
-        let engine = WasmEngine::new(cache, fuel, sandbox, metrics)?.with_allocation(allocation);
-        Ok(Runtime::Wasmtime(Arc::new(engine)))
+        scratch: crate::sandbox::ScratchRoot,
+    ) -> Self {
+        let engine =
+            WasmEngine::new(cache, fuel, sandbox, metrics, scratch).with_allocation(allocation);
+        Runtime::Wasmtime(Arc::new(engine))
     }
 
     /// An external runtime binary, with temp files under `workdir`.

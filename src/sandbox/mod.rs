@@ -30,6 +30,7 @@ pub use meter::{Meter, Reading};
 pub use network::NetRule;
 pub use output::{CappedOutput, Echo};
 pub use quota::ScratchQuota;
+pub(crate) use scratch::remove_path;
 pub use scratch::{Scratch, ScratchRoot};
 
 /// Node-wide limits of every in-process task's sandbox.

@@ -20,8 +20,8 @@ use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use tracing::warn;
 
-/// The parent of every task's scratch directory: a fresh private directory under the
-/// system temp directory, removed (with anything left in it) when dropped.
+/// The parent of every task's scratch directory: a fresh private directory, removed (with
+/// anything left in it) when dropped.
 #[derive(Debug)]
 pub struct ScratchRoot {
     path: PathBuf,
@@ -42,9 +42,14 @@ const MAX_SPARES: usize = 64;
 impl ScratchRoot {
     /// Creates a fresh `proplet-scratch-*` directory (mode 0700) under the temp directory.
     pub fn create() -> io::Result<ScratchRoot> {
+        ScratchRoot::create_in(&std::env::temp_dir())
+    }
+
+    /// Creates a fresh `proplet-scratch-*` directory (mode 0700) under `parent`.
+    pub fn create_in(parent: &Path) -> io::Result<ScratchRoot> {
         let path = tempfile::Builder::new()
             .prefix("proplet-scratch-")
-            .tempdir()?
+            .tempdir_in(parent)?
             .keep();
         let dir = Dir::open_ambient_dir(&path, ambient_authority())?;
         let removals = Arc::new(RwLock::new(()));
@@ -88,11 +93,7 @@ impl Drop for ScratchRoot {
     fn drop(&mut self) {
         // Waits for scratch removals in progress (a poisoned lock guards nothing broken).
         let _alone = self.removals.write().unwrap_or_else(|e| e.into_inner());
-        let emptied = match Dir::open_ambient_dir(std::env::temp_dir(), ambient_authority()) {
-            Ok(tmp) => self.path.file_name().map(|name| remove_tree(&tmp, name)),
-            Err(e) => Some(Err(e)),
-        };
-        if let Some(Err(e)) = emptied {
+        if let Err(e) = remove_path(&self.path) {
             warn!(error = %e, dir = %self.path.display(), "could not remove the scratch root");
         }
     }
@@ -168,6 +169,17 @@ fn keep_if_empty(root: &Dir, name: String, spares: &Spares) -> Option<String> {
         return None;
     }
     Some(name)
+}
+
+/// Removes the directory at `path` and everything in it, as [`remove_tree`] does.
+pub(crate) fn remove_path(path: &Path) -> io::Result<()> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a directory below another",
+        ));
+    };
+    remove_tree(&Dir::open_ambient_dir(parent, ambient_authority())?, name)
 }
 
 /// Removes `name` under `parent` and everything in it, without recursion and with at most

@@ -20,6 +20,7 @@ mod outbox;
 mod queue;
 pub mod recent;
 mod record;
+mod workdir;
 mod writer;
 
 pub use dir::{StateDir, default_path};

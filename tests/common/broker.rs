@@ -1,6 +1,7 @@
 //! A real mosquitto on a free loopback port, killed and reaped on drop.
 
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -175,6 +176,26 @@ impl Broker {
     }
 
     /// Starts it again on the same port.
+    /// A state directory of its own for one test proplet, in the broker's directory, so
+    /// removed with it (the proplet creates it; a test that restarts a proplet passes the
+    /// same one again).
+    pub fn state_dir(&self) -> PathBuf {
+        let name = format!("proplet-state-{}", uuid::Uuid::new_v4());
+        self.dir.path().join(name)
+    }
+
+    /// A private temp directory (`TMPDIR`) for the proplets of this broker's test, in the
+    /// broker's directory, so removed with it.
+    pub fn tmp_dir(&self) -> PathBuf {
+        let tmp = self.dir.path().join("tmp");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&tmp)
+            .expect("create the proplets' TMPDIR");
+        tmp
+    }
+
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();

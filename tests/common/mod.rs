@@ -52,18 +52,15 @@ pub fn env(broker: &Broker, extra: &[(&str, &str)]) -> HashMap<String, String> {
     env.insert("PROPLET_MQTT_ADDRESS".into(), broker.url());
     env.insert(
         "PROPLET_STATE_DIR".into(),
-        state_dir().display().to_string(),
+        broker.state_dir().display().to_string(),
     );
+    // A proplet process killed by a test cannot remove its working directory: kept in the
+    // broker's directory, it goes with the broker's.
+    env.insert("TMPDIR".into(), broker.tmp_dir().display().to_string());
     for (k, v) in extra {
         env.insert((*k).to_owned(), (*v).to_owned());
     }
     env
-}
-
-/// A state directory of its own for one test proplet, under the system's temp directory
-/// (the proplet creates it; a test that restarts a proplet passes the same one again).
-pub fn state_dir() -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("proplet-test-state-{}", uuid::Uuid::new_v4()))
 }
 
 /// A broker, a connected manager and a ready in-process worker configured with `extra`.
