@@ -331,8 +331,9 @@ pub async fn latency_limited(broker: &Broker, report: &mut Report) {
 
 /// How many times a burst of tasks alternates with the broker's own burst: the machine's
 /// speed drifts from one second to the next, so each share compares two neighbouring
-/// bursts, and the median share is reported (with the others beside it).
-const PAIRS: usize = 3;
+/// bursts, and the median share and CPU per task are reported (with the others beside
+/// them). Five, not three: one slow second then moves the median less.
+const PAIRS: usize = 5;
 
 /// A burst through the echo peer and the burst of tasks that followed it.
 struct Pair {
@@ -416,8 +417,8 @@ fn size(bytes: usize) -> String {
 }
 
 /// The bursts of tasks of `kind`: rate and share of the broker's (median of the pairs,
-/// each pair's share beside it), worker CPU per task (median), largest heartbeat gap (of
-/// all).
+/// each pair's share beside it), worker CPU per task (median, each burst's beside it),
+/// largest heartbeat gap (of all).
 fn burst_rows(pairs: &[Pair], kind: Kind, qos: u8, report: &mut Report) {
     let shares: Vec<f64> = pairs.iter().map(Pair::share).collect();
     let share = median_of(&shares);
@@ -441,11 +442,13 @@ fn burst_rows(pairs: &[Pair], kind: Kind, qos: u8, report: &mut Report) {
         &target,
         qos != 2 || share >= share_least,
     );
-    let cpu = median_of(&pairs.iter().map(|p| p.cpu).collect::<Vec<_>>());
+    let cpus: Vec<Duration> = pairs.iter().map(|p| p.cpu).collect();
+    let cpu = median_of(&cpus);
+    let each: Vec<String> = cpus.iter().map(|c| c.as_micros().to_string()).collect();
     let line = format!("QoS {qos} worker CPU per {} task", kind.label());
     report.row(
         &line,
-        us(cpu),
+        format!("{} [{}]", us(cpu), each.join(", ")),
         &format!("≤ {cpu_most} µs"),
         cpu.as_secs_f64() * 1e6 <= cpu_most,
     );
