@@ -98,6 +98,28 @@ mod tests {
     }
 
     #[test]
+    fn a_link_in_the_recorded_place_is_removed_not_followed() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let state = StateDir::open(root.path()).expect("state");
+        let outside = tempfile::tempdir().expect("outside");
+        fs::write(outside.path().join("keep"), "x").expect("write");
+        let link = tempfile::Builder::new()
+            .prefix(PREFIX)
+            .tempdir()
+            .expect("dir")
+            .keep();
+        fs::remove_dir(&link).expect("rmdir");
+        std::os::unix::fs::symlink(outside.path(), &link).expect("symlink");
+        fs::write(root.path().join(RECORD), format!("{}\n", link.display())).expect("write");
+        drop(state.workdir().expect("workdir"));
+        assert!(fs::symlink_metadata(&link).is_err(), "the link is left");
+        assert!(
+            outside.path().join("keep").exists(),
+            "the link was followed"
+        );
+    }
+
+    #[test]
     fn a_record_naming_anything_else_is_ignored() {
         let root = tempfile::tempdir().expect("tempdir");
         let state = StateDir::open(root.path()).expect("state");
