@@ -337,8 +337,68 @@ fn run_mounts_directories_and_volumes_within_policy() {
 
 #[test]
 fn the_demo_runs_from_a_bare_environment() {
-    let out = proplet(&["demo"], &[]);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = proplet(
+        &["demo"],
+        &[("TMPDIR", tmp.path().to_str().expect("utf-8"))],
+    );
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     assert!(stdout.trim_end().ends_with("done"), "{stdout}");
+    assert_eq!(entries(tmp.path()), Vec::<String>::new(), "left in TMPDIR");
+}
+
+/// Interrupted once its proplets are online, the demo leaves nothing in TMPDIR.
+#[test]
+fn an_interrupted_demo_cleans_up() {
+    use std::io::BufRead as _;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_proplet"))
+        .arg("demo")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TMPDIR", tmp.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run proplet");
+    // Read to the end, so that the demo never writes into a closed pipe.
+    let stdout = child.stdout.take().expect("stdout");
+    let (online_tx, online) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.starts_with("proplets online") {
+                online_tx.send(()).ok();
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    online
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the demo's proplets never came online");
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let status = child.wait().expect("wait");
+    let lines = reader.join().expect("reader");
+    assert!(
+        !status.success(),
+        "an interrupted demo reports it: {lines:?}"
+    );
+    assert_ne!(lines.last().map(String::as_str), Some("done"), "{lines:?}");
+    assert_eq!(entries(tmp.path()), Vec::<String>::new(), "left in TMPDIR");
+}
+
+/// The names in `dir`.
+fn entries(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect()
 }

@@ -37,7 +37,12 @@ pub async fn run() -> anyhow::Result<()> {
     if let Some(endpoint) = &otel.traces_endpoint {
         println!("proplet demo: exporting traces to {endpoint}");
     }
-    let outcome = scenario().await;
+    let outcome = tokio::select! {
+        outcome = scenario() => outcome,
+        // Dropping the scenario removes the proplets' state directories; their working
+        // directories go as the runtime drops their tasks.
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
     telemetry.shutdown().await;
     outcome
 }
