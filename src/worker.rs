@@ -45,7 +45,7 @@ pub enum WorkerError {
     Heartbeat(std::io::Error),
     /// The directory for task scratch directories could not be created.
     #[error("cannot create a scratch directory: {0}")]
-    Workdir(std::io::Error),
+    Scratch(std::io::Error),
     /// No state directory is configured and no default location exists.
     #[error(
         "no state directory: set PROPLET_STATE_DIR (no HOME, XDG_STATE_HOME or STATE_DIRECTORY to default to)"
@@ -161,7 +161,7 @@ impl Running {
                 sandbox_limits(config),
                 metrics.clone(),
                 config.allocation(),
-                ScratchRoot::create_in(workdir).map_err(WorkerError::Workdir)?,
+                ScratchRoot::create_in(workdir).map_err(WorkerError::Scratch)?,
             )),
         };
         let id = &config.identity;

@@ -444,7 +444,10 @@ fn burst_rows(pairs: &[Pair], kind: Kind, qos: u8, report: &mut Report) {
     );
     let cpus: Vec<Duration> = pairs.iter().map(|p| p.cpu).collect();
     let cpu = median_of(&cpus);
-    let each: Vec<String> = cpus.iter().map(|c| c.as_micros().to_string()).collect();
+    let each: Vec<String> = cpus
+        .iter()
+        .map(|c| format!("{:.0}", c.as_secs_f64() * 1e6))
+        .collect();
     let line = format!("QoS {qos} worker CPU per {} task", kind.label());
     report.row(
         &line,

@@ -5,8 +5,10 @@
 //! crashes, cannot: without the record, every such restart would leave a directory (with
 //! whatever its tasks were writing) in a `/tmp` that is often a small RAM disk.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::io;
+use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 
 use tempfile::TempDir;
@@ -37,7 +39,7 @@ impl StateDir {
             .prefix(PREFIX)
             .tempdir()
             .map_err(|e| fail(format!("cannot create a working directory: {e}")))?;
-        let mut line = dir.path().as_os_str().as_encoded_bytes().to_vec();
+        let mut line = dir.path().as_os_str().as_bytes().to_vec();
         line.push(b'\n');
         fs::write(&record, line).map_err(|e| fail(format!("cannot record {RECORD}: {e}")))?;
         Ok(dir)
@@ -54,9 +56,8 @@ fn recorded(record: &Path) -> Option<PathBuf> {
             return None;
         }
     };
-    let text = std::str::from_utf8(bytes.strip_suffix(b"\n")?).ok()?;
-    let path = PathBuf::from(text);
-    let named = path.file_name()?.to_str()?.starts_with(PREFIX);
+    let path = PathBuf::from(OsStr::from_bytes(bytes.strip_suffix(b"\n")?));
+    let named = path.file_name()?.as_bytes().starts_with(PREFIX.as_bytes());
     (path.is_absolute() && named).then_some(path)
 }
 
@@ -117,6 +118,21 @@ mod tests {
             outside.path().join("keep").exists(),
             "the link was followed"
         );
+    }
+
+    #[test]
+    fn a_path_that_is_not_utf8_is_recorded_and_removed() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let state = StateDir::open(root.path()).expect("state");
+        let tmp = tempfile::tempdir().expect("tmp");
+        let left = tmp.path().join(OsStr::from_bytes(b"proplet-\xff\xfe"));
+        fs::create_dir_all(left.join("a")).expect("mkdir");
+        let mut line = left.as_os_str().as_bytes().to_vec();
+        line.push(b'\n');
+        fs::write(root.path().join(RECORD), line).expect("write");
+        assert_eq!(recorded(&root.path().join(RECORD)), Some(left.clone()));
+        drop(state.workdir().expect("workdir"));
+        assert!(!left.exists(), "{} is left", left.display());
     }
 
     #[test]

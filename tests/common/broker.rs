@@ -175,7 +175,6 @@ impl Broker {
         self.spawn();
     }
 
-    /// Starts it again on the same port.
     /// A state directory of its own for one test proplet, in the broker's directory, so
     /// removed with it (the proplet creates it; a test that restarts a proplet passes the
     /// same one again).
@@ -196,6 +195,7 @@ impl Broker {
         tmp
     }
 
+    /// Starts it again on the same port.
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
