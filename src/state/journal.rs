@@ -20,7 +20,7 @@ use tracing::warn;
 use super::outbox::{SharedDepth, Stored, Unstored};
 use super::recent::Recent;
 use super::record::Record;
-use super::writer::{Done, Op, Recalled, Request, STOPPED, Then, Writer, lock};
+use super::writer::{self, Done, Op, Recalled, Request, STOPPED, Then, Writer, lock};
 use super::{StateDir, StateError, legacy, log, queue};
 use crate::telemetry::Metrics;
 
@@ -78,6 +78,9 @@ pub struct Recovered {
 #[derive(Debug, Clone)]
 pub struct Journal {
     tx: queue::Sender,
+    /// The writer, shared with its thread: a lone job commits its own result.
+    writer: Arc<Mutex<Writer>>,
+    pace: Arc<writer::Pace>,
     depth: SharedDepth,
     recent: Arc<Mutex<Recent>>,
     db: Arc<Database>,
@@ -103,19 +106,16 @@ impl Journal {
         }
         depth.next.store(live.next_seq(), Ordering::Relaxed);
         let (tx, rx) = queue::channel();
-        let writer = Writer {
-            depth: depth.clone(),
-            metrics,
-            log,
-            live,
-            frames: Vec::new(),
-        };
+        let writer = Arc::new(Mutex::new(Writer::new(depth.clone(), metrics, log, live)));
+        let thread_writer = writer.clone();
         std::thread::Builder::new()
             .name("journal".into())
-            .spawn(move || writer.run(&rx))
+            .spawn(move || writer::run(&thread_writer, &rx))
             .map_err(|e| StateError::Journal(format!("cannot start its writer: {e}")))?;
         let journal = Journal {
             tx,
+            writer,
+            pace: Arc::default(),
             depth,
             recent,
             db: Arc::new(db),
@@ -154,9 +154,11 @@ impl Journal {
     }
 
     /// Stores a result in the outbox as [`Journal::store`] does, then calls `then` with its
-    /// sequence number as soon as it is on disk, on the journal's own thread: the result
-    /// can be handed to the MQTT session from there, without waking the task that made
-    /// it first. `then` runs exactly once (with an error should the writer stop first); it
+    /// sequence number as soon as it is on disk: on the journal's own thread, so that the
+    /// result can be handed to the MQTT session from there without waking the task that
+    /// made it first; or, when its job is the only one open and commits are quick, on the
+    /// calling thread before this returns, the commit made there (no thread woken at
+    /// all). `then` runs exactly once (with an error should the writer stop first); it
     /// must be quick and must not block or use the journal.
     pub fn store_then(
         &self,
@@ -167,7 +169,13 @@ impl Journal {
         let op = Op::Write(Record::Store(result.numbered(seq)));
         let then =
             Then::new(move |committed| then(committed.map(|()| seq).map_err(StateError::Journal)));
-        self.send(op, Some(Done::Then(then)));
+        let request = Request {
+            op,
+            done: Some(Done::Then(then)),
+        };
+        if let Some(request) = writer::lead(&self.writer, &self.tx, &self.pace, request) {
+            self.queue(request);
+        }
     }
 
     /// Removes result `seq` from the outbox: the broker has acknowledged it.
@@ -234,7 +242,11 @@ impl Journal {
     }
 
     fn send(&self, op: Op, done: Option<Done>) {
-        if self.tx.send(Request { op, done }).is_err() {
+        self.queue(Request { op, done });
+    }
+
+    fn queue(&self, request: Request) {
+        if self.tx.send(request).is_err() {
             warn!("the task journal's writer has stopped; this job is not journaled");
         }
     }
@@ -508,6 +520,120 @@ mod tests {
         assert_eq!(on_disk.unanswered, vec![job]);
         assert_eq!(on_disk.latent, vec!["latent".to_owned()]);
         assert!(on_disk.outbox.is_empty(), "the delivery is on disk too");
+    }
+
+    /// Stores a result for `task` with [`Journal::store_then`]; returns what its
+    /// continuation saw, and whether it had run by the time `store_then` returned.
+    fn store_and_see(journal: &Journal, root: &Path, task: &str) -> (Seen, bool) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = root.to_owned();
+        journal.store_then(result(task), move |stored| {
+            tx.send(seen(&path, stored)).expect("heard");
+        });
+        let at_once = rx.try_recv().ok();
+        let ran_at_once = at_once.is_some();
+        let seen = at_once.unwrap_or_else(|| rx.recv().expect("the continuation ran"));
+        (seen, ran_at_once)
+    }
+
+    /// A journal whose writer has timed a commit (a job leads only once one is known).
+    async fn timed() -> (tempfile::TempDir, StateDir, Journal) {
+        let (root, dir, journal) = fresh();
+        journal.accepted(entry("first", None, EntryKind::Start));
+        journal.flushed().await.expect("on disk");
+        journal.answered(entry("first", None, EntryKind::Start));
+        journal.flushed().await.expect("on disk");
+        (root, dir, journal)
+    }
+
+    #[tokio::test]
+    async fn a_lone_jobs_result_is_committed_on_its_own_thread_with_what_was_held() {
+        let (root, _dir, journal) = timed().await;
+        let seq = journal.store(result("earlier")).await.expect("stored");
+        // However loaded the machine, commits count as quick here; and the next result
+        // comes long after this one.
+        writer::hold_for_test(&journal.writer).quick_disk();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        // Changes nobody waits for, held or queued: they go with the job's commit.
+        journal.delivered(seq);
+        journal.deployed("latent");
+        journal.accepted(entry("alone", None, EntryKind::Start));
+        let ((stored, open, outbox, thread), at_once) =
+            store_and_see(&journal, root.path(), "alone");
+        assert!(at_once, "committed before store_then returned");
+        assert_ne!(thread.as_deref(), Some("journal"), "on the caller's thread");
+        let stored = stored.expect("stored");
+        assert_eq!((open, outbox), (0, vec![stored]), "the job crossed out");
+        assert_eq!(snapshot(root.path()).latent, vec!["latent".to_owned()]);
+    }
+
+    #[tokio::test]
+    async fn a_result_while_other_jobs_are_open_is_left_to_the_writers_thread() {
+        let (root, _dir, journal) = timed().await;
+        writer::hold_for_test(&journal.writer).quick_disk();
+        journal.accepted(entry("one", None, EntryKind::Start));
+        journal.accepted(entry("other", None, EntryKind::Start));
+        let ((stored, open, _, thread), _) = store_and_see(&journal, root.path(), "one");
+        assert!(stored.is_ok());
+        assert_eq!(thread.as_deref(), Some("journal"));
+        assert_eq!(open, 1, "the other job is still open");
+        // Open jobs committed earlier count as much as those still queued.
+        writer::hold_for_test(&journal.writer).quick_disk();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let ((_, _, _, thread), _) = store_and_see(&journal, root.path(), "third");
+        assert_eq!(thread.as_deref(), Some("journal"));
+    }
+
+    #[tokio::test]
+    async fn a_slow_disk_leaves_every_commit_to_the_writers_thread() {
+        let (root, _dir, journal) = timed().await;
+        writer::hold_for_test(&journal.writer).slow_disk();
+        for n in 0..5 {
+            let task = format!("slow{n}");
+            // Far apart, so that only the disk's speed keeps the job from its commit.
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            journal.accepted(entry(&task, None, EntryKind::Start));
+            let ((stored, ..), at_once) = store_and_see(&journal, root.path(), &task);
+            assert!(stored.is_ok());
+            assert!(!at_once, "a commit on the caller's thread");
+        }
+    }
+
+    #[test]
+    fn jobs_committing_beside_the_writer_keep_the_log_in_order() {
+        let (root, _dir, journal) = fresh();
+        let (threads, each) = (4, 300);
+        let on_callers = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for t in 0..threads {
+                let (journal, on_callers) = (journal.clone(), &on_callers);
+                scope.spawn(move || {
+                    for n in 0..each {
+                        let task = format!("t{t}-{n}");
+                        journal.accepted(entry(&task, None, EntryKind::Start));
+                        let (tx, rx) = std::sync::mpsc::channel();
+                        journal.store_then(result(&task), move |stored| {
+                            let thread = std::thread::current().name().map(str::to_owned);
+                            tx.send((stored.is_ok(), thread)).expect("heard");
+                        });
+                        let (stored, thread) = rx.recv().expect("answered");
+                        assert!(stored, "{task} stored");
+                        if thread.as_deref() != Some("journal") {
+                            on_callers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        let on_disk = snapshot(root.path());
+        let led = on_callers.into_inner();
+        assert!(
+            on_disk.unanswered.is_empty(),
+            "an accept was written after its job's result ({led} led): {:?}",
+            on_disk.unanswered
+        );
+        assert_eq!(on_disk.outbox.len(), threads * each);
+        drop(journal);
     }
 
     #[tokio::test]

@@ -126,6 +126,30 @@ impl Sender {
     }
 }
 
+impl Sender {
+    /// Moves everything queued onto the end of `out` if `take` says so of it (seeing the
+    /// queue as it is), and says whether it did. Only whoever holds the writer may take
+    /// requests, so that nothing is committed out of the order it was sent in.
+    pub(super) fn drain_if(
+        &self,
+        out: &mut Vec<Request>,
+        take: impl FnOnce(&VecDeque<Request>) -> bool,
+    ) -> bool {
+        let mut state = self.0.lock();
+        let taken = take(&state.queue);
+        if taken {
+            drain(&mut state, out);
+        }
+        taken
+    }
+}
+
+/// Moves everything queued onto the end of `out`, in order, keeping the queue's room.
+fn drain(state: &mut State, out: &mut Vec<Request>) {
+    out.extend(state.queue.drain(..));
+    state.queue.shrink_to(super::writer::KEPT_REQUESTS);
+}
+
 impl Clone for Sender {
     fn clone(&self) -> Self {
         self.0.lock().senders += 1;
@@ -147,6 +171,7 @@ impl Drop for Sender {
 impl Receiver {
     /// The next request, however long it takes; `None` once every sender is gone and the
     /// queue is empty.
+    #[cfg(test)]
     pub(super) fn recv(&self) -> Option<Request> {
         self.next(None).ok()
     }
@@ -160,16 +185,27 @@ impl Receiver {
     /// Moves everything queued right now onto the end of `out`, in order. The queue keeps
     /// its room, and so does `out`: neither is allocated again under a steady load.
     pub(super) fn drain_into(&self, out: &mut Vec<Request>) {
-        let mut state = self.0.lock();
-        out.extend(state.queue.drain(..));
-        state.queue.shrink_to(super::writer::KEPT_REQUESTS);
+        drain(&mut self.0.lock(), out);
+    }
+
+    /// Waits until something is queued, without taking it, or until `deadline`.
+    pub(super) fn wait(&self, deadline: Option<Instant>) -> Result<(), RecvTimeoutError> {
+        self.queued(deadline).map(drop)
     }
 
     fn next(&self, deadline: Option<Instant>) -> Result<Request, RecvTimeoutError> {
+        let mut state = self.queued(deadline)?;
+        // `queued` returns only with something queued.
+        state.queue.pop_front().ok_or(RecvTimeoutError::Timeout)
+    }
+
+    /// The state, locked, once something is queued (or an error once `deadline` passes or
+    /// every sender is gone with nothing queued).
+    fn queued(&self, deadline: Option<Instant>) -> Result<MutexGuard<'_, State>, RecvTimeoutError> {
         let mut state = self.0.lock();
         loop {
-            if let Some(request) = state.queue.pop_front() {
-                return Ok(request);
+            if !state.queue.is_empty() {
+                return Ok(state);
             }
             if state.senders == 0 {
                 return Err(RecvTimeoutError::Disconnected);

@@ -24,6 +24,13 @@
 //! Whoever waits hears through a channel, or through a continuation the writer runs itself
 //! once the commit is known ([`Then`]): a result is handed to the MQTT session, and the
 //! session told what it may acknowledge, straight from this thread.
+//!
+//! A job whose result comes alone — no other job open, results further apart than two
+//! commits take, a disk that commits within [`LEAD_MOST`] — makes the commit itself, on its
+//! own thread, when the writer is free ([`lead`]): a round trip then wakes neither the
+//! writer's thread nor the job. The writer's state sits behind a mutex for that, and
+//! requests leave the queue only in the hands of whoever holds it, so the log keeps the
+//! order they were sent in.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -40,6 +47,9 @@ use super::queue::{Receiver, RecvTimeoutError};
 use super::recent::{self, Recent};
 use super::record::Record;
 use crate::telemetry::Metrics;
+
+mod lead;
+pub(super) use lead::{Pace, lead};
 
 /// How long a change nobody waits for may be held before it is committed.
 pub(super) const LAZY: Duration = Duration::from_millis(10);
@@ -146,63 +156,153 @@ pub(super) fn lock(recent: &Mutex<Recent>) -> MutexGuard<'_, Recent> {
     recent.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The writer thread: the log, the state it adds up to, and the counters it keeps.
+/// The writer: the log, the state it adds up to, what is held for the next commit, and
+/// the counters it keeps. Its thread and the jobs that commit their own results
+/// ([`lead`]) share it behind a mutex; requests are taken from the queue only by whoever
+/// holds it, so they are committed in the order they were sent.
 pub(super) struct Writer {
-    pub(super) depth: SharedDepth,
-    pub(super) metrics: Metrics,
-    pub(super) log: Log,
-    pub(super) live: Live,
+    depth: SharedDepth,
+    metrics: Metrics,
+    log: Log,
+    live: Live,
     /// The frames of the commit being written; its room is kept for the next one.
-    pub(super) frames: Vec<u8>,
+    frames: Vec<u8>,
+    /// Changes not committed yet (nobody waits for them, or the batch being gathered).
+    /// The vector keeps its room from one commit to the next.
+    held: Vec<Request>,
+    /// When what is held must be committed; after a commit, the end of the writer's
+    /// lingering ([`LAZY`]).
+    due: Option<Instant>,
+    /// Whether a write failed: the log is then rewritten before the next one.
+    broken: bool,
+    /// How long a commit's write and `fdatasync` take (a moving average), once one is known.
+    commit_time: Option<Duration>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("log", &self.log)
+            .field("held", &self.held.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The writer, locked (a poisoned lock still holds a consistent writer: a commit's
+/// requests are answered only after the state is updated).
+fn hold(writer: &Mutex<Writer>) -> MutexGuard<'_, Writer> {
+    writer.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The writer, locked, for a test to change.
+#[cfg(test)]
+pub(super) fn hold_for_test(writer: &Mutex<Writer>) -> MutexGuard<'_, Writer> {
+    hold(writer)
+}
+
+#[cfg(test)]
+impl Writer {
+    /// Makes commits look slow, as on an SD card: no job commits its own result then.
+    pub(super) fn slow_disk(&mut self) {
+        self.commit_time = Some(Duration::from_secs(1));
+    }
+
+    /// Makes commits look quick, whatever the machine's load makes of them.
+    pub(super) fn quick_disk(&mut self) {
+        self.commit_time = Some(Duration::from_micros(1));
+    }
+}
+
+/// The writer thread: commits queued requests in batches until every handle is gone;
+/// whatever is still held is then committed.
+pub(super) fn run(writer: &Mutex<Writer>, rx: &Receiver) {
+    loop {
+        let due = hold(writer).due;
+        let next = next(rx, due);
+        let mut writer = hold(writer);
+        match next {
+            Next::Ready { waited_enough } => writer.turn(rx, waited_enough),
+            Next::Slice => {}
+            Next::Due => writer.due_now(),
+            Next::Closed => break,
+        }
+    }
+    let mut writer = hold(writer);
+    if !writer.held.is_empty() {
+        writer.settle_held(true);
+    }
 }
 
 impl Writer {
-    /// Commits queued requests in batches until every handle is gone; whatever is still
-    /// held is then committed.
-    pub(super) fn run(mut self, rx: &Receiver) {
-        // Changes not committed yet (nobody waits for them, or the batch being gathered),
-        // and when they must be. The vector keeps its room from one commit to the next.
-        let mut held: Vec<Request> = Vec::new();
-        let mut due: Option<Instant> = None;
-        // Whether a write failed: the log is then rewritten before the next one.
-        let mut broken = false;
-        loop {
-            let (first, waited_enough) = match next(rx, due) {
-                Next::Request(request) => (request, false),
-                Next::Found(request) => (request, true),
-                Next::Due => {
-                    if !held.is_empty() {
-                        broken = self.settle(&mut held, broken);
-                    }
-                    due = None;
-                    continue;
-                }
-                Next::Closed => break,
-            };
-            let running = self.live.jobs.len() as u64;
-            let gathered = held.len();
-            gather(first, rx, running, waited_enough, &mut held);
-            // A recall reads answers stored, and a store is always waited for: it needs
-            // no commit of what is held.
-            let recalls = take_recalls(&mut held, gathered);
-            if held[gathered..].iter().any(|r| r.done.is_some()) {
-                broken = self.settle(&mut held, broken);
-                // The writer lingers: what nobody waits for, sent within LAZY of this
-                // commit (a delivery, the next job accepted), does not wake it.
-                due = Some(Instant::now() + LAZY);
-            } else if !held.is_empty() {
-                due = due.or_else(|| Some(Instant::now() + LAZY));
-            }
-            self.recall(recalls);
+    /// A writer of `log`, whose records add up to `live`.
+    pub(super) fn new(depth: SharedDepth, metrics: Metrics, log: Log, live: Live) -> Writer {
+        Writer {
+            depth,
+            metrics,
+            log,
+            live,
+            frames: Vec::new(),
+            held: Vec::new(),
+            due: None,
+            broken: false,
+            commit_time: None,
         }
-        if !held.is_empty() {
-            self.settle(&mut held, broken);
+    }
+
+    /// Takes what is queued and commits it (gathering company first, as [`gather`] says)
+    /// or holds it.
+    fn turn(&mut self, rx: &Receiver, waited_enough: bool) {
+        let gathered = self.held.len();
+        rx.drain_into(&mut self.held);
+        if self.held.len() == gathered {
+            // A job committed it meanwhile.
+            return;
         }
+        let running = self.live.jobs.len() as u64;
+        gather(rx, running, waited_enough, &mut self.held, gathered);
+        self.close_turn(gathered, true);
+    }
+
+    /// Ends a turn whose batch is `held[gathered..]`: commits everything held if somebody
+    /// waits for part of the batch (the writer then lingers), or holds it until
+    /// [`LAZY`] from now; then answers the batch's recalls, which need no commit.
+    fn close_turn(&mut self, gathered: usize, may_compact: bool) {
+        let recalls = take_recalls(&mut self.held, gathered);
+        if self.held[gathered..].iter().any(|r| r.done.is_some()) {
+            self.settle_held(may_compact);
+            // The writer lingers: what nobody waits for, sent within LAZY of this
+            // commit (a delivery, the next job accepted), does not wake it.
+            self.due = Some(Instant::now() + LAZY);
+        } else if !self.held.is_empty() {
+            self.due = self.due.or_else(|| Some(Instant::now() + LAZY));
+        }
+        self.recall(recalls);
+    }
+
+    /// Commits what is held if its time is up (a job may have committed it, and moved
+    /// the time on, since the thread looked).
+    fn due_now(&mut self) {
+        if self.due.is_some_and(|due| due > Instant::now()) {
+            return;
+        }
+        if !self.held.is_empty() {
+            self.settle_held(true);
+        }
+        self.due = None;
+    }
+
+    /// Commits everything held (see [`Writer::settle`]), leaving `held` empty with its room.
+    fn settle_held(&mut self, may_compact: bool) {
+        let mut held = std::mem::take(&mut self.held);
+        self.broken = self.settle(&mut held, self.broken, may_compact);
+        self.held = held;
     }
 
     /// Commits `batch`, then tells whoever waits for part of it how that went, leaving it
     /// empty; returns whether the log must be rewritten before the next commit.
-    fn settle(&mut self, batch: &mut Vec<Request>, broken: bool) -> bool {
+    /// A compaction it calls for is made only if `may_compact` (a job leaves it to the
+    /// thread: a job does not commit once the log is overgrown).
+    fn settle(&mut self, batch: &mut Vec<Request>, broken: bool, may_compact: bool) -> bool {
         let result = self.repair(broken).and_then(|()| self.commit(batch));
         if let Err(e) = &result {
             warn!(error = %e, "the task journal could not be written");
@@ -210,7 +310,7 @@ impl Writer {
         let broken = result.is_err();
         self.count();
         answer(batch, &result.map_err(|e| e.to_string()));
-        if !broken && self.overgrown() {
+        if may_compact && !broken && self.overgrown() {
             return self.repair(true).is_err();
         }
         broken
@@ -276,7 +376,7 @@ impl Writer {
         }
         let appended = match frames.is_empty() {
             true => None,
-            false => Some(self.log.append(&frames)),
+            false => Some(self.append(&frames)),
         };
         if frames.capacity() <= KEPT_FRAMES {
             self.frames = frames;
@@ -293,6 +393,18 @@ impl Writer {
             }
         }
         Ok(())
+    }
+
+    /// Appends `frames` to the log, timing the write and its `fdatasync`.
+    fn append(&mut self, frames: &[u8]) -> std::io::Result<u64> {
+        let began = Instant::now();
+        let appended = self.log.append(frames);
+        let took = began.elapsed();
+        self.commit_time = Some(match self.commit_time {
+            None => took,
+            Some(average) => (average * 7 + took) / 8,
+        });
+        appended
     }
 }
 
@@ -322,56 +434,48 @@ fn answered_within(batch: &[Request]) -> HashSet<usize> {
 
 /// What the writer does next.
 enum Next {
-    /// Commit this, and whatever has queued up behind it.
-    Request(Request),
-    /// The same, found queued when a slice of the wait ended (it did not wake the writer:
-    /// an acknowledgement's flush, which has waited for company long enough).
-    Found(Request),
+    /// Take what is queued, and commit it with whatever queues up behind it; if
+    /// `waited_enough`, it was found when a slice of the wait ended (it did not wake the
+    /// writer: an acknowledgement's flush, which has waited for company long enough).
+    Ready { waited_enough: bool },
+    /// A slice of the wait ended with nothing queued: look at the deadline again.
+    Slice,
     /// Commit the changes held: their time is up.
     Due,
     /// Every handle is gone.
     Closed,
 }
 
-/// Waits for the next request, or until `due`. A wait with a deadline is cut into slices
-/// of [`COALESCE`], so that a flush before an acknowledgement, which does not wake the
-/// writer, waits no longer than that.
+/// Waits until a request is queued, without taking it (only whoever holds the writer
+/// does), or until `due`. A wait with a deadline is cut into slices of [`COALESCE`], so
+/// that a flush before an acknowledgement, which does not wake the writer, waits no longer
+/// than that, and a deadline a job moved on is seen.
 fn next(rx: &Receiver, due: Option<Instant>) -> Next {
-    let Some(until) = due else {
-        return rx.recv().map_or(Next::Closed, Next::Request);
-    };
-    loop {
-        let now = Instant::now();
-        let slice = until.min(now + COALESCE);
-        match rx.recv_timeout(slice.saturating_duration_since(now)) {
-            // Woken before the slice ended: by a request somebody waits for.
-            Ok(request) if Instant::now() < slice => return Next::Request(request),
-            Ok(request) => return Next::Found(request),
-            Err(RecvTimeoutError::Timeout) if slice < until => continue,
-            Err(RecvTimeoutError::Timeout) => return Next::Due,
-            Err(RecvTimeoutError::Disconnected) => return Next::Closed,
-        }
+    let now = Instant::now();
+    let slice = due.map(|until| until.min(now + COALESCE));
+    match rx.wait(slice) {
+        // Woken before the slice ended: by a request somebody waits for.
+        Ok(()) if slice.is_none_or(|slice| Instant::now() < slice) => Next::Ready {
+            waited_enough: false,
+        },
+        Ok(()) => Next::Ready {
+            waited_enough: true,
+        },
+        Err(RecvTimeoutError::Timeout) if slice < due => Next::Slice,
+        Err(RecvTimeoutError::Timeout) => Next::Due,
+        Err(RecvTimeoutError::Disconnected) => Next::Closed,
     }
 }
 
-/// Adds `first` and everything queued behind it to `held`, and then maybe more (what is
-/// added is the batch; what `held` had before it is the changes held):
+/// Adds to the batch `held[from..]` (what `held` has before it is the changes held) what
+/// queues up behind it, and then maybe more:
 /// - if the batch holds a flush before an acknowledgement and nothing urgent, and there is
 ///   something to make durable (a change in it, or changes held), whatever arrives within
 ///   [`COALESCE`] until something urgent does (with nothing to make durable the
 ///   acknowledgement is answered at once), unless the batch has `waited_enough` already;
 /// - if it holds fewer results than the `running` jobs, whatever arrives within
 ///   [`COMMIT_DELAY`] until it holds as many.
-fn gather(
-    first: Request,
-    rx: &Receiver,
-    running: u64,
-    waited_enough: bool,
-    held: &mut Vec<Request>,
-) {
-    let from = held.len();
-    held.push(first);
-    rx.drain_into(held);
+fn gather(rx: &Receiver, running: u64, waited_enough: bool, held: &mut Vec<Request>, from: usize) {
     if !waited_enough && waits_for_company(&held[from..], from == 0) {
         wait_for(held, rx, COALESCE, Request::urgent);
     }
@@ -509,11 +613,10 @@ mod tests {
         // Found when a slice ended; taken at the start of the next slice's wait if it
         // was sent just as one ended. Either way, not woken for, and long before the
         // deadline.
-        let ack = match found {
-            Next::Found(request) | Next::Request(request) => request,
-            Next::Due | Next::Closed => panic!("no acknowledgement"),
-        };
-        assert!(matches!(ack.op, Op::Ack));
+        assert!(matches!(found, Next::Ready { .. }), "no acknowledgement");
+        let mut queued = Vec::new();
+        rx.drain_into(&mut queued);
+        assert!(matches!(queued[..], [Request { op: Op::Ack, .. }]));
         assert!(took < Duration::from_secs(30), "found after {took:?}");
         drop(sender.join().expect("sender"));
     }
