@@ -332,8 +332,9 @@ pub async fn latency_limited(broker: &Broker, report: &mut Report) {
 /// How many times a burst of tasks alternates with the broker's own burst: the machine's
 /// speed drifts from one second to the next, so each share compares two neighbouring
 /// bursts, and the median share and CPU per task are reported (with the others beside
-/// them). Five, not three: one slow second then moves the median less.
-const PAIRS: usize = 5;
+/// them). Seven, not three or five: the pairs of one run spread by a third (60–87 % of
+/// the broker for one binary), and two slow seconds then move the median less.
+const PAIRS: usize = 7;
 
 /// A burst through the echo peer and the burst of tasks that followed it.
 struct Pair {
