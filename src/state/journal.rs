@@ -4,8 +4,9 @@
 //!
 //! It is a log of records ([`super::record`]) in `journal.log`, appended by a thread of
 //! its own ([`super::writer`]), which writes whatever has queued up with one `fdatasync`
-//! (one for a whole burst), in order. A result is on disk before it is published, and a job
-//! before the broker hears it was received; what nobody waits for follows within
+//! (one for a whole burst), in order; a job whose result comes alone on a quick disk makes
+//! that commit on its own thread instead. A result is on disk before it is published, and
+//! a job before the broker hears it was received; what nobody waits for follows within
 //! milliseconds. The guests' key-value buckets are in a redb database beside it
 //! (`journal.redb`).
 

@@ -90,7 +90,8 @@ pub(super) struct Request {
 pub(super) enum Done {
     /// A task waiting on a channel (dropped unanswered when the writer stops).
     Waiter(oneshot::Sender<Result<(), String>>),
-    /// A continuation, run on the writer's thread as soon as the commit is known.
+    /// A continuation, run by whoever commits (the writer's thread, or a job that commits
+    /// its own result) as soon as the commit is known.
     Then(Then),
 }
 
@@ -106,10 +107,11 @@ impl Done {
     }
 }
 
-/// What to do once a commit is known, run exactly once: by the writer after the commit,
-/// or with an error if the request is dropped first (the writer stopped). It runs on the
-/// writer's thread: it must be quick and must not block or wait for the journal (handing
-/// a message to a channel is what it is for).
+/// What to do once a commit is known, run exactly once: by whoever made the commit, or
+/// with an error if the request is dropped first (the writer stopped). It runs on the
+/// writer's thread, or on a job's that commits its own result, with the writer held: it
+/// must be quick and must not block or wait for the journal (handing a message to a
+/// channel is what it is for).
 pub(super) struct Then(Option<Continuation>);
 
 type Continuation = Box<dyn FnOnce(Result<(), String>) + Send>;

@@ -192,9 +192,10 @@ impl Answers {
     /// whether it was stored. Should the disk fail, the answer still goes out, from memory
     /// only.
     ///
-    /// The journal's thread hands it to the MQTT session as soon as the commit is done:
-    /// the answer does not wait for this task to be woken and scheduled first. Only when
-    /// the session's queue is full does this task wait for room itself.
+    /// Whoever commits it — the journal's thread, or this task itself when its result
+    /// comes alone — hands it to the MQTT session as soon as the commit is done: the answer
+    /// does not wait for this task to be woken and scheduled first. Only when the session's
+    /// queue is full does this task wait for room itself.
     async fn keep(&self, address: Address<'_>, encoded: Encoded, freed: Option<Freed>) -> Kept {
         let entry = Unstored {
             topic: encoded.topic().suffix().to_owned(),
