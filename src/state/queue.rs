@@ -7,7 +7,8 @@
 //! thread. Nor does the flush before an acknowledgement, which may wait a millisecond
 //! anyway: a writer with a deadline looks at its queue every millisecond. A request
 //! somebody waits for at once, or one reaching an idle writer (no deadline), wakes it as a
-//! channel would. Everything stays in the order it was sent.
+//! channel would. Everything stays in the order it was sent: requests are taken only by
+//! whoever holds the writer (its thread, or a job committing its own result).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -108,6 +109,22 @@ impl Sender {
         }
         Ok(())
     }
+
+    /// Moves everything queued onto the end of `out` if `take` says so of it (seeing the
+    /// queue as it is), and says whether it did. Only whoever holds the writer may take
+    /// requests, so that nothing is committed out of the order it was sent in.
+    pub(super) fn drain_if(
+        &self,
+        out: &mut Vec<Request>,
+        take: impl FnOnce(&VecDeque<Request>) -> bool,
+    ) -> bool {
+        let mut state = self.0.lock();
+        let taken = take(&state.queue);
+        if taken {
+            drain(&mut state, out);
+        }
+        taken
+    }
 }
 
 #[cfg(test)]
@@ -123,24 +140,6 @@ impl Sender {
         while !self.writer_waits() {
             std::thread::yield_now();
         }
-    }
-}
-
-impl Sender {
-    /// Moves everything queued onto the end of `out` if `take` says so of it (seeing the
-    /// queue as it is), and says whether it did. Only whoever holds the writer may take
-    /// requests, so that nothing is committed out of the order it was sent in.
-    pub(super) fn drain_if(
-        &self,
-        out: &mut Vec<Request>,
-        take: impl FnOnce(&VecDeque<Request>) -> bool,
-    ) -> bool {
-        let mut state = self.0.lock();
-        let taken = take(&state.queue);
-        if taken {
-            drain(&mut state, out);
-        }
-        taken
     }
 }
 
