@@ -285,7 +285,9 @@ fn replay(stored: &[Stored]) -> Vec<Encoded> {
 /// handled in one go; once the journal holds every job it admitted, the session may
 /// acknowledge those messages to the broker (one commit for a whole burst). The journal's
 /// thread tells the session so itself, as soon as the commit is done, so that the next
-/// messages are handled meanwhile and the acknowledgement waits for no task.
+/// messages are handled meanwhile and the acknowledgement waits for no task. Messages
+/// delivered at QoS 0 are flushed the same way (a job they brought is on disk within the
+/// flush's wait), but the session hears nothing of them: it has nothing to send.
 async fn dispatch(
     manager: TaskManager,
     mut events: SessionEvents,
@@ -303,11 +305,14 @@ async fn dispatch(
                 None => break,
             },
         };
-        let mut last = first.0;
+        let mut last = first.0.awaits_acknowledgement().then_some(first.0);
         manager.handle(first.1);
         while let Ok((delivery, msg)) = events.inbound.try_recv() {
             manager.handle(msg);
-            last = delivery;
+            last = delivery
+                .awaits_acknowledgement()
+                .then_some(delivery)
+                .or(last);
         }
         let Ok(permit) = pending.clone().acquire_owned().await else {
             break;
@@ -317,7 +322,11 @@ async fn dispatch(
             if let Err(e) = flushed {
                 warn!(error = %e, "the task journal could not be written; acknowledging anyway");
             }
-            handled.through(last);
+            // Messages delivered at QoS 0 are acknowledged to nobody: the session is not
+            // woken for them.
+            if let Some(last) = last {
+                handled.through(last);
+            }
             drop(permit);
         });
     }

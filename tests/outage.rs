@@ -280,6 +280,64 @@ async fn a_worker_stopped_cleanly_leaves_nothing_to_answer_again() {
         .await;
 }
 
+/// A start delivered at QoS 0 is acknowledged to nobody and answered all the same. Mixed
+/// with QoS 2 starts on a persistent session, it takes nothing from theirs: each of those
+/// is acknowledged, so the next process on the session is given none of them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_at_qos_0_among_qos_2_ones_are_answered_and_the_rest_still_acknowledged() {
+    let broker = Broker::start();
+    let mut m = Manager::connect(&broker).await;
+    let state = broker.state_dir().display().to_string();
+    let env = [
+        ("PROPLET_STATE_DIR", state.as_str()),
+        ("PROPLET_MQTT_CLEAN_SESSION", "false"),
+    ];
+    let mut first = Daemon::start(&broker, &env);
+    m.wait_ready().await;
+    let sent = [
+        ("two-a", QoS::ExactlyOnce),
+        ("zero-a", QoS::AtMostOnce),
+        ("two-b", QoS::ExactlyOnce),
+        ("zero-b", QoS::AtMostOnce),
+        ("zero-c", QoS::AtMostOnce),
+    ];
+    for (id, qos) in sent {
+        let payload = serde_json::to_vec(&start(id, json!({}))).expect("json");
+        m.send_at("control/manager/start", payload, qos).await;
+    }
+    for (id, _) in sent {
+        assert_ok(&m.result(id).await, "30");
+    }
+    first.signal("-TERM");
+    assert_eq!(first.wait(LONG).await, Some(0));
+    let _second = Daemon::start(&broker, &env);
+    m.wait_ready().await;
+    m.expect_none("control/proplet/results", Duration::from_secs(1), |_| true)
+        .await;
+}
+
+/// A session at QoS 0 (`PROPLET_MQTT_QOS=0`): starts come at QoS 0 whatever the manager
+/// published them at, nothing is acknowledged, and every one is answered, alone or
+/// together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_at_qos_0_answers_every_start() {
+    let (_broker, mut m, _worker) = {
+        let (broker, worker, m) = setup(&[("PROPLET_MQTT_QOS", "0")]).await;
+        (broker, m, worker)
+    };
+    m.send_json("control/manager/start", &start("alone", json!({})))
+        .await;
+    assert_ok(&m.result("alone").await, "30");
+    let ids: Vec<String> = (0..20).map(|n| format!("together-{n}")).collect();
+    for id in &ids {
+        m.send_json("control/manager/start", &start(id, json!({})))
+            .await;
+    }
+    for id in &ids {
+        assert_ok(&m.result(id).await, "30");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redelivered_start_of_a_finished_task_is_answered_again_not_run_again() {
     let broker = Broker::start();

@@ -58,9 +58,21 @@ pub struct SessionEvents {
     pub handled: Handled,
 }
 
-/// A message's place in the order of delivery.
+/// A message's place in the order of delivery, and whether the broker waits for its
+/// acknowledgement (not for a message delivered at QoS 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Delivery(u64);
+pub struct Delivery {
+    seq: u64,
+    acknowledged: bool,
+}
+
+impl Delivery {
+    /// Whether the broker waits for this message's acknowledgement: only then does the
+    /// session need to hear that it is handled.
+    pub fn awaits_acknowledgement(&self) -> bool {
+        self.acknowledged
+    }
+}
 
 /// Tells the session that every message up to a [`Delivery`] is handled — for a start,
 /// written down in the journal — so that the broker may now be told (PUBACK, or PUBREC at

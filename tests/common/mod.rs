@@ -211,15 +211,20 @@ impl Manager {
         }
     }
 
-    /// Publishes `payload` (JSON or raw) on `m/{A}/c/{C}/<suffix>`.
+    /// Publishes `payload` (JSON or raw) on `m/{A}/c/{C}/<suffix>` at QoS 2.
     pub async fn send(&self, suffix: &str, payload: impl Into<Vec<u8>>) {
+        self.send_at(suffix, payload, QoS::ExactlyOnce).await;
+    }
+
+    /// Publishes `payload` on `m/{A}/c/{C}/<suffix>` at `qos`.
+    pub async fn send_at(&self, suffix: &str, payload: impl Into<Vec<u8>>, qos: QoS) {
         self.client
-            .publish(topic(suffix), QoS::ExactlyOnce, false, payload.into())
+            .publish(topic(suffix), qos, false, payload.into())
             .await
             .expect("publish");
     }
 
-    /// Publishes a JSON value.
+    /// Publishes a JSON value at QoS 2.
     pub async fn send_json(&self, suffix: &str, value: &Value) {
         self.send(suffix, serde_json::to_vec(value).expect("json"))
             .await;

@@ -422,8 +422,13 @@ impl LoopState {
     /// reach the worker, at once.
     fn dispatch(&mut self, p: &Publish) {
         self.delivered += 1;
-        let delivery = Delivery(self.delivered);
-        let ack = (p.qos != QoS::AtMostOnce).then_some((delivery, p.pkid, p.qos));
+        let delivery = Delivery {
+            seq: self.delivered,
+            acknowledged: p.qos != QoS::AtMostOnce,
+        };
+        let ack = delivery
+            .awaits_acknowledgement()
+            .then_some((delivery, p.pkid, p.qos));
         self.unacknowledged.extend(ack);
         let Some(topic) = self.topics.parse(&p.topic) else {
             debug!(topic = %p.topic, "ignoring a message on an unexpected topic");
