@@ -321,10 +321,7 @@ async fn starts_at_qos_0_among_qos_2_ones_are_answered_and_the_rest_still_acknow
 /// together.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_at_qos_0_answers_every_start() {
-    let (_broker, mut m, _worker) = {
-        let (broker, worker, m) = setup(&[("PROPLET_MQTT_QOS", "0")]).await;
-        (broker, m, worker)
-    };
+    let (_broker, _worker, mut m) = setup(&[("PROPLET_MQTT_QOS", "0")]).await;
     m.send_json("control/manager/start", &start("alone", json!({})))
         .await;
     assert_ok(&m.result("alone").await, "30");
