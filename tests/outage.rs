@@ -280,20 +280,34 @@ async fn a_worker_stopped_cleanly_leaves_nothing_to_answer_again() {
         .await;
 }
 
+/// The environment of a proplet on the state directory `state` whose MQTT session the
+/// broker keeps from one process to the next: what one leaves unacknowledged, the broker
+/// delivers again to the next.
+fn persistent(state: &str) -> [(&'static str, &str); 2] {
+    [
+        ("PROPLET_STATE_DIR", state),
+        ("PROPLET_MQTT_CLEAN_SESSION", "false"),
+    ]
+}
+
+/// A broker, a manager, and a ready proplet process on a persistent session (see
+/// [`persistent`]), with the state directory for the next process.
+async fn persistent_worker() -> (Broker, Manager, String, Daemon) {
+    let broker = Broker::start();
+    let mut m = Manager::connect(&broker).await;
+    let state = broker.state_dir().display().to_string();
+    let first = Daemon::start(&broker, &persistent(&state));
+    m.wait_ready().await;
+    (broker, m, state, first)
+}
+
 /// A start delivered at QoS 0 is acknowledged to nobody and answered all the same. Mixed
 /// with QoS 2 starts on a persistent session, it takes nothing from theirs: each of those
 /// is acknowledged, so the next process on the session is given none of them again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starts_at_qos_0_among_qos_2_ones_are_answered_and_the_rest_still_acknowledged() {
-    let broker = Broker::start();
-    let mut m = Manager::connect(&broker).await;
-    let state = broker.state_dir().display().to_string();
-    let env = [
-        ("PROPLET_STATE_DIR", state.as_str()),
-        ("PROPLET_MQTT_CLEAN_SESSION", "false"),
-    ];
-    let mut first = Daemon::start(&broker, &env);
-    m.wait_ready().await;
+    let (broker, mut m, state, mut first) = persistent_worker().await;
+    let env = persistent(&state);
     let sent = [
         ("two-a", QoS::ExactlyOnce),
         ("zero-a", QoS::AtMostOnce),
@@ -337,15 +351,8 @@ async fn a_session_at_qos_0_answers_every_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redelivered_start_of_a_finished_task_is_answered_again_not_run_again() {
-    let broker = Broker::start();
-    let mut m = Manager::connect(&broker).await;
-    let state = broker.state_dir().display().to_string();
-    let env = [
-        ("PROPLET_STATE_DIR", state.as_str()),
-        ("PROPLET_MQTT_CLEAN_SESSION", "false"),
-    ];
-    let mut first = Daemon::start(&broker, &env);
-    m.wait_ready().await;
+    let (broker, mut m, state, mut first) = persistent_worker().await;
+    let env = persistent(&state);
     m.send_json("control/manager/start", &start("once", json!({})))
         .await;
     let answer = m.result("once").await;

@@ -42,8 +42,12 @@ impl Pace {
     /// Notes a result stored now; returns the average gap between results so far (`None`
     /// for the first one).
     pub(super) fn note(&self) -> Option<Duration> {
+        self.note_at(Instant::now())
+    }
+
+    /// Notes a result stored at `now` (see [`Pace::note`]).
+    fn note_at(&self, now: Instant) -> Option<Duration> {
         let mut pace = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
         if let Some(last) = pace.last {
             let gap = now.duration_since(last).min(FAR_APART);
             pace.gap = Some(pace.gap.map_or(gap, |average| (average + gap) / 2));
@@ -164,9 +168,10 @@ mod tests {
     #[test]
     fn the_pace_of_results_follows_a_burst_and_an_idle_spell() {
         let pace = Pace::default();
-        assert_eq!(pace.note(), None);
-        std::thread::sleep(Duration::from_millis(20));
-        let idle = pace.note().expect("a gap");
+        let mut at = Instant::now();
+        assert_eq!(pace.note_at(at), None);
+        at += Duration::from_millis(20);
+        let idle = pace.note_at(at).expect("a gap");
         assert_eq!(
             idle, FAR_APART,
             "an idle spell counts as far apart, no more"
@@ -174,8 +179,13 @@ mod tests {
         // A burst: results a few microseconds apart are seen as such within a few.
         let mut burst = idle;
         for _ in 0..6 {
-            burst = pace.note().expect("a gap");
+            at += Duration::from_micros(5);
+            burst = pace.note_at(at).expect("a gap");
         }
         assert!(burst < idle / 32, "{burst:?} against {idle:?}");
+        // And one result after a pause brings the pace back up at once.
+        at += Duration::from_secs(1);
+        let after = pace.note_at(at).expect("a gap");
+        assert!(after >= FAR_APART / 2, "{after:?}");
     }
 }
