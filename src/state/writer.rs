@@ -260,8 +260,8 @@ impl Writer {
             // A job committed it meanwhile.
             return;
         }
-        let running = self.live.jobs.len() as u64;
-        gather(rx, running, waited_enough, &mut self.held, gathered);
+        let open = self.live.jobs.len();
+        gather(rx, open, waited_enough, &mut self.held, gathered);
         self.close_turn(gathered, true);
     }
 
@@ -475,20 +475,40 @@ fn next(rx: &Receiver, due: Option<Instant>) -> Next {
 ///   something to make durable (a change in it, or changes held), whatever arrives within
 ///   [`COALESCE`] until something urgent does (with nothing to make durable the
 ///   acknowledgement is answered at once), unless the batch has `waited_enough` already;
-/// - if it holds fewer results than the `running` jobs, whatever arrives within
-///   [`COMMIT_DELAY`] until it holds as many.
-fn gather(rx: &Receiver, running: u64, waited_enough: bool, held: &mut Vec<Request>, from: usize) {
+/// - if it holds fewer results than there are jobs running ([`running`], of which the log
+///   holds `open`), whatever arrives within [`COMMIT_DELAY`] until it holds as many.
+fn gather(rx: &Receiver, open: usize, waited_enough: bool, held: &mut Vec<Request>, from: usize) {
     if !waited_enough && waits_for_company(&held[from..], from == 0) {
         wait_for(held, rx, COALESCE, Request::urgent);
     }
     let is_result = |r: &Request| matches!(r.op, Op::Write(Record::Store(..)));
     let mut results = held[from..].iter().filter(|r| is_result(r)).count() as u64;
+    let running = running(open, held, from);
     if results > 0 && results < running {
         wait_for(held, rx, COMMIT_DELAY, |r| {
             results += u64::from(is_result(r));
             results >= running
         });
     }
+}
+
+/// The jobs running while the batch `held[from..]` is gathered: the `open` ones the log
+/// holds, and those accepted since (held, or in the batch), less those answered since. A
+/// job whose result is in the batch still counts: its result is one of those at hand. In
+/// a burst most jobs are accepted and answered between two commits, so the log alone
+/// would count almost none of them, and a result would never wait for company.
+fn running(open: usize, held: &[Request], from: usize) -> u64 {
+    let mut running = open as u64;
+    let mut gone = 0u64;
+    for (at, request) in held.iter().enumerate() {
+        match &request.op {
+            Op::Write(Record::Accept(_)) => running += 1,
+            Op::Write(Record::Answered(_)) => gone += 1,
+            Op::Write(Record::Store(s)) if s.closes && at < from => gone += 1,
+            _ => {}
+        }
+    }
+    running.saturating_sub(gone)
 }
 
 /// Takes the recalls out of `held[from..]`, keeping the order of the rest.
@@ -595,6 +615,42 @@ mod tests {
         let stored = request(store("a", true), true);
         assert!(!waits_for_company(&[accept(), ack(), stored], false));
         assert!(!waits_for_company(&[accept()], false), "no acknowledgement");
+    }
+
+    #[test]
+    fn jobs_accepted_since_the_last_commit_count_as_running() {
+        let request = |op| Request { op, done: None };
+        let accept = |t| request(Op::Write(Record::Accept(job(t))));
+        let answered = |t| request(Op::Write(Record::Answered(job(t))));
+        let result = |t| request(store(t, true));
+        // Nothing held: only the jobs the log holds open.
+        assert_eq!(running(3, &[], 0), 3);
+        // A burst: four accepted since the last commit, one result in the batch.
+        let burst = [
+            accept("a"),
+            accept("b"),
+            accept("c"),
+            accept("d"),
+            result("a"),
+        ];
+        assert_eq!(
+            running(0, &burst, 4),
+            4,
+            "a's result is at hand, a still counts"
+        );
+        // A job answered, or whose result was held before the batch, no longer runs.
+        let held = [
+            accept("a"),
+            answered("a"),
+            accept("b"),
+            result("b"),
+            result("c"),
+        ];
+        assert_eq!(running(1, &held, 4), 1, "only c, whose result is the batch");
+        // A lone round trip: one job, its result at hand, nothing to wait for.
+        assert_eq!(running(0, &[accept("a"), result("a")], 1), 1);
+        // More answers than jobs known (a log cut short): none, never fewer.
+        assert_eq!(running(0, &[answered("x"), answered("y")], 2), 0);
     }
 
     #[test]
