@@ -393,12 +393,6 @@ pub fn decode(topic: Topic, payload: &[u8]) -> Result<Inbound, Rejected> {
     decoded.map_err(|error| salvage(topic, payload, error))
 }
 
-/// [`decode`] of a message held in a shared buffer: the text of an inline binary is kept as
-/// a slice of `payload` rather than copied out of it.
-pub fn decode_shared(topic: Topic, payload: &bytes::Bytes) -> Result<Inbound, Rejected> {
-    super::inline_file::sharing(payload, || decode(topic, payload))
-}
-
 /// The refusal of a message larger than `limit` (`PROPLET_MQTT_MAX_PACKET_SIZE`), with the
 /// `id`, `invocation_id` and `proplet_id` a shallow scan finds, so that the manager gets an
 /// answer instead of silence. Nothing else of the payload is decoded.

@@ -14,7 +14,7 @@ mod topics;
 
 pub use inbound::{
     Chunk, Inbound, InvokeRequest, LimitsSpec, MountSpec, Rejected, StartRequest, StopRequest,
-    Target, TraceFields, decode, decode_shared, oversized,
+    Target, TraceFields, decode, oversized,
 };
 pub use inline_file::InlineFile;
 pub use metrics::{CpuMetrics, MemoryMetrics};
