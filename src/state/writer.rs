@@ -654,6 +654,32 @@ mod tests {
     }
 
     #[test]
+    fn a_flood_of_accepted_jobs_holds_a_result_no_longer_than_the_commit_delay() {
+        // A manager's flood: far more jobs accepted since the last commit than results
+        // will ever come. The result waits for company within the delay, then commits.
+        let (_tx, rx) = super::super::queue::channel();
+        let accept = |n: usize| Request {
+            op: Op::Write(Record::Accept(job(&format!("t{n}")))),
+            done: None,
+        };
+        let mut held: Vec<Request> = (0..200_000).map(accept).collect();
+        held.push(Request {
+            op: store("t0", true),
+            done: None,
+        });
+        let from = held.len() - 1;
+        // None open in the log: all of them accepted since.
+        assert_eq!(running(0, &held, from), 200_000);
+        let began = Instant::now();
+        gather(&rx, 0, true, &mut held, from);
+        let took = began.elapsed();
+        // Nothing came: the batch is as it was, and it did not wait for 199,999 more.
+        assert_eq!(held.len(), 200_001);
+        assert!(took >= COMMIT_DELAY, "did not wait for company: {took:?}");
+        assert!(took < Duration::from_secs(10), "held for {took:?}");
+    }
+
+    #[test]
     fn a_writer_with_a_deadline_finds_an_acknowledgement_within_a_slice_of_its_wait() {
         let (tx, rx) = super::super::queue::channel();
         let sender = std::thread::spawn(move || {
