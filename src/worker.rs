@@ -173,6 +173,7 @@ impl Running {
         let limit = PacketLimit::new(&config.mqtt, id);
         let (publisher, outbound) = Publisher::new(OUTBOUND_CAPACITY, limit);
         let offline = liveliness(config, "offline");
+        let fetcher = Fetcher::new(&config.fetch, publisher.clone(), config.admission.clone());
         let parts = SessionParts {
             discovery,
             offline: offline.clone(),
@@ -180,13 +181,14 @@ impl Running {
             metrics: metrics.clone(),
             journal: journal.clone(),
             replay: replay(&recovered.outbox),
+            known_texts: fetcher.known_texts(),
         };
         let (session, events) = MqttSession::start(&config.mqtt, id, parts)?;
         info!(proplet_id = %id.proplet_id, broker = %config.mqtt.address, runtime = %runtime.describe(), "proplet starting");
         let manager = TaskManager::new(ManagerParts {
             proplet_id: id.proplet_id.clone(),
             publisher: publisher.clone(),
-            fetcher: Fetcher::new(&config.fetch, publisher.clone(), config.admission.clone()),
+            fetcher,
             runtime,
             budgets: config.budgets,
             policy: config.admission.clone(),

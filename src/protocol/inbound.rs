@@ -6,12 +6,13 @@
 //! result instead of leaving the manager waiting.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::InlineFile;
 use super::lenient::{hint_u8, optional_text_list, or_default, text_list, text_map};
+use super::{InlineFile, KnownTexts};
 use super::{ProtocolError, Topic};
 
 /// A decoded message from the manager or the registry proxy.
@@ -391,6 +392,16 @@ pub fn decode(topic: Topic, payload: &[u8]) -> Result<Inbound, Rejected> {
         ))),
     };
     decoded.map_err(|error| salvage(topic, payload, error))
+}
+
+/// Decodes a payload received on `topic` as [`decode`] does, sharing an inline binary's
+/// text that `known` holds already (byte for byte the same) instead of copying it.
+pub fn decode_sharing(
+    topic: Topic,
+    payload: &[u8],
+    known: &Arc<dyn KnownTexts>,
+) -> Result<Inbound, Rejected> {
+    super::inline_file::sharing(known, || decode(topic, payload))
 }
 
 /// The refusal of a message larger than `limit` (`PROPLET_MQTT_MAX_PACKET_SIZE`), with the

@@ -14,9 +14,9 @@ mod topics;
 
 pub use inbound::{
     Chunk, Inbound, InvokeRequest, LimitsSpec, MountSpec, Rejected, StartRequest, StopRequest,
-    Target, TraceFields, decode, oversized,
+    Target, TraceFields, decode, decode_sharing, oversized,
 };
-pub use inline_file::InlineFile;
+pub use inline_file::{InlineFile, KnownTexts};
 pub use metrics::{CpuMetrics, MemoryMetrics};
 pub use outbound::{
     BinaryRequest, Budget, Discovery, ErrorKind, InvokeResult, Liveliness, Metadata, Outbound,

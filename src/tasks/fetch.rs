@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 use super::chunks::{Assembler, ChunkError};
 use super::inline::Decoded;
 use crate::config::FetchSettings;
-use crate::protocol::{BinaryRequest, Chunk, ErrorKind, Outbound, StartRequest};
+use crate::protocol::{BinaryRequest, Chunk, ErrorKind, KnownTexts, Outbound, StartRequest};
 use crate::runtime::{Binary, Digest};
 use crate::sandbox::{Policy, Source};
 use crate::transport::Publisher;
@@ -107,8 +107,8 @@ pub struct Fetcher {
     max_bytes: u64,
     /// Binaries in use, so that many tasks with one digest share one copy.
     shared: Mutex<HashMap<Digest, Weak<[u8]>>>,
-    /// Inline binaries decoded lately, by their base64 text.
-    decoded: Decoded,
+    /// Inline binaries decoded lately, by their base64 text (shared with the decoder).
+    decoded: Arc<Decoded>,
 }
 
 impl Fetcher {
@@ -123,7 +123,7 @@ impl Fetcher {
             policy,
             max_bytes: settings.max_binary_bytes,
             shared: Mutex::new(HashMap::new()),
-            decoded: Decoded::default(),
+            decoded: Arc::default(),
         }
     }
 
@@ -152,7 +152,7 @@ impl Fetcher {
     /// tasks use the same bytes.
     pub async fn fetch(&self, req: &StartRequest) -> Result<Binary, FetchError> {
         let binary = if !req.file.is_empty() {
-            self.inline(req.file.as_bytes())?
+            self.inline(req.file.shared())?
         } else {
             match http_url(req)? {
                 Some(url) => self.http(url.as_str()).await?,
@@ -179,19 +179,25 @@ impl Fetcher {
         binary
     }
 
+    /// The inline texts this fetcher remembers, for the MQTT session's decoder to share
+    /// ([`crate::protocol::decode_sharing`]).
+    pub fn known_texts(&self) -> Arc<dyn KnownTexts> {
+        self.decoded.clone()
+    }
+
     /// Feeds a chunk from `registry/server`.
     pub fn on_chunk(&self, chunk: Chunk) {
         self.registry.on_chunk(chunk);
     }
 
-    fn inline(&self, file: &[u8]) -> Result<Binary, FetchError> {
+    fn inline(&self, file: &Arc<[u8]>) -> Result<Binary, FetchError> {
         if (file.len() as u64 / 4) * 3 > self.max_bytes {
             return Err(FetchError::TooLarge(self.max_bytes));
         }
         if let Some(binary) = self.decoded.get(file) {
             return Ok(binary);
         }
-        let binary = Binary::new(STANDARD.decode(file)?);
+        let binary = Binary::new(STANDARD.decode(&**file)?);
         self.decoded.remember(file, &binary);
         Ok(binary)
     }

@@ -6,10 +6,15 @@
 //! a remembered text only if its text is exactly that text. Nothing is trusted from a
 //! shorter key, so no crafted text can be taken for another one. The memory held is
 //! bounded ([`MAX_BYTES`], [`MAX_ENTRIES`]); the least recently used entry goes first.
+//!
+//! The texts are also what the MQTT session's decoder shares ([`KnownTexts`]): a start whose
+//! text it found here carries the remembered text itself, which this cache then recognises
+//! without comparing it again.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::protocol::KnownTexts;
 use crate::runtime::Binary;
 
 /// Text and binary bytes held, at most.
@@ -20,16 +25,18 @@ pub const MAX_ENTRIES: usize = 16;
 /// The remembered texts and their binaries, most recently used last.
 #[derive(Debug, Default)]
 pub struct Decoded {
-    entries: Mutex<VecDeque<(Box<[u8]>, Binary)>>,
+    entries: Mutex<VecDeque<(Arc<[u8]>, Binary)>>,
 }
 
 impl Decoded {
-    /// The binary decoded from exactly `text` before, if remembered.
-    pub fn get(&self, text: &[u8]) -> Option<Binary> {
+    /// The binary decoded from exactly `text` before, if remembered: the remembered text
+    /// itself (shared by the decoder) needs no comparison.
+    pub fn get(&self, text: &Arc<[u8]>) -> Option<Binary> {
         let mut entries = self.lock();
         let at = entries
             .iter()
-            .rposition(|(known, _)| known.len() == text.len() && **known == *text)?;
+            .rposition(|(known, _)| Arc::ptr_eq(known, text))
+            .or_else(|| entries.iter().rposition(|(known, _)| same(known, text)))?;
         let entry = entries.remove(at)?;
         let binary = entry.1.clone();
         entries.push_back(entry);
@@ -37,7 +44,7 @@ impl Decoded {
     }
 
     /// Remembers that `text` decodes to `binary`, unless the pair alone is over the bound.
-    pub fn remember(&self, text: &[u8], binary: &Binary) {
+    pub fn remember(&self, text: &Arc<[u8]>, binary: &Binary) {
         let size = weight(text, binary);
         if size > MAX_BYTES {
             return;
@@ -49,13 +56,26 @@ impl Decoded {
                 held -= weight(&t, &b);
             }
         }
-        entries.push_back((text.into(), binary.clone()));
+        entries.push_back((text.clone(), binary.clone()));
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(Box<[u8]>, Binary)>> {
+    fn lock(&self) -> MutexGuard<'_, VecDeque<(Arc<[u8]>, Binary)>> {
         // Entries are pushed and popped whole: a poisoned queue is still consistent.
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+impl KnownTexts for Decoded {
+    fn find(&self, text: &[u8]) -> Option<Arc<[u8]>> {
+        let entries = self.lock();
+        let (known, _) = entries.iter().rev().find(|(known, _)| same(known, text))?;
+        Some(known.clone())
+    }
+}
+
+/// Whether `known` is `text`, byte for byte.
+fn same(known: &[u8], text: &[u8]) -> bool {
+    known.len() == text.len() && known == text
 }
 
 /// The bytes an entry holds.
@@ -67,35 +87,66 @@ fn weight(text: &[u8], binary: &Binary) -> usize {
 mod tests {
     use super::*;
 
+    fn text(bytes: &[u8]) -> Arc<[u8]> {
+        bytes.into()
+    }
+
     #[test]
     fn only_the_exact_text_finds_its_binary() {
         let decoded = Decoded::default();
-        decoded.remember(b"AAAA", &Binary::new(vec![0, 0, 0]));
-        assert_eq!(decoded.get(b"AAAA").expect("found").bytes[..], [0, 0, 0]);
-        assert!(decoded.get(b"AAAB").is_none(), "same length, another text");
-        assert!(decoded.get(b"AAAAAAAA").is_none(), "same start, longer");
-        assert!(decoded.get(b"").is_none());
+        decoded.remember(&text(b"AAAA"), &Binary::new(vec![0, 0, 0]));
+        let found = decoded.get(&text(b"AAAA")).expect("an equal copy");
+        assert_eq!(found.bytes[..], [0, 0, 0]);
+        assert!(
+            decoded.get(&text(b"AAAB")).is_none(),
+            "same length, another text"
+        );
+        assert!(
+            decoded.get(&text(b"AAAAAAAA")).is_none(),
+            "same start, longer"
+        );
+        assert!(decoded.get(&text(b"")).is_none());
+    }
+
+    #[test]
+    fn the_decoder_shares_only_a_text_equal_to_the_last_byte() {
+        let decoded = Decoded::default();
+        let held = text(&[b'A'; 4096]);
+        decoded.remember(&held, &Binary::new(vec![7]));
+        let shared = decoded.find(&[b'A'; 4096]).expect("the same bytes");
+        assert!(Arc::ptr_eq(&shared, &held), "the held text, not a copy");
+        assert_eq!(decoded.get(&shared).expect("known").bytes[..], [7]);
+        let mut last_differs = [b'A'; 4096];
+        last_differs[4095] = b'B';
+        assert!(decoded.find(&last_differs).is_none());
+        assert!(decoded.find(&[b'A'; 4095]).is_none(), "a prefix");
+        assert!(decoded.find(&[b'A'; 4097]).is_none(), "one byte longer");
     }
 
     #[test]
     fn the_bounds_hold_and_the_least_recently_used_goes_first() {
         let decoded = Decoded::default();
         for n in 0..MAX_ENTRIES {
-            decoded.remember(format!("text{n}").as_bytes(), &Binary::new(vec![n as u8]));
+            let t = text(format!("text{n}").as_bytes());
+            decoded.remember(&t, &Binary::new(vec![n as u8]));
         }
         assert!(
-            decoded.get(b"text0").is_some(),
+            decoded.get(&text(b"text0")).is_some(),
             "text0 is now the most recent"
         );
-        decoded.remember(b"one more", &Binary::new(vec![1]));
-        assert!(decoded.get(b"text1").is_none(), "the least recent went");
-        assert!(decoded.get(b"text0").is_some());
-        let big = vec![b'x'; MAX_BYTES / 2];
+        decoded.remember(&text(b"one more"), &Binary::new(vec![1]));
+        assert!(
+            decoded.get(&text(b"text1")).is_none(),
+            "the least recent went"
+        );
+        assert!(decoded.find(b"text1").is_none(), "nor is it shared");
+        assert!(decoded.get(&text(b"text0")).is_some());
+        let big = text(&vec![b'x'; MAX_BYTES / 2]);
         decoded.remember(&big, &Binary::new(vec![0; 16]));
         assert!(decoded.get(&big).is_some());
         let held: usize = decoded.lock().iter().map(|(t, b)| weight(t, b)).sum();
         assert!(held <= MAX_BYTES);
-        let too_big = vec![b'y'; MAX_BYTES];
+        let too_big = text(&vec![b'y'; MAX_BYTES]);
         decoded.remember(&too_big, &Binary::new(vec![0]));
         assert!(decoded.get(&too_big).is_none(), "over the bound alone");
         assert!(decoded.get(&big).is_some(), "and it evicted nothing");

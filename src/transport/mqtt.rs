@@ -39,7 +39,7 @@ use tracing::{debug, info, warn};
 
 use super::{Backoff, Encoded, Outbox, TransportError};
 use crate::config::{Identity, MqttConfig};
-use crate::protocol::{self, Inbound, Outbound, Rejected, Topic, Topics};
+use crate::protocol::{self, Inbound, KnownTexts, Outbound, Rejected, Topic, Topics};
 use crate::state::Journal;
 use crate::telemetry::Metrics;
 
@@ -104,6 +104,8 @@ pub struct SessionParts {
     pub journal: Journal,
     /// Results a previous process left in the durable outbox, sent first, in order.
     pub replay: Vec<Encoded>,
+    /// Inline binaries' texts the worker holds: a start that repeats one shares it.
+    pub known_texts: Arc<dyn KnownTexts>,
 }
 
 /// A running MQTT session.
@@ -156,6 +158,7 @@ impl MqttSession {
             intake_open: intake_open.clone(),
             metrics: parts.metrics,
             journal: parts.journal,
+            known_texts: parts.known_texts,
             abandoned: abandoned.clone(),
             failures: Failures::default(),
             inflight: Inflight::new(cfg.inflight),
@@ -328,6 +331,8 @@ struct LoopState {
     metrics: Metrics,
     /// Where acknowledged results leave the durable outbox.
     journal: Journal,
+    /// Inline texts a start may share instead of a copy of its own.
+    known_texts: Arc<dyn KnownTexts>,
     /// Fired when the session is dropped without being closed.
     abandoned: CancellationToken,
     /// Connection failures, logged once per kind.

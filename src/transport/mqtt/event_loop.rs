@@ -436,7 +436,7 @@ impl LoopState {
         };
         let mut msg = match p.payload.len() > self.max_packet_size {
             true => Err(protocol::oversized(topic, &p.payload, self.max_packet_size)),
-            false => protocol::decode(topic, &p.payload),
+            false => protocol::decode_sharing(topic, &p.payload, &self.known_texts),
         };
         if let Ok(Inbound::Start(req)) = &mut msg {
             req.redelivered = p.dup;
