@@ -1,10 +1,11 @@
 //! Hostile input, tried for real against the `proplet` binary: malformed and deeply nested
 //! JSON, wrong types, huge inputs, oversized messages, bad base64, non-wasm and truncated
 //! binaries, unknown imports, chunk floods, 10,000 starts in a burst, stops for unknown
-//! ids, and guests that spin, allocate, print without end or try to escape. The worker
-//! stays up, stays within a stated memory bound, answers every task that has an id with
-//! the right `error_kind`, keeps heartbeating — and its logs never show credentials or
-//! payloads.
+//! ids, a start whose text differs from a remembered one only in its last characters, and
+//! guests that spin, allocate, print without end or try to escape. The worker stays up,
+//! stays within a stated memory bound, answers every task that has an id with the right
+//! `error_kind` (and runs the binary it was sent), keeps heartbeating — and its logs never
+//! show credentials or payloads.
 
 mod common;
 
@@ -299,6 +300,55 @@ async fn the_worker_survives_everything_thrown_at_it() {
         "hostile suite: peak RSS {} MiB, {ok} burst tasks ran, {overloaded} overloaded",
         peak >> 20
     );
+    drop(d);
+}
+
+/// A module whose export `f` returns `value`, after a hundred other functions: two such
+/// modules differ only in their last few bytes, so their base64 texts are as long and
+/// differ only in their last characters.
+fn answering(value: u8) -> String {
+    let others: String = (0..100)
+        .map(|_| "(func (result i32) i32.const 7)")
+        .collect();
+    let wat = format!(r#"(module {others} (func (export "f") (result i32) i32.const {value}))"#);
+    b64(&wat::parse_str(wat).expect("wat"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_nearly_the_same_as_a_remembered_one_runs_its_own_binary() {
+    let broker = Broker::start();
+    let mut m = Manager::connect(&broker).await;
+    let d = Daemon::start(&broker, &[]);
+    m.wait_ready().await;
+    let (one, two) = (answering(1), answering(2));
+    assert_eq!(one.len(), two.len());
+    let common = one
+        .bytes()
+        .zip(two.bytes())
+        .take_while(|(a, b)| a == b)
+        .count();
+    assert!(
+        common + 4 >= one.len(),
+        "the texts differ only at their end"
+    );
+    let run = |id: &str, file: &str| start(id, json!({"file": file, "name": "f", "inputs": []}));
+    // The first is decoded and remembered; the near twins then come while it is.
+    m.send_json("control/manager/start", &run("one", &one))
+        .await;
+    let first = m.result("one").await;
+    assert_ok(&first, "1");
+    for (id, file) in [("two", &two), ("one-again", &one), ("two-again", &two)] {
+        m.send_json("control/manager/start", &run(id, file)).await;
+    }
+    let second = m.result("two").await;
+    assert_ok(&second, "2");
+    assert_ne!(second["digest"], first["digest"], "{second}");
+    let again = m.result("one-again").await;
+    assert_ok(&again, "1");
+    assert_eq!(again["digest"], first["digest"], "{again}");
+    let last = m.result("two-again").await;
+    assert_ok(&last, "2");
+    assert_eq!(last["digest"], second["digest"], "{last}");
     drop(d);
 }
 

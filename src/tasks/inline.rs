@@ -36,7 +36,7 @@ impl Decoded {
         let at = entries
             .iter()
             .rposition(|(known, _)| Arc::ptr_eq(known, text))
-            .or_else(|| entries.iter().rposition(|(known, _)| same(known, text)))?;
+            .or_else(|| entries.iter().rposition(|(known, _)| **known == **text))?;
         let entry = entries.remove(at)?;
         let binary = entry.1.clone();
         entries.push_back(entry);
@@ -68,14 +68,9 @@ impl Decoded {
 impl KnownTexts for Decoded {
     fn find(&self, text: &[u8]) -> Option<Arc<[u8]>> {
         let entries = self.lock();
-        let (known, _) = entries.iter().rev().find(|(known, _)| same(known, text))?;
+        let (known, _) = entries.iter().rev().find(|(known, _)| **known == *text)?;
         Some(known.clone())
     }
-}
-
-/// Whether `known` is `text`, byte for byte.
-fn same(known: &[u8], text: &[u8]) -> bool {
-    known.len() == text.len() && known == text
 }
 
 /// The bytes an entry holds.
